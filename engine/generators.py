@@ -1,0 +1,138 @@
+"""The model kinds behind one interface: MR slice stacks in, CT slices in the normalised [-1, 1] space out.
+
+Every generator is built once per run (ONNX sessions load once) and then called per batch. Noise is drawn per
+slice from that slice's own seed, so the output does not depend on the batch size or on which other slices
+share the batch: the same input always gives the same output.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from engine.manifest import ModelSpec
+from engine.runtime import create_session, session_device
+
+LOG = logging.getLogger(__name__)
+
+
+class GeneratorError(RuntimeError):
+    """A model failed to load or to run."""
+
+
+class Generator(Protocol):
+    """What the pipeline needs from a model kind."""
+
+    spec: ModelSpec
+    device: str
+
+    def predict(self, stacks: np.ndarray, slice_seeds: np.ndarray) -> np.ndarray:
+        """float32[B, C, H, W] normalised MR stacks -> float32[B, 1, H, W] CT in [-1, 1] (the spec's HU window)."""
+        ...
+
+
+def hu_to_normalised(hu: np.ndarray | float, window: tuple[float, float]) -> np.ndarray | float:
+    """Map HU linearly so the window's ends land on -1 and 1 (the networks' output space)."""
+    low, high = window
+    return (np.asarray(hu, dtype=np.float32) - low) / (high - low) * 2.0 - 1.0
+
+
+def normalised_to_hu(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Inverse of `hu_to_normalised`, in place on float32 arrays to keep peak memory low."""
+    low, high = window
+    values *= (high - low) / 2.0
+    values += (high + low) / 2.0
+    return values
+
+
+def slice_noise(slice_seeds: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
+    """Standard normal noise, float32[B, channels, H, W], each slice from its own seed."""
+    noise = np.empty((len(slice_seeds), channels, height, width), dtype=np.float32)
+    for index, seed in enumerate(slice_seeds):
+        noise[index] = np.random.default_rng(int(seed)).standard_normal((channels, height, width), dtype=np.float32)
+    return noise
+
+
+class WaterGenerator:
+    """The template's placeholder made honest: 0 HU everywhere (the pipeline fills outside the body).
+
+    It is the floor every trained model must beat and the shipped default until trained weights land.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        self.device = "cpu"
+        self._value = float(hu_to_normalised(0.0, spec.ct_window_hu))
+
+    def predict(self, stacks: np.ndarray, slice_seeds: np.ndarray) -> np.ndarray:
+        batch, _, height, width = stacks.shape
+        return np.full((batch, 1, height, width), self._value, dtype=np.float32)
+
+
+class OnnxSliceGenerator:
+    """A one-step conditional generator exported to ONNX (the drifting generator).
+
+    Contract of the ONNX file: input `mr` float32[B, C, H, W] with C = context_slices, optional input `noise`
+    float32[B, Z, H, W] (standard normal), output float32[B, 1, H, W] in [-1, 1].
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "auto") -> None:
+        self.spec = spec
+        self.session = create_session(spec.file("generator"), device)
+        self.device = session_device(self.session)
+        inputs = {item.name: item for item in self.session.get_inputs()}
+        if "mr" not in inputs:
+            raise GeneratorError(f"{spec.file('generator')}: ONNX model has no input named 'mr' (has {list(inputs)})")
+        channels = inputs["mr"].shape[1]
+        if isinstance(channels, int) and channels != spec.context_slices:
+            raise GeneratorError(
+                f"{spec.file('generator')}: model reads {channels} slices but the manifest says "
+                f"context_slices={spec.context_slices}"
+            )
+        self.noise_channels = 0
+        if "noise" in inputs:
+            declared = inputs["noise"].shape[1]
+            self.noise_channels = declared if isinstance(declared, int) else int(spec.sampler.get("noise_channels", 1))
+        self.output_name = self.session.get_outputs()[0].name
+
+    def predict(self, stacks: np.ndarray, slice_seeds: np.ndarray) -> np.ndarray:
+        feeds = {"mr": np.ascontiguousarray(stacks, dtype=np.float32)}
+        batch, _, height, width = stacks.shape
+        if self.noise_channels:
+            feeds["noise"] = slice_noise(slice_seeds, self.noise_channels, height, width)
+        try:
+            (output,) = self.session.run([self.output_name], feeds)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise GeneratorError(f"{self.spec.file('generator')}: inference failed: {str(err).splitlines()[0]}") from err
+        if output.shape != (batch, 1, height, width):
+            raise GeneratorError(
+                f"{self.spec.file('generator')}: output shape {output.shape} != expected {(batch, 1, height, width)}"
+            )
+        return output.astype(np.float32, copy=False)
+
+
+def load_generator(spec: ModelSpec, device: str = "auto") -> Generator:
+    """Verify the model's files, then build its generator. Raises ManifestError/GeneratorError/DeviceError."""
+    spec.verify_files()
+    if spec.kind == "water":
+        return WaterGenerator(spec, device)
+    if spec.kind == "drifting":
+        return OnnxSliceGenerator(spec, device)
+    if spec.kind == "ldm":
+        from engine.ldm import LatentDiffusionGenerator
+
+        return LatentDiffusionGenerator(spec, device)
+    raise GeneratorError(f"model {spec.name!r}: no generator for kind {spec.kind!r}")
+
+
+def auto_batch_size(spec: ModelSpec, device: str, slice_pixels: int) -> int:
+    """A batch size that keeps activations modest: about 64 Mpixel-channels on a GPU, 4 Mpixel on the CPU.
+
+    The 4 GB container limit is the binding constraint on the CPU path; a T4 has 16 GB on the GPU path.
+    """
+    if spec.kind == "water":
+        return 64
+    budget = 64_000_000 if device == "cuda" else 4_000_000
+    return int(max(1, min(64, budget // max(1, slice_pixels * 16))))

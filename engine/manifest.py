@@ -1,0 +1,336 @@
+"""The model manifest: one validated source of every setting that training and inference share.
+
+`model_weights/manifest.json` holds a `defaults` block, named `models` (each states only what differs from the
+defaults, as nnU-Net plans do) and a `regions` table that names each region's primary model and its fallback.
+It is data, read by the inference pipeline and by the trainer alike, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.regions import REGION_NAMES, RegionError, canonical_region
+
+SCHEMA_VERSION = 1
+DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "model_weights" / "manifest.json"
+
+#: Model kinds and the ONNX files each needs (by role).
+KIND_FILES: dict[str, tuple[str, ...]] = {
+    "water": (),
+    "drifting": ("generator",),
+    "ldm": ("encoder", "decoder", "denoiser"),
+}
+NORMALISATION_METHODS = ("zscore", "minmax")
+OUTPUT_DTYPES = ("int16", "float32")
+HU_MIN, HU_MAX = -1024.0, 3071.0
+
+_SETTING_KEYS = {
+    "spacing_xy_mm",
+    "context_slices",
+    "divisible_by",
+    "mr_normalisation",
+    "ct_window_hu",
+    "output_dtype",
+    "outside_fill_hu",
+    "sampler",
+}
+_MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance"}
+_NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
+_SAMPLER_KEYS = {"seed", "noise_channels", "ddim_steps", "train_timesteps", "latent_scale"}
+
+
+class ManifestError(ValueError):
+    """The manifest is malformed, or a file it names is missing or fails its checksum."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """MR intensity normalisation inside the body mask.
+
+    The MR is clipped to the given percentiles of its in-mask voxels, then either z-scored with the in-mask mean
+    and standard deviation (`zscore`) or mapped linearly so the percentiles land on -1 and 1 (`minmax`).
+    Voxels outside the mask (and padding) get `outside_value`.
+    """
+
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    method: str = "zscore"
+    outside_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model, with the checksum it must have."""
+
+    role: str
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One manifest model entry with the defaults applied: everything needed to run (or train) it."""
+
+    name: str
+    kind: str
+    files: tuple[ModelFile, ...]
+    spacing_xy_mm: tuple[float, float] | None
+    context_slices: int
+    divisible_by: int
+    normalisation: Normalisation
+    ct_window_hu: tuple[float, float]
+    output_dtype: str
+    outside_fill_hu: float
+    sampler: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, role: str) -> Path:
+        """Path of the file with this role (e.g. 'generator')."""
+        for item in self.files:
+            if item.role == role:
+                return item.path
+        raise ManifestError(f"model {self.name!r} has no {role!r} file")
+
+    def verify_files(self) -> None:
+        """Check that every file exists and matches its sha256; raise ManifestError naming the first that fails."""
+        for item in self.files:
+            if not item.path.is_file():
+                raise ManifestError(f"{item.path}: model file missing (model {self.name!r}, role {item.role!r})")
+            actual = sha256_of(item.path)
+            if actual != item.sha256:
+                raise ManifestError(
+                    f"{item.path}: checksum mismatch (model {self.name!r}): expected {item.sha256}, got {actual}"
+                )
+
+    @property
+    def half_context(self) -> int:
+        """Neighbouring slices read on each side of the centre slice."""
+        return self.context_slices // 2
+
+
+@dataclass(frozen=True)
+class RegionRoute:
+    """The models a region runs: a primary and an optional fallback."""
+
+    primary: ModelSpec
+    fallback: ModelSpec | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The whole validated manifest."""
+
+    path: Path
+    models: dict[str, ModelSpec]
+    routes: dict[str, RegionRoute]
+
+    def route(self, region: str) -> RegionRoute:
+        """The route of a region given in any accepted spelling."""
+        code = canonical_region(region)
+        if code not in self.routes:
+            raise ManifestError(f"{self.path}: no model for region {REGION_NAMES[code]!r} ({code})")
+        return self.routes[code]
+
+    def resolve(self, region: str, override: str | None = None) -> RegionRoute:
+        """The route for a region, honouring `--model` (a model entry name or a model kind).
+
+        A kind picks the region's own primary or fallback of that kind, else the only manifest entry of that
+        kind; `water` needs no files and is always available. A forced model gets no fallback.
+        """
+        route = self.route(region)
+        if override is None:
+            return route
+        if override in self.models:
+            return RegionRoute(self.models[override], None)
+        if override not in KIND_FILES:
+            raise ManifestError(
+                f"--model {override!r} is neither a manifest entry ({', '.join(sorted(self.models))}) "
+                f"nor a model kind ({', '.join(KIND_FILES)})"
+            )
+        for spec in (route.primary, route.fallback):
+            if spec is not None and spec.kind == override:
+                return RegionRoute(spec, None)
+        of_kind = [spec for spec in self.models.values() if spec.kind == override]
+        if len(of_kind) == 1 or (of_kind and override == "water"):
+            return RegionRoute(of_kind[0], None)
+        if override == "water":
+            return RegionRoute(build_spec("water", {"kind": "water"}, {}, self.path.parent), None)
+        raise ManifestError(f"{self.path}: no {override!r} model for region {region!r}")
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks so large weights do not load into memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ManifestError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _merge(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults with overrides applied; nested dicts (normalisation, sampler) merge one level deep."""
+    merged = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _number_pair(where: str, value: Any) -> tuple[float, float]:
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        raise ManifestError(f"{where}: expected a list of two numbers, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def build_spec(name: str, entry: dict[str, Any], defaults: dict[str, Any], weights_dir: Path) -> ModelSpec:
+    """Validate one model entry merged over the defaults and turn it into a ModelSpec."""
+    where = f"model {name!r}"
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: expected an object")
+    _check_keys(where, entry, _MODEL_KEYS)
+    settings = _merge(defaults, entry)
+    kind = settings.get("kind")
+    if kind not in KIND_FILES:
+        raise ManifestError(f"{where}: kind {kind!r} is not one of {list(KIND_FILES)}")
+
+    files_entry = settings.get("files", {}) or {}
+    if not isinstance(files_entry, dict):
+        raise ManifestError(f"{where}: 'files' must map a role to {{'path', 'sha256'}}")
+    missing_roles = [role for role in KIND_FILES[kind] if role not in files_entry]
+    if missing_roles:
+        raise ManifestError(f"{where}: kind {kind!r} needs file role(s) {missing_roles}")
+    files = []
+    for role, item in files_entry.items():
+        if not isinstance(item, dict) or set(item) != {"path", "sha256"}:
+            raise ManifestError(f"{where}: file {role!r} must be an object with exactly 'path' and 'sha256'")
+        digest = str(item["sha256"]).lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ManifestError(f"{where}: file {role!r} has a malformed sha256 {item['sha256']!r}")
+        files.append(ModelFile(role, (weights_dir / str(item["path"])).resolve(), digest))
+
+    spacing = settings.get("spacing_xy_mm")
+    if spacing is not None:
+        spacing = _number_pair(f"{where}: spacing_xy_mm", spacing)
+        if min(spacing) <= 0:
+            raise ManifestError(f"{where}: spacing_xy_mm must be positive, got {list(spacing)}")
+
+    context = settings.get("context_slices", 1)
+    if not isinstance(context, int) or isinstance(context, bool) or context < 1 or context % 2 == 0:
+        raise ManifestError(f"{where}: context_slices must be an odd positive integer, got {context!r}")
+    divisible = settings.get("divisible_by", 1)
+    if not isinstance(divisible, int) or isinstance(divisible, bool) or divisible < 1:
+        raise ManifestError(f"{where}: divisible_by must be a positive integer, got {divisible!r}")
+
+    norm_entry = settings.get("mr_normalisation", {}) or {}
+    if not isinstance(norm_entry, dict):
+        raise ManifestError(f"{where}: mr_normalisation must be an object")
+    _check_keys(f"{where}: mr_normalisation", norm_entry, _NORMALISATION_KEYS)
+    low_pct, high_pct = _number_pair(f"{where}: clip_percentiles", norm_entry.get("clip_percentiles", [0.5, 99.5]))
+    if not 0.0 <= low_pct < high_pct <= 100.0:
+        raise ManifestError(f"{where}: clip_percentiles must satisfy 0 <= low < high <= 100, got {[low_pct, high_pct]}")
+    method = norm_entry.get("method", "zscore")
+    if method not in NORMALISATION_METHODS:
+        raise ManifestError(f"{where}: normalisation method {method!r} is not one of {list(NORMALISATION_METHODS)}")
+    outside_value = norm_entry.get("outside_value", 0.0)
+    if not isinstance(outside_value, (int, float)) or isinstance(outside_value, bool):
+        raise ManifestError(f"{where}: outside_value must be a number")
+
+    window = _number_pair(f"{where}: ct_window_hu", settings.get("ct_window_hu", [HU_MIN, HU_MAX]))
+    if window[0] >= window[1]:
+        raise ManifestError(f"{where}: ct_window_hu must be [low, high] with low < high, got {list(window)}")
+    dtype = settings.get("output_dtype", "int16")
+    if dtype not in OUTPUT_DTYPES:
+        raise ManifestError(f"{where}: output_dtype {dtype!r} is not one of {list(OUTPUT_DTYPES)}")
+    fill = settings.get("outside_fill_hu", -1000.0)
+    if not isinstance(fill, (int, float)) or isinstance(fill, bool) or not HU_MIN <= fill <= HU_MAX:
+        raise ManifestError(f"{where}: outside_fill_hu must be a number in [{HU_MIN:g}, {HU_MAX:g}]")
+    sampler = settings.get("sampler", {}) or {}
+    if not isinstance(sampler, dict):
+        raise ManifestError(f"{where}: sampler must be an object")
+    _check_keys(f"{where}: sampler", sampler, _SAMPLER_KEYS)
+
+    return ModelSpec(
+        name=name,
+        kind=kind,
+        files=tuple(files),
+        spacing_xy_mm=spacing,
+        context_slices=context,
+        divisible_by=divisible,
+        normalisation=Normalisation((low_pct, high_pct), method, float(outside_value)),
+        ct_window_hu=window,
+        output_dtype=dtype,
+        outside_fill_hu=float(fill),
+        sampler=dict(sampler),
+        provenance=dict(settings.get("provenance", {}) or {}),
+    )
+
+
+def parse_manifest(data: Any, path: Path) -> Manifest:
+    """Validate manifest data (already parsed JSON); `path` locates the files it names and the error messages."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: the manifest must be a JSON object")
+    _check_keys(str(path), data, {"schema_version", "description", "defaults", "models", "regions"})
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ManifestError(f"{path}: schema_version must be {SCHEMA_VERSION}, got {data.get('schema_version')!r}")
+    defaults = data.get("defaults", {}) or {}
+    if not isinstance(defaults, dict):
+        raise ManifestError(f"{path}: 'defaults' must be an object")
+    _check_keys(f"{path}: defaults", defaults, _SETTING_KEYS)
+    models_entry = data.get("models")
+    if not isinstance(models_entry, dict) or not models_entry:
+        raise ManifestError(f"{path}: 'models' must be a non-empty object")
+    try:
+        models = {name: build_spec(name, entry, defaults, path.parent) for name, entry in models_entry.items()}
+    except ManifestError as err:
+        raise ManifestError(f"{path}: {err}") from err
+
+    regions_entry = data.get("regions")
+    if not isinstance(regions_entry, dict) or not regions_entry:
+        raise ManifestError(f"{path}: 'regions' must be a non-empty object")
+    routes: dict[str, RegionRoute] = {}
+    for region, route in regions_entry.items():
+        try:
+            code = canonical_region(region)
+        except RegionError as err:
+            raise ManifestError(f"{path}: regions: {err}") from err
+        if not isinstance(route, dict):
+            raise ManifestError(f"{path}: region {region!r} must be an object with 'model' (and 'fallback')")
+        _check_keys(f"{path}: region {region!r}", route, {"model", "fallback"})
+        names = [route.get("model"), route.get("fallback")]
+        for role, name in zip(("model", "fallback"), names):
+            if name is not None and name not in models:
+                raise ManifestError(f"{path}: region {region!r} {role} {name!r} is not a model entry")
+        if names[0] is None:
+            raise ManifestError(f"{path}: region {region!r} names no model")
+        routes[code] = RegionRoute(models[names[0]], models[names[1]] if names[1] else None)
+    return Manifest(path=path, models=models, routes=routes)
+
+
+def load_manifest(path: Path | str = DEFAULT_MANIFEST) -> Manifest:
+    """Read and validate the manifest; every problem is a one-line ManifestError naming the file."""
+    path = Path(path).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror or err})") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from err
+    return parse_manifest(data, path)

@@ -1,0 +1,1 @@
+"""Orchestration of the inference run: find the cases, run each through the stages, record the results."""

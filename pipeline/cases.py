@@ -1,0 +1,150 @@
+"""Finding the cases of a run in the three input layouts the product accepts.
+
+- template: `<dir>/images/mri/*`, `<dir>/images/body/*`, `<dir>/region.json` (grand-challenge; /input)
+- released: `Task1/{AB,HN,TH,brain,pelvis}/<ID>/mr.mha + mask.mha` (region from the folder)
+- single:   one MR, one mask, a region and an output file given on the command line
+
+Masks pair with MR files by file name or case id, never by sort order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.regions import RegionError, canonical_region, read_region_json
+
+LOG = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+MR_NAMES = tuple(f"mr{suffix}" for suffix in IMAGE_SUFFIXES)
+MASK_NAMES = tuple(f"mask{suffix}" for suffix in IMAGE_SUFFIXES)
+OUTPUT_SUBDIR = Path("images") / "synthetic-ct"
+UNCERTAINTY_SUBDIR = Path("images") / "synthetic-ct-uncertainty"
+
+
+@dataclass
+class Case:
+    """One MR to turn into an sCT, with everything needed to report on it."""
+
+    case_id: str
+    mr: Path
+    mask: Path | None
+    output: Path
+    region: str | None = None  # raw region string (any accepted spelling), or None when it could not be read
+    region_error: str | None = None  # why the region is unknown, reported when the case runs
+    region_input: dict = field(default_factory=dict)  # the results.json input entry for the region
+    uncertainty_output: Path | None = None
+
+
+def case_id_of(path: Path) -> str:
+    """File name without its image suffix ('1HNA001.nii.gz' -> '1HNA001')."""
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+    )
+
+
+def _output_paths(out_dir: Path, name: str, samples: int) -> tuple[Path, Path | None]:
+    output = (out_dir / OUTPUT_SUBDIR / name).absolute()
+    uncertainty = (out_dir / UNCERTAINTY_SUBDIR / name).absolute() if samples > 1 else None
+    return output, uncertainty
+
+
+def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
+    """Cases of a grand-challenge template folder (every MR in images/mri, paired with its body mask)."""
+    mr_files = _image_files(in_dir / "images" / "mri")
+    masks = _image_files(in_dir / "images" / "body")
+    region_file = in_dir / "region.json"
+    region, region_error = region_override, None
+    if region is None:
+        if region_file.is_file():
+            try:
+                region = read_region_json(region_file)
+            except RegionError as err:
+                region_error = str(err)
+        else:
+            region_error = f"{region_file}: region file missing (or pass --region)"
+    by_name = {p.name: p for p in masks}
+    by_id = {case_id_of(p): p for p in masks}
+    cases = []
+    for mr in mr_files:
+        mask = by_name.get(mr.name) or by_id.get(case_id_of(mr))
+        if mask is None and len(mr_files) == 1 and len(masks) == 1:
+            mask = masks[0]
+        if mask is None:
+            mask = in_dir / "images" / "body" / mr.name  # reported as missing when the case runs
+        output, uncertainty = _output_paths(out_dir, mr.name, samples)
+        cases.append(
+            Case(
+                case_id=case_id_of(mr),
+                mr=mr.absolute(),
+                mask=mask.absolute(),
+                output=output,
+                region=region,
+                region_error=region_error,
+                region_input={"type": "String", "filename": str(region_file.absolute())},
+                uncertainty_output=uncertainty,
+            )
+        )
+    return cases
+
+
+def released_cases(root: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
+    """Cases of the released data layout: every folder holding an mr image; the region is its parent folder."""
+    cases = []
+    for case_dir in sorted({p.parent for name in MR_NAMES for p in root.rglob(name)}):
+        mr = next(case_dir / n for n in MR_NAMES if (case_dir / n).is_file())
+        mask = next((case_dir / n for n in MASK_NAMES if (case_dir / n).is_file()), case_dir / "mask.mha")
+        region, region_error = region_override, None
+        if region is None:
+            try:
+                region = canonical_region(case_dir.parent.name)
+            except RegionError as err:
+                region_error = f"{case_dir}: region folder {case_dir.parent.name!r} is not a region ({err}); pass --region"
+        output, uncertainty = _output_paths(out_dir, f"{case_dir.name}.mha", samples)
+        cases.append(
+            Case(
+                case_id=case_dir.name,
+                mr=mr.absolute(),
+                mask=mask.absolute(),
+                output=output,
+                region=region,
+                region_error=region_error,
+                region_input={"type": "String", "value": region or case_dir.parent.name},
+                uncertainty_output=uncertainty,
+            )
+        )
+    return cases
+
+
+def discover_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
+    """Template layout when `images/mri` exists, else the released layout."""
+    if (in_dir / "images" / "mri").is_dir():
+        return template_cases(in_dir, out_dir, region_override, samples)
+    return released_cases(in_dir, out_dir, region_override, samples)
+
+
+def single_case(mr: Path, mask: Path, region: str, out: Path, samples: int = 1) -> Case:
+    """The one case given with --mr/--mask/--region/--out."""
+    out = out.absolute()
+    uncertainty = out.with_name(f"{case_id_of(out)}_std.mha") if samples > 1 else None
+    return Case(
+        case_id=case_id_of(mr),
+        mr=mr.absolute(),
+        mask=mask.absolute(),
+        output=out,
+        region=region,
+        region_input={"type": "String", "value": region},
+        uncertainty_output=uncertainty,
+    )

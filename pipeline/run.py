@@ -1,0 +1,213 @@
+"""One case through the stages: prepare -> generate (K samples) -> restore -> finalise -> write.
+
+Models load once per run (`GeneratorPool`); a region's fallback runs when its primary cannot load or gives an
+unusable output, and the case's record says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.generators import Generator, GeneratorError, auto_batch_size, load_generator
+from engine.manifest import Manifest, ManifestError, ModelSpec
+from engine.regions import RegionError
+from engine.runtime import DeviceError
+from pipeline.cases import Case
+from postprocessing import finalise_hu, to_input_grid, write_image_atomic
+from preprocessing import CaseError, Geometry, Prepared, prepare_case
+from preprocessing.slices import iter_slice_batches
+
+LOG = logging.getLogger(__name__)
+
+#: The sanity check on a model's output (in HU, inside the body): beyond these it is unusable.
+SANE_BODY_MEAN_HU = (-700.0, 700.0)
+MAX_SATURATED_FRACTION = 0.5
+
+
+@dataclass
+class RunOptions:
+    """Run-wide knobs from the command line."""
+
+    device: str = "auto"
+    batch_size: int | None = None
+    samples: int = 1
+    model_override: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class CaseResult:
+    """What happened to one case: the results.json entry is built from it."""
+
+    case: Case
+    model: str | None = None
+    errors: list[str] = field(default_factory=list)
+    fallback_reason: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class UnusableOutput(RuntimeError):
+    """A model ran but its output fails the sanity check."""
+
+
+class GeneratorPool:
+    """Loads each model once per run and remembers which could not load (and why)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._loaded: dict[str, Generator] = {}
+        self._failed: dict[str, str] = {}
+
+    def get(self, spec: ModelSpec) -> Generator:
+        if spec.name in self._failed:
+            raise GeneratorError(self._failed[spec.name])
+        if spec.name not in self._loaded:
+            try:
+                self._loaded[spec.name] = load_generator(spec, self.device)
+            except (ManifestError, GeneratorError, DeviceError, OSError) as err:
+                self._failed[spec.name] = str(err)
+                raise GeneratorError(str(err)) from err
+            LOG.info("model %r (%s) ready on %s", spec.name, spec.kind, self._loaded[spec.name].device)
+        return self._loaded[spec.name]
+
+
+def slice_seeds(seed: int, sample: int, centres: np.ndarray) -> np.ndarray:
+    """One seed per (run seed, sample, slice): independent of batching."""
+    return np.array(
+        [np.random.SeedSequence([seed, sample, int(z)]).generate_state(1)[0] for z in centres], dtype=np.uint64
+    )
+
+
+def generate(
+    prepared: Prepared, generator: Generator, options: RunOptions, description: str = ""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the generator over every slice, K times; return the mean and (K > 1) the standard deviation."""
+    spec = generator.spec
+    volume = prepared.volume
+    batch = options.batch_size or auto_batch_size(spec, generator.device, volume.shape[1] * volume.shape[2])
+    seed = int(spec.sampler.get("seed", 0))
+    mean = np.zeros((volume.shape[0], *volume.shape[1:]), dtype=np.float32)
+    m2 = np.zeros_like(mean) if options.samples > 1 else None
+    total = options.samples * ((volume.shape[0] + batch - 1) // batch)
+    with tqdm(total=total, desc=description, unit="batch", disable=not options.progress, leave=False) as bar:
+        for sample in range(options.samples):
+            for centres, stacks in iter_slice_batches(volume, spec.context_slices, batch):
+                predicted = generator.predict(stacks, slice_seeds(seed, sample, centres))[:, 0]
+                if m2 is None:
+                    mean[centres] = predicted
+                else:  # Welford: a running mean and sum of squared deviations, one pass, no stack of K volumes
+                    delta = predicted - mean[centres]
+                    mean[centres] += delta / (sample + 1)
+                    m2[centres] += delta * (predicted - mean[centres])
+                bar.update(1)
+    if m2 is None:
+        return mean, None
+    np.divide(m2, options.samples, out=m2)
+    return mean, np.sqrt(m2, out=m2)
+
+
+def check_usable(hu: np.ndarray, mask: np.ndarray, spec: ModelSpec) -> None:
+    """Raise UnusableOutput when the sCT is non-finite, mostly saturated, or its body mean is implausible."""
+    bad = np.count_nonzero(~np.isfinite(hu))
+    if bad:
+        raise UnusableOutput(f"model {spec.name!r} produced {bad} NaN/inf voxel(s)")
+    body = hu[mask > 0]
+    low, high = spec.ct_window_hu
+    saturated = np.count_nonzero((body <= low + 1) | (body >= high - 1)) / body.size
+    if saturated > MAX_SATURATED_FRACTION:
+        raise UnusableOutput(f"model {spec.name!r}: {100 * saturated:.0f}% of the body is at the HU window's ends")
+    body_mean = float(body.mean(dtype=np.float64))
+    if not SANE_BODY_MEAN_HU[0] <= body_mean <= SANE_BODY_MEAN_HU[1]:
+        raise UnusableOutput(f"model {spec.name!r}: mean HU in the body {body_mean:.0f} is outside {SANE_BODY_MEAN_HU}")
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create the output folder and prove it is writable before any work is done."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CaseError(folder, f"cannot create output folder ({err.strerror or err})") from err
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CaseError(folder, "output folder is not writable")
+
+
+@dataclass
+class Generated:
+    """A finished sCT (and optional uncertainty map) on the input grid, with the model that made it."""
+
+    sct: np.ndarray
+    std: np.ndarray | None
+    geometry: Geometry
+    spec: ModelSpec
+
+
+def _run_model(case: Case, spec: ModelSpec, pool: GeneratorPool, options: RunOptions) -> Generated:
+    """Prepare, generate and restore with one model."""
+    generator = pool.get(spec)
+    prepared = prepare_case(case.mr, case.mask, spec)
+    mean, std = generate(prepared, generator, options, description=case.case_id)
+    prepared.volume = None  # free the model-space input before restoring (peak memory on large cases)
+    hu = to_input_grid(mean, prepared, spec.ct_window_hu)
+    del mean
+    check_usable(hu, prepared.mask, spec)
+    if std is not None:
+        std *= (spec.ct_window_hu[1] - spec.ct_window_hu[0]) / 2.0
+        std = to_input_grid(std, prepared)
+        std[prepared.mask == 0] = 0.0
+    return Generated(finalise_hu(hu, prepared.mask, spec), std, prepared.geometry, spec)
+
+
+def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOptions) -> CaseResult:
+    """Run one case end to end; every failure becomes a one-line error in the result, never an exception."""
+    result = CaseResult(case)
+    started = time.perf_counter()
+    try:
+        if case.region is None:
+            raise CaseError(None, case.region_error or "region unknown")
+        try:
+            route = manifest.resolve(case.region, options.model_override)
+        except (RegionError, ManifestError) as err:
+            raise CaseError(None, str(err)) from err
+        if case.mask is None or not case.mask.is_file():
+            raise CaseError(case.mask or case.mr, f"body mask missing for MR {case.mr.name}")
+        ensure_writable(case.output.parent)
+        if case.uncertainty_output is not None:
+            ensure_writable(case.uncertainty_output.parent)
+        try:
+            generated = _run_model(case, route.primary, pool, options)
+        except (GeneratorError, UnusableOutput) as err:
+            if route.fallback is None:
+                raise CaseError(None, str(err)) from err
+            result.fallback_reason = f"primary model {route.primary.name!r} failed: {err}"
+            LOG.warning("%s: %s; running fallback %r", case.case_id, result.fallback_reason, route.fallback.name)
+            try:
+                generated = _run_model(case, route.fallback, pool, options)
+            except (GeneratorError, UnusableOutput) as fallback_err:
+                raise CaseError(None, f"{err}; fallback {route.fallback.name!r} failed too: {fallback_err}") from err
+        result.model = generated.spec.name
+        if generated.std is not None and case.uncertainty_output is not None:
+            write_image_atomic(generated.std, generated.geometry, case.uncertainty_output)
+        try:
+            write_image_atomic(generated.sct, generated.geometry, case.output)
+        except Exception:
+            if case.uncertainty_output is not None and case.uncertainty_output.exists():
+                case.uncertainty_output.unlink()
+            raise
+    except CaseError as err:
+        result.errors.append(str(err))
+    except (MemoryError, OSError, RuntimeError, ValueError) as err:
+        result.errors.append(f"{case.mr}: {type(err).__name__}: {' '.join(str(err).split())}")
+    result.seconds = time.perf_counter() - started
+    return result
+
