@@ -103,7 +103,7 @@ def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = No
 def released_cases(root: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
     """Cases of the released data layout: every folder holding an mr image; the region is its parent folder."""
     cases = []
-    for case_dir in sorted({p.parent for name in MR_NAMES for p in root.rglob(name)}):
+    for case_dir in sorted({p.parent for name in MR_NAMES for p in root.rglob(name)}, key=lambda d: (d.name, str(d))):
         mr = next(case_dir / n for n in MR_NAMES if (case_dir / n).is_file())
         mask = next((case_dir / n for n in MASK_NAMES if (case_dir / n).is_file()), case_dir / "mask.mha")
         region, region_error = region_override, None

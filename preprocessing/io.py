@@ -28,8 +28,7 @@ def read_image(path: Path, what: str) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "rror" in line or "ail" in line), "")
-        raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image ({detail[:160]})") from err
+        raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image") from err
     if image.GetDimension() != 3:
         raise CaseError(path, f"{what} is {image.GetDimension()}-D; a 3-D volume is required")
     if image.GetNumberOfComponentsPerPixel() != 1:

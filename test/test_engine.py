@@ -1,0 +1,109 @@
+"""The ONNX engine on small models built here: padding, batching, context, noise determinism, samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import process
+from engine.generators import OnnxSliceGenerator, slice_noise
+from engine.manifest import load_manifest
+from engine.runtime import CUDA, DeviceError, create_session
+from preprocessing.slices import iter_slice_batches, stack_indices
+from sct_testing import identity_model_entry, onnx_model, read_array, write_case, write_manifest
+
+
+def run(tmp_path, entry, behaviour, extra=(), out="out"):
+    onnx_model(tmp_path / "weights" / "gen.onnx", context=entry["context_slices"], behaviour=behaviour)
+    manifest = write_manifest(tmp_path / "weights", {"gen": entry})
+    mr_path, mask_path = write_case(tmp_path / "in")
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / out),
+                         "--manifest", str(manifest), "--no-progress", *extra])
+    return code, mr_path, mask_path, tmp_path / out / "images" / "synthetic-ct" / mr_path.name
+
+
+def test_padding_makes_odd_slices_fit_a_stride_4_network(tmp_path):
+    entry = identity_model_entry(divisible_by=4)
+    code, mr_path, mask_path, out = run(tmp_path, entry, "stride4")
+    assert code == 0
+    # The same model without padding cannot run on 37 x 29 slices, and the case fails cleanly instead.
+    entry_unpadded = identity_model_entry(divisible_by=1)
+    code, _, _, out2 = run(tmp_path, entry_unpadded, "stride4", out="out2")
+    assert code == 1 and not out2.exists()
+
+
+def test_noise_is_seeded_per_slice_so_batch_size_does_not_matter(tmp_path):
+    entry = identity_model_entry()
+    outputs = []
+    for index, batch in enumerate((1, 4, 11, 4)):
+        code, _, _, out = run(tmp_path, entry, "noise", ["--batch-size", str(batch)], out=f"out{index}")
+        assert code == 0
+        outputs.append(read_array(out))
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(outputs[0], other)
+    # The noise really reaches the output: a different run seed changes it.
+    entry_seeded = {**identity_model_entry(), "sampler": {"seed": 7}}
+    code, _, mask_path, out = run(tmp_path, entry_seeded, "noise", out="seed7")
+    inside = read_array(mask_path) > 0
+    assert np.abs(read_array(out) - outputs[0])[inside].mean() > 5.0
+
+
+def test_context_slices_are_read_with_replicated_edges(tmp_path):
+    entry = identity_model_entry(context=5)
+    code, mr_path, mask_path, out = run(tmp_path, entry, "context")
+    assert code == 0
+    mr, mask = read_array(mr_path).astype(np.float64), read_array(mask_path)
+    inside = mask > 0
+    low, high = mr[inside].min(), mr[inside].max()
+    normalised = np.where(inside, (mr - low) / (high - low) * 2 - 1, -1.0)
+    indices = stack_indices(mr.shape[0], 5, np.arange(mr.shape[0]))
+    want = (normalised[indices].mean(axis=1) + 1) / 2 * 1000
+    got = read_array(out)
+    np.testing.assert_allclose(got[inside], want[inside], atol=0.05)
+
+
+def test_samples_write_the_mean_and_a_standard_deviation_map(tmp_path):
+    entry = identity_model_entry()
+    code, mr_path, mask_path, out = run(tmp_path, entry, "noise", ["--samples", "6"])
+    assert code == 0
+    std_path = tmp_path / "out" / "images" / "synthetic-ct-uncertainty" / mr_path.name
+    std, inside = read_array(std_path), read_array(mask_path) > 0
+    # noise * 0.1 in [-1, 1] space is 50 HU in a 1000 HU window: the population std over 6 draws is near 50 * sqrt(5/6).
+    assert 35.0 < std[inside].mean() < 55.0
+    assert np.all(std[~inside] == 0)
+    assert len(list((tmp_path / "out" / "images" / "synthetic-ct").iterdir())) == 1  # the evaluator reads the first file
+
+
+def test_slice_batches_cover_every_slice_once():
+    volume = np.arange(7 * 2 * 3, dtype=np.float32).reshape(7, 2, 3)
+    seen = []
+    for centres, stacks in iter_slice_batches(volume, 3, batch_size=3):
+        assert stacks.shape == (len(centres), 3, 2, 3)
+        np.testing.assert_array_equal(stacks[:, 1], volume[centres])
+        seen.extend(centres.tolist())
+    assert seen == list(range(7))
+
+
+def test_noise_depends_only_on_the_slice_seed():
+    a = slice_noise(np.array([5, 6]), 2, 4, 4)
+    b = slice_noise(np.array([6]), 2, 4, 4)
+    np.testing.assert_array_equal(a[1], b[0])
+    assert not np.array_equal(a[0], a[1])
+
+
+def test_manifest_context_must_match_the_model(tmp_path):
+    onnx_model(tmp_path / "gen.onnx", context=3)
+    manifest = load_manifest(write_manifest(tmp_path, {"gen": identity_model_entry(context=5)}))
+    with pytest.raises(Exception, match="reads 3 slices"):
+        OnnxSliceGenerator(manifest.models["gen"], "cpu")
+
+
+def test_cpu_is_chosen_when_cuda_does_not_load(tmp_path):
+    path = onnx_model(tmp_path / "gen.onnx")
+    session = create_session(path, "auto")
+    assert session.get_providers()[-1] == "CPUExecutionProvider"
+    if CUDA in ort.get_available_providers() and session.get_providers()[0] == CUDA:
+        pytest.skip("a GPU is present: the CUDA error path cannot be exercised here")
+    with pytest.raises(DeviceError, match="--device cuda"):
+        create_session(path, "cuda")
