@@ -1,0 +1,115 @@
+"""The manifest is validated on load, its files are checked, and regions route to a primary and a fallback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import process
+from engine.manifest import DEFAULT_MANIFEST, ManifestError, load_manifest
+from engine.regions import REGION_NAMES, RegionError, canonical_region
+from sct_testing import identity_model_entry, onnx_model, write_case, write_manifest
+
+
+@pytest.mark.parametrize("value, code", [
+    ("Head and Neck", "HN"), ("head and neck", "HN"), ("  HEAD  AND neck ", "HN"), ("hn", "HN"),
+    ("Thorax", "TH"), ("TH", "TH"), ("Abdomen", "AB"), ("ab", "AB"), ("Brain", "BRAIN"), ("pelvis", "PELVIS"),
+])
+def test_region_spellings(value, code):
+    assert canonical_region(value) == code
+
+
+@pytest.mark.parametrize("value", ["Knee", "", None, 3, "Head"])
+def test_unknown_region_lists_the_accepted_values(value):
+    with pytest.raises(RegionError) as info:
+        canonical_region(value)
+    for name in REGION_NAMES.values():
+        assert name in str(info.value)
+
+
+def test_shipped_manifest_routes_every_region():
+    manifest = load_manifest(DEFAULT_MANIFEST)
+    for code in REGION_NAMES:
+        route = manifest.route(code)
+        route.primary.verify_files()
+        if route.fallback is not None:
+            route.fallback.verify_files()
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["models"]["gen"].update(kind="gan"), "kind 'gan'"),
+    (lambda d: d["models"]["gen"].update(context_slices=4), "odd positive"),
+    (lambda d: d["models"]["gen"].update(colour="blue"), "unknown key"),
+    (lambda d: d["models"]["gen"]["mr_normalisation"].update(method="histogram"), "normalisation method"),
+    (lambda d: d["models"]["gen"].update(ct_window_hu=[100, -100]), "low < high"),
+    (lambda d: d["models"]["gen"].update(output_dtype="uint8"), "output_dtype"),
+    (lambda d: d["models"]["gen"]["files"]["generator"].update(sha256="abc"), "malformed sha256"),
+    (lambda d: d["regions"].update(HN={"model": "nothing"}), "not a model entry"),
+    (lambda d: d["regions"].update(Knee={"model": "gen"}), "unknown region"),
+    (lambda d: d.update(schema_version=99), "schema_version"),
+])
+def test_malformed_manifest_is_a_one_line_error(tmp_path, change, words):
+    onnx_model(tmp_path / "gen.onnx")
+    path = write_manifest(tmp_path, {"gen": identity_model_entry()})
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert words in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_file_and_checksum_mismatch_are_named(tmp_path):
+    onnx_model(tmp_path / "gen.onnx")
+    manifest = load_manifest(write_manifest(tmp_path, {"gen": identity_model_entry()}))
+    spec = manifest.models["gen"]
+    spec.verify_files()
+    (tmp_path / "gen.onnx").write_bytes((tmp_path / "gen.onnx").read_bytes() + b"\0")
+    with pytest.raises(ManifestError, match="checksum mismatch"):
+        spec.verify_files()
+    (tmp_path / "gen.onnx").unlink()
+    with pytest.raises(ManifestError, match="model file missing"):
+        spec.verify_files()
+
+
+def _fallback_setup(tmp_path, behaviour="centre"):
+    onnx_model(tmp_path / "weights" / "gen.onnx", behaviour=behaviour)
+    models = {"gen": identity_model_entry(), "water": {"kind": "water"}}
+    manifest = write_manifest(tmp_path / "weights", models,
+                              regions={"TH": {"model": "gen", "fallback": "water"}})
+    write_case(tmp_path / "in")
+    return manifest
+
+
+def _run(tmp_path, manifest, *extra):
+    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                         "--manifest", str(manifest), "--no-progress", *extra])
+    return code, json.loads((tmp_path / "out" / "results.json").read_text())[0]
+
+
+def test_primary_runs_when_it_is_fine(tmp_path):
+    code, entry = _run(tmp_path, _fallback_setup(tmp_path))
+    assert code == 0 and entry["model"] == "gen" and "fallback_reason" not in entry
+
+
+def test_fallback_runs_when_the_primary_fails_its_checksum(tmp_path):
+    manifest = _fallback_setup(tmp_path)
+    (tmp_path / "weights" / "gen.onnx").write_bytes(b"tampered")
+    code, entry = _run(tmp_path, manifest)
+    assert code == 0 and entry["model"] == "water"
+    assert "checksum mismatch" in entry["fallback_reason"]
+
+
+def test_fallback_runs_when_the_primary_output_is_unusable(tmp_path):
+    code, entry = _run(tmp_path, _fallback_setup(tmp_path, behaviour="nan"))
+    assert code == 0 and entry["model"] == "water"
+    assert "NaN/inf" in entry["fallback_reason"]
+
+
+def test_forced_model_and_unknown_override(tmp_path):
+    manifest = _fallback_setup(tmp_path)
+    code, entry = _run(tmp_path, manifest, "--model", "water")
+    assert code == 0 and entry["model"] == "water"
+    code, entry = _run(tmp_path, manifest, "--model", "gan")
+    assert code == 1 and "neither a manifest entry" in entry["error_messages"][0]
