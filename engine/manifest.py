@@ -106,6 +106,23 @@ class ModelSpec:
                     f"{item.path}: checksum mismatch (model {self.name!r}): expected {item.sha256}, got {actual}"
                 )
 
+    def settings(self) -> dict[str, Any]:
+        """The shared settings as a manifest entry states them (what the trainer stores and the exporter writes)."""
+        return {
+            "spacing_xy_mm": None if self.spacing_xy_mm is None else list(self.spacing_xy_mm),
+            "context_slices": self.context_slices,
+            "divisible_by": self.divisible_by,
+            "mr_normalisation": {
+                "clip_percentiles": list(self.normalisation.clip_percentiles),
+                "method": self.normalisation.method,
+                "outside_value": self.normalisation.outside_value,
+            },
+            "ct_window_hu": list(self.ct_window_hu),
+            "output_dtype": self.output_dtype,
+            "outside_fill_hu": self.outside_fill_hu,
+            "sampler": dict(self.sampler),
+        }
+
     @property
     def half_context(self) -> int:
         """Neighbouring slices read on each side of the centre slice."""
@@ -198,8 +215,13 @@ def _number_pair(where: str, value: Any) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-def build_spec(name: str, entry: dict[str, Any], defaults: dict[str, Any], weights_dir: Path) -> ModelSpec:
-    """Validate one model entry merged over the defaults and turn it into a ModelSpec."""
+def build_spec(
+    name: str, entry: dict[str, Any], defaults: dict[str, Any], weights_dir: Path, require_files: bool = True
+) -> ModelSpec:
+    """Validate one model entry merged over the defaults and turn it into a ModelSpec.
+
+    `require_files=False` is for the trainer, which needs the settings of a model whose files do not exist yet.
+    """
     where = f"model {name!r}"
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: expected an object")
@@ -213,7 +235,7 @@ def build_spec(name: str, entry: dict[str, Any], defaults: dict[str, Any], weigh
     if not isinstance(files_entry, dict):
         raise ManifestError(f"{where}: 'files' must map a role to {{'path', 'sha256'}}")
     missing_roles = [role for role in KIND_FILES[kind] if role not in files_entry]
-    if missing_roles:
+    if missing_roles and require_files:
         raise ManifestError(f"{where}: kind {kind!r} needs file role(s) {missing_roles}")
     files = []
     for role, item in files_entry.items():
@@ -322,15 +344,25 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
     return Manifest(path=path, models=models, routes=routes)
 
 
+def read_manifest_json(path: Path | str) -> dict[str, Any]:
+    """The manifest's raw JSON (for tools that edit it, like the exporter)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror or err})") from err
+    except json.JSONDecodeError as err:
+        raise ManifestError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from err
+
+
+def training_spec(manifest_path: Path | str, kind: str, overrides: dict[str, Any]) -> ModelSpec:
+    """Settings for a model about to be trained: the manifest's defaults with the config's overrides applied."""
+    path = Path(manifest_path).resolve()
+    defaults = read_manifest_json(path).get("defaults", {}) or {}
+    return build_spec(f"training-{kind}", {"kind": kind, **overrides}, defaults, path.parent, require_files=False)
+
+
 def load_manifest(path: Path | str = DEFAULT_MANIFEST) -> Manifest:
     """Read and validate the manifest; every problem is a one-line ManifestError naming the file."""
     path = Path(path).resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ManifestError(f"{path}: cannot read the manifest ({err.strerror or err})") from err
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ManifestError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from err
-    return parse_manifest(data, path)
+    return parse_manifest(read_manifest_json(path), path)

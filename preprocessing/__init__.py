@@ -22,7 +22,7 @@ from preprocessing.slices import Padding, needs_resampling, pad_to_multiple, res
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["CaseError", "Geometry", "Prepared", "prepare_case"]
+__all__ = ["CaseError", "Geometry", "Prepared", "prepare_case", "to_model_space"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,20 @@ def prepare_case(mr_path: Path, mask_path: Path, spec: ModelSpec) -> Prepared:
         volume_spacing=volume_spacing,
         padding=padding,
     )
+
+
+def to_model_space(array: np.ndarray, prepared: Prepared, pad_value: float, binary: bool = False) -> np.ndarray:
+    """Bring another array on the input MR grid (the paired CT, the mask) into the prepared MR's model space.
+
+    The trainer uses this so that CT targets go through exactly the reorientation, resampling and padding the
+    MR went through at inference.
+    """
+    out = np.ascontiguousarray(prepared.reorientation.apply(array), dtype=np.float32)
+    if prepared.resampled:
+        out = resample_inplane(out, prepared.canonical_spacing, prepared.volume_spacing[:2])
+        if binary:
+            out = (out > 0.5).astype(np.float32)
+    padding = prepared.padding
+    if any(padding.y + padding.x):
+        out = np.pad(out, ((0, 0), padding.y, padding.x), mode="constant", constant_values=pad_value)
+    return out

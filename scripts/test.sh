@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up the development environment (CPU torch first, so pip never pulls a CUDA build) and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+pip install --quiet --upgrade pip
+pip install --quiet torch==2.13.0
+pip install --quiet -r requirements-train.txt
+python -m pytest test -q "$@"

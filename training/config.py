@@ -1,0 +1,130 @@
+"""Training configuration: a TOML file read into frozen dataclasses, with `--set section.key=value` overrides.
+
+Settings shared with inference (normalisation, spacing, context slices, HU window) are NOT here: they come
+from the manifest's defaults plus `[settings]` overrides, and travel with the checkpoint into the exported
+manifest entry.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = "data/phantoms"
+    regions: tuple[str, ...] = ("HN", "TH", "AB")
+    val_per_region: int = 2
+    crop: int = 128
+    samples_per_epoch: int = 512
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "drifting"  # drifting (lambda_drift > 0) or l1 (the same network, lambda_drift = 0)
+    width: int = 16
+    depth: int = 3
+    noise_channels: int = 1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    lambda_drift: float = 1.0
+    lambda_l1: float = 10.0
+    patch_size: int = 64
+    num_positive: int = 16
+    num_negative: int = 16
+    taus: tuple[float, ...] = (0.02, 0.05, 0.2)
+    normalisation: str = "both"  # both | y | none: the softmax normalisations of the drift weights
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 8
+    steps: int = 2000
+    ema_decay: float = 0.995
+    amp: bool = True  # mixed precision, on a GPU only
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs/drifting"
+    seed: int = 0
+    val_every: int = 250
+    checkpoint_every: int = 250
+    log_every: int = 25
+    early_stop_epochs: int = 0  # the seed's rule when > 0: stop when the loss fell < 1% over this many epochs
+    early_stop_min_improvement: float = 0.01
+    workers: int = 0  # data-loader workers (0 keeps them off /dev/shm, which is 128 MB in the template)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    manifest: str = "model_weights/manifest.json"
+    settings: dict[str, Any] = field(default_factory=dict)  # overrides of the manifest's defaults
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    converted = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        converted[key] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+    return cls(**converted)
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    unknown = sorted(set(data) - set(_SECTIONS) - {"manifest", "settings"})
+    if unknown:
+        raise ValueError(f"{where}: unknown section(s) {unknown}")
+    parts = {name: _coerce(cls, data.get(name, {}), f"{where} [{name}]") for name, cls in _SECTIONS.items()}
+    return TrainConfig(**parts, manifest=data.get("manifest", "model_weights/manifest.json"),
+                       settings=dict(data.get("settings", {})))
+
+
+def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a TOML config (or the defaults) and apply `section.key=value` overrides (values parsed as JSON)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        if not raw:
+            raise ValueError(f"--set {item!r}: expected section.key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        *sections, leaf = key.split(".")
+        target = data
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    return config_from_dict(data, str(path or "defaults"))
+
+
+def with_run_dir(config: TrainConfig, out_dir: str) -> TrainConfig:
+    return replace(config, run=replace(config.run, out_dir=out_dir))

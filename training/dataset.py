@@ -1,0 +1,144 @@
+"""Training data from the released layout, through the very preprocessing the inference pipeline runs.
+
+`load_volume` calls `preprocessing.prepare_case` with the manifest entry the model will ship with, then moves
+the paired CT and the mask into the same model space: training and inference cannot disagree on normalisation,
+orientation, spacing or padding.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset
+
+from engine.generators import hu_to_normalised
+from engine.manifest import ModelSpec
+from engine.regions import RegionError, canonical_region
+from preprocessing import Prepared, prepare_case, to_model_space
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingVolume:
+    """One paired case in model space (float32 [slices, H, W]) plus what validation needs to score it."""
+
+    case_id: str
+    region: str
+    case_dir: Path
+    mr: np.ndarray  # normalised MR
+    ct: np.ndarray  # CT in [-1, 1] over the spec's HU window
+    mask: np.ndarray  # 0/1 body mask
+    prepared: Prepared  # how to go back to the input grid (validation scores there, like the challenge)
+
+
+def find_cases(root: Path, regions: list[str] | None = None) -> list[tuple[Path, str]]:
+    """(case folder, region code) for every `<REGION>/<ID>/` holding mr, ct and mask images under `root`."""
+    wanted = None if regions is None else {canonical_region(r) for r in regions}
+    found = []
+    for mr in sorted(Path(root).rglob("mr.mha"), key=lambda p: p.parent.name):
+        case_dir = mr.parent
+        if not (case_dir / "ct.mha").is_file() or not (case_dir / "mask.mha").is_file():
+            continue
+        try:
+            region = canonical_region(case_dir.parent.name)
+        except RegionError:
+            continue
+        if wanted is None or region in wanted:
+            found.append((case_dir, region))
+    return found
+
+
+def split_cases(cases: list[tuple[Path, str]], val_per_region: int, seed: int) -> tuple[list, list]:
+    """Hold out `val_per_region` cases of every region (seeded), the rest trains."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for region in sorted({r for _, r in cases}):
+        members = [c for c in cases if c[1] == region]
+        order = rng.permutation(len(members))
+        held = set(order[: min(val_per_region, max(0, len(members) - 1))].tolist())
+        for index, case in enumerate(members):
+            (val if index in held else train).append(case)
+    return train, val
+
+
+def load_volume(case_dir: Path, region: str, spec: ModelSpec) -> TrainingVolume:
+    """Read mr/ct/mask of one case and bring all three into the model space of `spec`."""
+    prepared = prepare_case(case_dir / "mr.mha", case_dir / "mask.mha", spec)
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "ct.mha"))).astype(np.float32)
+    if ct.shape != prepared.mask.shape:
+        raise ValueError(f"{case_dir / 'ct.mha'}: CT shape {ct.shape} != MR shape {prepared.mask.shape}")
+    low, high = spec.ct_window_hu
+    np.clip(ct, low, high, out=ct)
+    ct = hu_to_normalised(ct, spec.ct_window_hu).astype(np.float32)
+    ct_model = to_model_space(ct, prepared, pad_value=-1.0)
+    mask_model = to_model_space(prepared.mask, prepared, pad_value=0.0, binary=True)
+    return TrainingVolume(case_dir.name, region, case_dir, prepared.volume, ct_model, mask_model, prepared)
+
+
+def _body_slices(mask: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:
+    per_slice = mask.reshape(mask.shape[0], -1).mean(axis=1)
+    chosen = np.flatnonzero(per_slice >= min_fraction)
+    return chosen if chosen.size else np.arange(mask.shape[0])
+
+
+class SliceCrops(Dataset):
+    """Random 2.5D crops (MR stack, CT, mask) from slices that hold body; each item seeded by (seed, epoch, index)."""
+
+    def __init__(
+        self, volumes: list[TrainingVolume], context_slices: int, crop: int, length: int, mr_outside: float, seed: int = 0
+    ):
+        if not volumes:
+            raise ValueError("no training volumes")
+        self.volumes = volumes
+        self.context = context_slices
+        self.crop = crop
+        self.length = length
+        self.mr_outside = mr_outside
+        self.seed = seed
+        self.epoch = 0
+        self.slices = [_body_slices(v.mask) for v in volumes]
+
+    def set_epoch(self, epoch: int) -> None:
+        """New crops every epoch, reproducibly."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        which = int(rng.integers(len(self.volumes)))
+        volume = self.volumes[which]
+        centre = int(rng.choice(self.slices[which]))
+        half = self.context // 2
+        indices = np.clip(np.arange(centre - half, centre + half + 1), 0, volume.mr.shape[0] - 1)
+        height, width = volume.mr.shape[1:]
+        crop_h, crop_w = min(self.crop, height), min(self.crop, width)
+        # Centre the crop on a random body voxel of the slice, kept inside the image.
+        ys, xs = np.nonzero(volume.mask[centre])
+        if ys.size:
+            pick = int(rng.integers(ys.size))
+            top = int(np.clip(ys[pick] - crop_h // 2, 0, height - crop_h))
+            left = int(np.clip(xs[pick] - crop_w // 2, 0, width - crop_w))
+        else:
+            top, left = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
+        window = (slice(top, top + crop_h), slice(left, left + crop_w))
+        mr = volume.mr[indices][:, window[0], window[1]]
+        ct = volume.ct[centre][window][None]
+        mask = volume.mask[centre][window][None]
+        if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
+            pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))
+            mr = np.pad(mr, pad, constant_values=self.mr_outside)
+            ct = np.pad(ct, pad, constant_values=-1.0)
+            mask = np.pad(mask, pad, constant_values=0.0)
+        return {
+            "mr": torch.from_numpy(np.ascontiguousarray(mr, dtype=np.float32)),
+            "ct": torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
+        }

@@ -1,0 +1,371 @@
+"""Train a 2.5D slice generator (drifting or L1-only) on the released data layout.
+
+    python -m training.train --config configs/drifting.toml [--set optim.steps=500] [--resume]
+    torchrun --nproc_per_node=2 -m training.train --config ...        # DistributedDataParallel
+
+Writes into run.out_dir: config.json, log.csv (losses, raw ||V||^2 per temperature, validation metrics),
+last.pt (resume), best.pt (lowest validation MAE, EMA weights) and TensorBoard events when tensorboard is
+installed. Validation scores whole held-out volumes on their own grid with the challenge's metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from engine.generators import slice_noise
+from engine.manifest import ModelSpec, training_spec
+from evaluation.metrics import score_case
+from pipeline.run import slice_seeds
+from postprocessing import finalise_hu, to_input_grid
+from preprocessing.slices import iter_slice_batches
+from training.config import TrainConfig, load_config
+from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
+
+LOG = logging.getLogger("training")
+
+
+# --- what differs between model kinds lives here --------------------------------------------------------------
+
+def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
+    """The 2.5D generator for this config (the L1-only baseline is the same network)."""
+    from training.networks import SliceGenerator
+
+    return SliceGenerator(
+        context_slices=spec.context_slices,
+        width=config.model.width,
+        depth=config.model.depth,
+        noise_channels=config.model.noise_channels,
+    )
+
+
+def compute_loss(
+    pred: torch.Tensor, batch: dict[str, torch.Tensor], config: TrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """lambda_drift * drifting loss + lambda_l1 * masked L1; diagnostics are plain floats for the log."""
+    from training.drifting import DriftConfig, generator_loss
+
+    lambda_drift = 0.0 if config.model.kind == "l1" else config.loss.lambda_drift
+    drift = DriftConfig(
+        taus=config.loss.taus,
+        normalisation=config.loss.normalisation,
+        patch_size=config.loss.patch_size,
+        num_positive=config.loss.num_positive,
+        num_negative=config.loss.num_negative,
+    )
+    return generator_loss(
+        pred, batch["ct"], batch["mask"], drift=drift, lambda_drift=lambda_drift,
+        lambda_l1=config.loss.lambda_l1, generator=generator,
+    )
+
+
+# --- distributed helpers ----------------------------------------------------------------------------------------
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the process group when started by torchrun (gloo on the CPU, nccl on GPUs)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Distributed()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    state = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(state.local_rank)
+    return state
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- validation: whole held-out volumes, scored on their own grid like the challenge ---------------------------
+
+@dataclass
+class Reference:
+    """Ground truth of a held-out case on its input grid."""
+
+    ct: np.ndarray
+    mask: np.ndarray
+
+
+def load_reference(volume: TrainingVolume) -> Reference:
+    ct = sitk.GetArrayFromImage(sitk.ReadImage(str(volume.case_dir / "ct.mha")))
+    return Reference(ct=ct, mask=volume.prepared.mask)
+
+
+@torch.no_grad()
+def predict_volume(
+    model: torch.nn.Module, volume: np.ndarray, spec: ModelSpec, device: torch.device, noise_channels: int,
+    batch_size: int = 8, sample: int = 0,
+) -> np.ndarray:
+    """The model on every slice, with the inference engine's per-slice noise seeds."""
+    model.eval()
+    out = np.empty_like(volume)
+    seed = int(spec.sampler.get("seed", 0))
+    for centres, stacks in iter_slice_batches(volume, spec.context_slices, batch_size):
+        noise = slice_noise(slice_seeds(seed, sample, centres), noise_channels, *stacks.shape[2:])
+        pred = model(torch.from_numpy(stacks).to(device), torch.from_numpy(noise).to(device))
+        out[centres] = pred[:, 0].float().cpu().numpy()
+    return out
+
+
+def validate(
+    model: torch.nn.Module, volumes: list[TrainingVolume], references: list[Reference], spec: ModelSpec,
+    device: torch.device, noise_channels: int,
+) -> dict[str, float]:
+    """Mean MAE / PSNR / MS-SSIM over held-out volumes, and per region MAE."""
+    scores: dict[str, list[float]] = {"mae": [], "psnr": [], "ms_ssim": []}
+    per_region: dict[str, list[float]] = {}
+    for volume, reference in zip(volumes, references):
+        pred = predict_volume(model, volume.mr, spec, device, noise_channels)
+        sct = finalise_hu(to_input_grid(pred, volume.prepared, spec.ct_window_hu), reference.mask, spec)
+        case = score_case(reference.ct, sct, reference.mask)
+        for key in scores:
+            scores[key].append(float(case[key]))
+        per_region.setdefault(volume.region, []).append(float(case["mae"]))
+    result = {f"val_{key}": float(np.mean(values)) for key, values in scores.items()}
+    result.update({f"val_mae_{region}": float(np.mean(v)) for region, v in per_region.items()})
+    return result
+
+
+# --- the trainer --------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_mae: float = float("inf")
+    best_step: int = -1
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+class CsvLog:
+    """Append-only CSV whose columns grow as new keys appear (rewritten then, which is rare)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.is_file():
+            with open(path, newline="") as handle:
+                self.rows = list(csv.DictReader(handle))
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        columns: list[str] = []
+        for item in self.rows:
+            columns += [key for key in item if key not in columns]
+        with open(self.path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def _tensorboard(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for ema_param, param in zip(ema.parameters(), model.parameters()):
+            ema_param.lerp_(param.detach(), 1.0 - decay)
+        for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)
+
+
+def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
+    """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
+    dist_state = init_distributed()
+    started = time.perf_counter()
+    seed_everything(config.run.seed + dist_state.rank)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(config.run.out_dir)
+    spec = training_spec(config.manifest, "drifting", config.settings)
+
+    cases = find_cases(Path(config.data.root), list(config.data.regions))
+    if not cases:
+        raise SystemExit(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
+    train_cases, val_cases = split_cases(cases, config.data.val_per_region, config.run.seed)
+    if dist_state.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
+    volumes = [load_volume(d, r, spec) for d, r in tqdm(train_cases, desc="loading", disable=not dist_state.main)]
+    val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if dist_state.main else []
+    references = [load_reference(v) for v in val_volumes]
+
+    dataset = SliceCrops(volumes, spec.context_slices, config.data.crop, config.data.samples_per_epoch,
+                         spec.normalisation.outside_value, seed=config.run.seed)
+    sampler = DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed) \
+        if dist_state.world > 1 else None
+    loader = DataLoader(dataset, batch_size=config.optim.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=config.run.workers, drop_last=True,
+                        generator=torch.Generator().manual_seed(config.run.seed))
+
+    model = build_network(config, spec).to(device)
+    ema = copy.deepcopy(model).eval()
+    for param in ema.parameters():
+        param.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    use_amp = config.optim.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state = TrainState()
+    if resume and (out_dir / "last.pt").is_file():
+        checkpoint = torch.load(out_dir / "last.pt", map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = TrainState(**checkpoint["state"])
+        LOG.info("resumed from step %d", state.step)
+    net = DistributedDataParallel(model) if dist_state.world > 1 else model
+
+    log = CsvLog(out_dir / "log.csv") if dist_state.main else None
+    board = _tensorboard(out_dir) if dist_state.main else None
+    if dist_state.main:
+        (out_dir / "config.json").write_text(json.dumps({
+            "config": config.to_dict(), "settings": spec.settings(), "command": command}, indent=2, default=str))
+    loss_generator = torch.Generator(device="cpu").manual_seed(config.run.seed + 1000 * dist_state.rank)
+    steps_per_epoch = max(1, len(loader))
+    epoch = state.step // steps_per_epoch
+    bar = tqdm(total=config.optim.steps, initial=state.step, desc="train", disable=not dist_state.main)
+    running: dict[str, list[float]] = {}
+    stop = False
+    while state.step < config.optim.steps and not stop:
+        dataset.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        epoch_loss = []
+        for batch in loader:
+            if state.step >= config.optim.steps:
+                break
+            model.train()
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            noise = torch.randn(batch["mr"].shape[0], config.model.noise_channels, *batch["mr"].shape[2:],
+                                device=device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                pred = net(batch["mr"], noise)
+            loss, diagnostics = compute_loss(pred.float(), batch, config, loss_generator)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            update_ema(ema, model, config.optim.ema_decay)
+            state.step += 1
+            epoch_loss.append(float(loss.detach()))
+            for key, value in {"loss": float(loss.detach()), **diagnostics}.items():
+                running.setdefault(key, []).append(float(value))
+            bar.update(1)
+            if dist_state.main and state.step % config.run.log_every == 0:
+                row = {"step": state.step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                       **{k: float(np.mean(v)) for k, v in running.items()}}
+                running = {}
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if state.step % config.run.val_every == 0 or state.step == config.optim.steps:
+                    row.update(validate(ema, val_volumes, references, spec, device, config.model.noise_channels))
+                    if row["val_mae"] < state.best_mae:
+                        state.best_mae, state.best_step = row["val_mae"], state.step
+                        _save(out_dir / "best.pt", model, ema, optimizer, scaler, state, config, spec, row, command)
+                    LOG.info("step %d: val MAE %.1f HU, PSNR %.2f dB, MS-SSIM %.4f (best MAE %.1f at %d)",
+                             state.step, row["val_mae"], row["val_psnr"], row["val_ms_ssim"],
+                             state.best_mae, state.best_step)
+                log.write(row)
+                if board is not None:
+                    for key, value in row.items():
+                        if isinstance(value, float):
+                            board.add_scalar(key, value, state.step)
+            if dist_state.main and (state.step % config.run.checkpoint_every == 0 or state.step == config.optim.steps):
+                _save(out_dir / "last.pt", model, ema, optimizer, scaler, state, config, spec, {}, command)
+        epoch += 1
+        state.epoch_losses.append(float(np.mean(epoch_loss)) if epoch_loss else float("nan"))
+        stop = _early_stop(state.epoch_losses, config)
+        if stop and dist_state.main:
+            LOG.info("early stop after epoch %d: loss fell less than %.0f%% over %d epochs", epoch,
+                     100 * config.run.early_stop_min_improvement, config.run.early_stop_epochs)
+    bar.close()
+    if dist_state.main:
+        if not (out_dir / "best.pt").is_file():  # no validation happened: the final weights are the best known
+            _save(out_dir / "best.pt", model, ema, optimizer, scaler, state, config, spec, {}, command)
+        _save(out_dir / "last.pt", model, ema, optimizer, scaler, state, config, spec, {}, command)
+    if dist_state.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    summary = {"steps": state.step, "best_step": state.best_step, "best_val_mae": state.best_mae,
+               "wall_seconds": round(time.perf_counter() - started, 1)}
+    if dist_state.main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _early_stop(losses: list[float], config: TrainConfig) -> bool:
+    """The seed's rule: stop when the epoch loss fell by less than min_improvement over the last N epochs."""
+    window = config.run.early_stop_epochs
+    if window <= 0 or len(losses) <= window:
+        return False
+    before, now = losses[-window - 1], losses[-1]
+    return not (now < before * (1.0 - config.run.early_stop_min_improvement))
+
+
+def _save(path: Path, model, ema, optimizer, scaler, state: TrainState, config: TrainConfig, spec: ModelSpec,
+          scores: dict[str, Any], command: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save({
+        "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "state": state.__dict__, "config": config.to_dict(),
+        "settings": spec.settings(), "scores": scores, "command": command,
+    }, temporary)
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="TOML config (see configs/)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (JSON-parsed), e.g. --set optim.steps=200")
+    parser.add_argument("--resume", action="store_true", help="continue from run.out_dir/last.pt")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    config = load_config(args.config, args.set)
+    command = " ".join(["python -m training.train"] + (argv if argv is not None else __import__("sys").argv[1:]))
+    summary = train(config, resume=args.resume, command=command)
+    LOG.info("done: %s", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
