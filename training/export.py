@@ -1,0 +1,128 @@
+"""Turn a training checkpoint into an ONNX file plus its manifest entry (and optionally route regions to it).
+
+    python -m training.export --checkpoint runs/drifting/best.pt --name drifting --regions HN,TH,AB
+
+The entry carries the sha256, every shared setting the model was trained with (read from the checkpoint, so
+inference normalises exactly as training did), the training command and the validation scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.manifest import DEFAULT_MANIFEST, load_manifest, read_manifest_json, sha256_of
+from engine.regions import canonical_region
+from training.config import config_from_dict
+from training.train import build_network
+
+LOG = logging.getLogger("training.export")
+
+
+def load_checkpoint_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The EMA network of a checkpoint, in eval mode, and the checkpoint's metadata."""
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    config = config_from_dict(checkpoint["config"], str(checkpoint_path))
+    from engine.manifest import build_spec
+
+    spec = build_spec("export", {"kind": "drifting", **checkpoint["settings"]}, {}, Path("."), require_files=False)
+    model = build_network(config, spec)
+    model.load_state_dict(checkpoint["ema"])
+    model.eval()
+    return model, checkpoint
+
+
+def parity_error_hu(model: torch.nn.Module, onnx_path: Path, context: int, noise_channels: int,
+                    window: tuple[float, float], seed: int = 0) -> float:
+    """Largest |ONNX Runtime - PyTorch| in HU on a seeded random input of an odd batch and size."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    mr = rng.standard_normal((3, context, 96, 80), dtype=np.float32)
+    noise = rng.standard_normal((3, noise_channels, 96, 80), dtype=np.float32)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(mr), torch.from_numpy(noise)).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = {"mr": mr}
+    if any(item.name == "noise" for item in session.get_inputs()):
+        feeds["noise"] = noise
+    (output,) = session.run(None, feeds)
+    return float(np.abs(output - reference).max() * (window[1] - window[0]) / 2.0)
+
+
+def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[str], role: str,
+           description: str, extra_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `<name>.onnx` beside the manifest and add (or replace) the manifest entry; returns the entry."""
+    from training.networks import export_onnx
+
+    model, checkpoint = load_checkpoint_model(checkpoint_path)
+    settings = checkpoint["settings"]
+    config = checkpoint["config"]
+    onnx_path = manifest_path.parent / f"{name}.onnx"
+    export_onnx(model, onnx_path, context_slices=settings["context_slices"],
+                noise_channels=config["model"]["noise_channels"])
+    error = parity_error_hu(model, onnx_path, settings["context_slices"], config["model"]["noise_channels"],
+                            tuple(settings["ct_window_hu"]))
+    LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
+    if error > 1e-3 * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
+        raise SystemExit(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
+    entry = {
+        "kind": "drifting",
+        "description": description,
+        "files": {"generator": {"path": onnx_path.name, "sha256": sha256_of(onnx_path)}},
+        **settings,
+        "provenance": {
+            "training_command": checkpoint.get("command", ""),
+            "model": config["model"],
+            "loss": config["loss"],
+            "steps": checkpoint["state"]["step"],
+            "best_step": checkpoint["state"]["best_step"],
+            "validation": {k: round(v, 4) for k, v in checkpoint.get("scores", {}).items()
+                           if isinstance(v, float) and k.startswith("val_")},
+            "onnx_parity_max_abs_hu": error,
+            **(extra_provenance or {}),
+        },
+    }
+    data = read_manifest_json(manifest_path)
+    data["models"][name] = entry
+    for region in regions:
+        code = canonical_region(region)
+        route = data["regions"].setdefault(code, {"model": name, "fallback": None})
+        route["model" if role == "primary" else "fallback"] = name
+    temporary = manifest_path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, manifest_path)
+    load_manifest(manifest_path)  # the result must validate
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt of a training run")
+    parser.add_argument("--name", required=True, help="manifest entry name; the ONNX file is <name>.onnx")
+    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest to update (%(default)s)")
+    parser.add_argument("--regions", default="", help="comma-separated regions to route to this model")
+    parser.add_argument("--role", choices=("primary", "fallback"), default="primary",
+                        help="route the regions' primary model or their fallback (default: primary)")
+    parser.add_argument("--description", default="", help="free text for the manifest entry")
+    parser.add_argument("--provenance", type=json.loads, default=None,
+                        help="extra provenance as a JSON object (e.g. data seed, wall time)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    regions = [r for r in args.regions.split(",") if r.strip()]
+    entry = export(args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description,
+                   args.provenance)
+    LOG.info("wrote %s (sha256 %s)", entry["files"]["generator"]["path"], entry["files"]["generator"]["sha256"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
