@@ -67,8 +67,12 @@ def split_cases(cases: list[tuple[Path, str]], val_per_region: int, seed: int) -
     return train, val
 
 
-def load_volume(case_dir: Path, region: str, spec: ModelSpec) -> TrainingVolume:
-    """Read mr/ct/mask of one case and bring all three into the model space of `spec`."""
+def load_volume(case_dir: Path, region: str, spec: ModelSpec, compact: bool = False) -> TrainingVolume:
+    """Read mr/ct/mask of one case and bring all three into the model space of `spec`.
+
+    `compact` keeps MR and CT as float16 and the mask as uint8 (5 instead of 12 bytes a voxel), so that dozens
+    of whole training volumes fit in memory; validation volumes stay float32, exactly as inference sees them.
+    """
     prepared = prepare_case(case_dir / "mr.mha", case_dir / "mask.mha", spec)
     ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "ct.mha"))).astype(np.float32)
     if ct.shape != prepared.mask.shape:
@@ -78,11 +82,15 @@ def load_volume(case_dir: Path, region: str, spec: ModelSpec) -> TrainingVolume:
     ct = hu_to_normalised(ct, spec.ct_window_hu).astype(np.float32)
     ct_model = to_model_space(ct, prepared, pad_value=-1.0)
     mask_model = to_model_space(prepared.mask, prepared, pad_value=0.0, binary=True)
-    return TrainingVolume(case_dir.name, region, case_dir, prepared.volume, ct_model, mask_model, prepared)
+    mr_model = prepared.volume
+    if compact:
+        mr_model, ct_model, mask_model = mr_model.astype(np.float16), ct_model.astype(np.float16), mask_model.astype(np.uint8)
+        prepared.volume = None
+    return TrainingVolume(case_dir.name, region, case_dir, mr_model, ct_model, mask_model, prepared)
 
 
 def _body_slices(mask: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:
-    per_slice = mask.reshape(mask.shape[0], -1).mean(axis=1)
+    per_slice = mask.reshape(mask.shape[0], -1).mean(axis=1, dtype=np.float64)
     chosen = np.flatnonzero(per_slice >= min_fraction)
     return chosen if chosen.size else np.arange(mask.shape[0])
 
@@ -129,9 +137,9 @@ class SliceCrops(Dataset):
         else:
             top, left = int(rng.integers(height - crop_h + 1)), int(rng.integers(width - crop_w + 1))
         window = (slice(top, top + crop_h), slice(left, left + crop_w))
-        mr = volume.mr[indices][:, window[0], window[1]]
-        ct = volume.ct[centre][window][None]
-        mask = volume.mask[centre][window][None]
+        mr = volume.mr[indices][:, window[0], window[1]].astype(np.float32)
+        ct = volume.ct[centre][window][None].astype(np.float32)
+        mask = volume.mask[centre][window][None].astype(np.float32)
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
             pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))
             mr = np.pad(mr, pad, constant_values=self.mr_outside)

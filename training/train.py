@@ -46,9 +46,9 @@ LOG = logging.getLogger("training")
 
 def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
     """The 2.5D generator for this config (the L1-only baseline is the same network)."""
-    from training.networks import SliceGenerator
+    from training.networks import DriftingUNet
 
-    return SliceGenerator(
+    return DriftingUNet(
         context_slices=spec.context_slices,
         width=config.model.width,
         depth=config.model.depth,
@@ -133,7 +133,7 @@ def predict_volume(
     seed = int(spec.sampler.get("seed", 0))
     for centres, stacks in iter_slice_batches(volume, spec.context_slices, batch_size):
         noise = slice_noise(slice_seeds(seed, sample, centres), noise_channels, *stacks.shape[2:])
-        pred = model(torch.from_numpy(stacks).to(device), torch.from_numpy(noise).to(device))
+        pred = model(torch.from_numpy(stacks.astype(np.float32, copy=False)).to(device), torch.from_numpy(noise).to(device))
         out[centres] = pred[:, 0].float().cpu().numpy()
     return out
 
@@ -222,7 +222,8 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     if dist_state.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
-    volumes = [load_volume(d, r, spec) for d, r in tqdm(train_cases, desc="loading", disable=not dist_state.main)]
+    volumes = [load_volume(d, r, spec, compact=True)
+               for d, r in tqdm(train_cases, desc="loading", disable=not dist_state.main)]
     val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if dist_state.main else []
     references = [load_reference(v) for v in val_volumes]
 
