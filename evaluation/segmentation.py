@@ -1,0 +1,118 @@
+"""Geometric fidelity (DICE, HD95) through TotalSegmentator, used only when it is installed with its weights.
+
+The challenge runs TotalSegmentator's "total" task with the fast 3 mm model on the whole sCT (mask not applied)
+and compares it with the ground-truth segmentation: MONAI Dice and 95th-percentile Hausdorff distance (mm) per
+structure present in the ground truth, averaged (``../shared/docs/synthrad.md``, section 3).
+
+TotalSegmentator downloads its weights by itself when they are missing. This module therefore checks for the
+package *and* for the weights folder first and never calls it otherwise, so that nothing is ever downloaded.
+Neither is available on the machines this project was built on: ``segmentation_scores`` is untested here,
+kept deliberately small, and should be checked once on a machine that has TotalSegmentator.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+log = logging.getLogger(__name__)
+
+# The fast ("3 mm") model of the "total" task, as TotalSegmentator names its folder.
+TOTAL_FAST_MODEL = "Dataset297_TotalSegmentator_total_3mm_1559subj"
+
+# Structures scored per region (TotalSegmentator class-name prefixes); other regions score every structure.
+REGION_STRUCTURES: dict[str, tuple[str, ...]] = {
+    "HN": ("esophagus", "trachea", "thyroid_gland", "vertebrae_", "spinal_cord", "brain", "skull"),
+    "AB": ("kidney_left", "kidney_right", "liver", "stomach", "lung_", "vertebrae_", "heart", "spinal_cord",
+           "rib_", "sternum"),
+    "TH": ("kidney_left", "kidney_right", "liver", "stomach", "lung_", "vertebrae_", "heart", "spinal_cord",
+           "rib_", "sternum"),
+}
+
+
+def weights_dir() -> Path:
+    """Where TotalSegmentator looks for its weights: $TOTALSEG_WEIGHTS_PATH, else <home>/nnunet/results."""
+    if os.environ.get("TOTALSEG_WEIGHTS_PATH"):
+        return Path(os.environ["TOTALSEG_WEIGHTS_PATH"])
+    home = os.environ.get("TOTALSEG_HOME_DIR")
+    base = Path(home) if home else Path.home() / ".totalsegmentator"
+    return base / "nnunet" / "results"
+
+
+def availability() -> tuple[bool, str]:
+    """(True, where) when the package and the fast 'total' weights are present, else (False, why not)."""
+    if importlib.util.find_spec("totalsegmentator") is None:
+        return False, "the totalsegmentator package is not installed"
+    for dep in ("nibabel", "torch", "monai"):
+        if importlib.util.find_spec(dep) is None:
+            return False, f"the {dep} package (needed with TotalSegmentator) is not installed"
+    model = weights_dir() / TOTAL_FAST_MODEL
+    if not model.is_dir():
+        return False, f"TotalSegmentator weights not found ({model} is missing; they are never downloaded here)"
+    return True, f"TotalSegmentator weights in {model}"
+
+
+def _run_totalsegmentator(image_path: Path) -> np.ndarray:
+    """Label map (z, y, x) of TotalSegmentator's fast 'total' task on one CT file."""
+    import torch
+    from totalsegmentator.python_api import totalsegmentator
+
+    with tempfile.TemporaryDirectory(prefix="evaluation_ts_") as tmp:
+        nifti = Path(tmp) / "image.nii.gz"
+        sitk.WriteImage(sitk.ReadImage(str(image_path)), str(nifti))
+        with torch.no_grad():
+            seg = totalsegmentator(
+                input=nifti, output=None, ml=True, fast=True, skip_saving=True, quiet=True,
+                nr_thr_resamp=1, nr_thr_saving=1, device="gpu" if torch.cuda.is_available() else "cpu",
+            )
+    return np.asarray(seg.dataobj).astype(np.int16).transpose(2, 1, 0)
+
+
+def _structure_labels(region: str) -> dict[int, str]:
+    """Label value -> name of the structures scored for `region`."""
+    from totalsegmentator.map_to_binary import class_map
+
+    names = class_map["total"]
+    prefixes = REGION_STRUCTURES.get(region)
+    if prefixes is None:
+        return dict(names)
+    return {label: name for label, name in names.items() if name.startswith(prefixes)}
+
+
+def segmentation_scores(
+    sct_path: Path, ct_path: Path, gt_segmentation: Path | None, region: str, spacing_zyx: tuple[float, ...]
+) -> dict[str, float]:
+    """Mean Dice and HD95 (mm) over the scored structures present in the ground-truth segmentation.
+
+    The ground-truth segmentation is the case folder's ``segmentation`` image when there is one (as the
+    organisers provide), else TotalSegmentator's own segmentation of the ground-truth CT.
+    """
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    pred = _run_totalsegmentator(sct_path)
+    if gt_segmentation is not None:
+        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_segmentation)))
+    else:
+        gt = _run_totalsegmentator(ct_path)
+    if gt.shape != pred.shape:
+        raise ValueError(f"segmentation shapes differ: ground truth {gt.shape}, sCT {pred.shape}")
+    dices, hd95s = [], []
+    for label in _structure_labels(region):
+        g = gt == label
+        if not g.any():
+            continue
+        g_t = torch.from_numpy(g)[None, None]
+        p_t = torch.from_numpy(pred == label)[None, None]
+        dices.append(float(compute_dice(p_t, g_t, include_background=True).item()))
+        hd95s.append(float(compute_hausdorff_distance(
+            p_t, g_t, include_background=True, percentile=95, spacing=list(spacing_zyx)).item()))
+    if not dices:
+        return {"dice": float("nan"), "hd95": float("nan")}
+    return {"dice": float(np.mean(dices)), "hd95": float(np.mean(hd95s))}
