@@ -137,3 +137,22 @@ def identity_model_entry(context: int = 1, spacing=None, divisible_by: int = 1, 
 
 def read_array(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def write_paired_case(root: Path, region: str, case_id: str, shape=(9, 40, 36), seed=0) -> Path:
+    """A released-layout case (mr, ct, mask) whose CT is a known function of the MR: a learnable toy."""
+    mr, mask = body_phantom(shape, seed)
+    rng = np.random.default_rng(seed)
+    bone = np.zeros(shape, dtype=bool)
+    centre = (shape[1] // 2 + int(rng.integers(-3, 4)), shape[2] // 2 + int(rng.integers(-3, 4)))
+    yy, xx = np.ogrid[: shape[1], : shape[2]]
+    bone[:, (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < 16] = True
+    mr = np.where(bone & (mask > 0), 50, mr).astype(np.int16)  # bone is dark in MR ...
+    ct = np.where(mask > 0, 40.0, -1000.0)
+    ct = np.where(bone & (mask > 0), 1200.0, ct).astype(np.int16)  # ... and bright in CT
+    case = root / "Task1" / region / case_id
+    geometry = dict(spacing=(1.0, 1.0, 3.0), origin=(0.0, 0.0, 0.0), direction=ROTATED)
+    write_volume(case / "mr.mha", mr, **geometry)
+    write_volume(case / "ct.mha", ct, **geometry)
+    write_volume(case / "mask.mha", mask, **geometry)
+    return case

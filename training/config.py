@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from training.drifting import DriftConfig
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -29,17 +31,7 @@ class ModelConfig:
     width: int = 16
     depth: int = 3
     noise_channels: int = 1
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    lambda_drift: float = 1.0
-    lambda_l1: float = 10.0
-    patch_size: int = 64
-    num_positive: int = 16
-    num_negative: int = 16
-    taus: tuple[float, ...] = (0.02, 0.05, 0.2)
-    normalisation: str = "both"  # both | y | none: the softmax normalisations of the drift weights
+    channel_mult: tuple[int, ...] = ()  # per level multiple of width (empty: 1, 2, 4, ...)
 
 
 @dataclass(frozen=True)
@@ -70,7 +62,7 @@ class RunConfig:
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: DriftConfig = field(default_factory=DriftConfig)  # drifting loss + L1 weights (training/drifting.py)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     manifest: str = "model_weights/manifest.json"
@@ -80,7 +72,7 @@ class TrainConfig:
         return asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "optim": OptimConfig, "run": RunConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
 
 
 def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -96,11 +88,15 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
-    unknown = sorted(set(data) - set(_SECTIONS) - {"manifest", "settings"})
+    unknown = sorted(set(data) - set(_SECTIONS) - {"loss", "manifest", "settings"})
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}")
     parts = {name: _coerce(cls, data.get(name, {}), f"{where} [{name}]") for name, cls in _SECTIONS.items()}
-    return TrainConfig(**parts, manifest=data.get("manifest", "model_weights/manifest.json"),
+    try:
+        loss = DriftConfig.from_dict(data.get("loss", {}))
+    except ValueError as err:
+        raise ValueError(f"{where} [loss]: {err}") from err
+    return TrainConfig(**parts, loss=loss, manifest=data.get("manifest", "model_weights/manifest.json"),
                        settings=dict(data.get("settings", {})))
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
         width=config.model.width,
         depth=config.model.depth,
         noise_channels=config.model.noise_channels,
+        channel_mult=config.model.channel_mult or None,
     )
 
 
@@ -60,20 +61,11 @@ def compute_loss(
     pred: torch.Tensor, batch: dict[str, torch.Tensor], config: TrainConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """lambda_drift * drifting loss + lambda_l1 * masked L1; diagnostics are plain floats for the log."""
-    from training.drifting import DriftConfig, generator_loss
+    from training.drifting import generator_loss
 
-    lambda_drift = 0.0 if config.model.kind == "l1" else config.loss.lambda_drift
-    drift = DriftConfig(
-        taus=config.loss.taus,
-        normalisation=config.loss.normalisation,
-        patch_size=config.loss.patch_size,
-        num_positive=config.loss.num_positive,
-        num_negative=config.loss.num_negative,
-    )
-    return generator_loss(
-        pred, batch["ct"], batch["mask"], drift=drift, lambda_drift=lambda_drift,
-        lambda_l1=config.loss.lambda_l1, generator=generator,
-    )
+    drift = replace(config.loss, lambda_drift=0.0) if config.model.kind == "l1" else config.loss
+    total, terms = generator_loss(pred, batch["ct"], batch["mask"], drift, generator)
+    return total, terms.as_dict()
 
 
 # --- distributed helpers ----------------------------------------------------------------------------------------
@@ -288,7 +280,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
             update_ema(ema, model, config.optim.ema_decay)
             state.step += 1
             epoch_loss.append(float(loss.detach()))
-            for key, value in {"loss": float(loss.detach()), **diagnostics}.items():
+            for key, value in diagnostics.items():
                 running.setdefault(key, []).append(float(value))
             bar.update(1)
             if dist_state.main and state.step % config.run.log_every == 0:

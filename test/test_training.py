@@ -1,0 +1,103 @@
+"""The trainer end to end on tiny paired data: logs, checkpoints, resume, export to a usable manifest, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import process
+from engine.manifest import DEFAULT_MANIFEST, load_manifest
+from sct_testing import read_array, write_paired_case
+from training.config import load_config
+from training.export import export
+from training.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.width=4", "model.depth=2", "data.crop=32", "data.samples_per_epoch=8", "data.val_per_region=1",
+    "optim.batch_size=4", "loss.patch_size=16", "loss.n_pos=4", "loss.n_neg=4", "run.val_every=3",
+    "run.log_every=3", "run.checkpoint_every=3", "run.threads=1",
+    'settings={"spacing_xy_mm": [1.0, 1.0], "context_slices": 3, "divisible_by": 4}',
+]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("paired")
+    for index in range(3):
+        write_paired_case(root, "TH", f"1THA00{index}", seed=index)
+    write_paired_case(root, "HN", "1HNA000", seed=7)
+    return root
+
+
+def tiny_config(data_root: Path, out_dir: Path, *extra: str):
+    return load_config(None, TINY + [f"data.root={data_root}", f"run.out_dir={out_dir}",
+                                     f"manifest={DEFAULT_MANIFEST}", *extra])
+
+
+def test_train_logs_checkpoints_and_resumes(data_root, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(data_root, out, "optim.steps=6"))
+    assert summary["steps"] == 6 and summary["best_step"] in (3, 6)
+    with open(out / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    for key in ("l1", "drift", "val_mae", "val_psnr", "val_ms_ssim", "v2/pixels/tau=0.05"):
+        assert rows[-1][key] not in ("", None), key
+    assert float(rows[-1]["val_mae"]) > 0
+    first = torch.load(out / "last.pt", weights_only=False)
+    assert first["state"]["step"] == 6 and first["settings"]["context_slices"] == 3
+
+    summary = train(tiny_config(data_root, out, "optim.steps=9"), resume=True)
+    assert summary["steps"] == 9
+    resumed = torch.load(out / "last.pt", weights_only=False)
+    assert resumed["state"]["step"] == 9
+    assert not torch.equal(resumed["model"]["head.weight"] if "head.weight" in resumed["model"] else
+                           next(iter(resumed["model"].values())), next(iter(first["model"].values())))
+
+
+def test_l1_only_kind_has_no_drift_term(data_root, tmp_path):
+    train(tiny_config(data_root, tmp_path / "l1", "optim.steps=3", "model.kind=l1"))
+    with open(tmp_path / "l1" / "log.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert float(row["drift"]) == 0.0 and float(row["l1"]) > 0
+
+
+def test_export_gives_a_manifest_entry_that_process_runs(data_root, tmp_path):
+    train(tiny_config(data_root, tmp_path / "run", "optim.steps=3"))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(DEFAULT_MANIFEST, weights / "manifest.json")
+    entry = export(tmp_path / "run" / "best.pt", "tiny", weights / "manifest.json", ["TH"], "primary", "test")
+    assert entry["context_slices"] == 3 and entry["provenance"]["onnx_parity_max_abs_hu"] < 1e-3 * 4095 / 2
+    manifest = load_manifest(weights / "manifest.json")
+    assert manifest.route("Thorax").primary.name == "tiny"
+    case = data_root / "Task1" / "TH" / "1THA000"
+    out = tmp_path / "sct.mha"
+    assert process.main(["--mr", str(case / "mr.mha"), "--mask", str(case / "mask.mha"), "--region", "TH",
+                         "--out", str(out), "--manifest", str(weights / "manifest.json"), "--no-progress"]) == 0
+    sct = read_array(out)
+    assert sct.shape == read_array(case / "mr.mha").shape
+    assert json.loads((tmp_path / "results.json").read_text())[0]["model"] == "tiny"
+
+
+def test_distributed_training_with_two_cpu_processes(data_root, tmp_path):
+    out = tmp_path / "ddp"
+    args = ["--set=" + item for item in TINY + [f"data.root={data_root}", f"run.out_dir={out}", "optim.steps=3",
+                                                f"manifest={DEFAULT_MANIFEST}"]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                          "-m", "training.train", *args], cwd=REPO, capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+    assert (out / "best.pt").is_file()
