@@ -1,0 +1,370 @@
+"""The drifting loss (Deng et al., "Generative Modeling via Drifting", 2026) on CT patches, plus masked L1.
+
+The generator's samples x are pulled toward real samples (positives y+) and pushed away from other generated
+samples (negatives y-) by a drift field V; the loss mean ||x - stopgrad(x + V)||^2 has gradient -2V / numel
+with respect to x and no gradient through V. When the generated distribution equals the data distribution the
+field is zero (anti-symmetry), so the objective has the data as its fixed point.
+
+The field, per temperature tau, follows the paper's batch algorithm (see ../shared/docs/methods.md, section 1):
+plain (unsquared) L2 distances divided by their batch mean, a large constant on the self-distances of the
+negatives, logits [-d-/tau, -d+/tau], A = sqrt(softmax over y * softmax over x), W+ = A+ * s-, W- = A- * s+,
+V = sum W+ (y+ - x) - sum W- (y- - x). One V per tau, each divided by its RMS, summed. Everything that makes V
+(distances, their mean, the RMS) is computed without gradient: the stop-gradient holds on every scale.
+
+For MR -> CT (the seed's adaptation) the samples are 64 x 64 patches: N+ random crops of real CT and N- random
+crops of generated CT; the generated crops are both the negatives and the x's that receive the drift.
+`generator_loss` adds lambda_l1 x masked L1 against the paired CT. A trainer calls, per step:
+
+    loss, logs = generator_loss(pred, target, mask, config, generator)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch.nn import functional as F
+
+LOG = logging.getLogger(__name__)
+
+NORMALISATIONS = ("both", "y", "none")
+POSITIVES = ("independent", "paired")
+SELF_DISTANCE = 1.0e6  # added to a negative's distance to itself (in mean-distance units): its weight becomes 0
+
+
+def _pixels(patches: torch.Tensor) -> torch.Tensor:
+    """Raw pixels, flattened: the seed's image-domain drift."""
+    return patches.flatten(1)
+
+
+def _pool(factor: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def features(patches: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(patches, factor).flatten(1)
+
+    features.__doc__ = f"Pixels average-pooled {factor}x: a coarser scale with its own drift."
+    return features
+
+
+def _gradients(patches: torch.Tensor) -> torch.Tensor:
+    """Forward differences along x and y: a drift that looks at edges (bone boundaries) directly."""
+    dx = patches[..., :, 1:] - patches[..., :, :-1]
+    dy = patches[..., 1:, :] - patches[..., :-1, :]
+    return torch.cat([dx.flatten(1), dy.flatten(1)], dim=1)
+
+
+# Each entry maps patches [N, 1, P, P] to features [N, D] differentiably; each feature gets its own drift loss
+# (as the paper does for its encoder features). A frozen encoder can be added here by name.
+FEATURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "pixels": _pixels,
+    "pool2": _pool(2),
+    "pool4": _pool(4),
+    "gradients": _gradients,
+}
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Settings of `generator_loss`; the defaults are the paper's temperatures and the seed's patches/weights.
+
+    taus: relative temperatures (distances are divided by their batch mean first).
+    normalisation: "both" (sqrt of the softmax over y times the softmax over x, the paper's), "y" (softmax over
+        y only) or "none" (plain kernel exp(-d / tau), shifted by its maximum for float range).
+    patch_size, n_pos, n_neg: 64 x 64 crops, 16 of real CT (positives) and 16 of generated CT (negatives).
+    positives: "independent" (the seed: real crops at their own random places, so the drift compares generated
+        patches with the distribution of real patches) or "paired" (real crops at the negatives' places).
+    body_fraction: probability that a patch is centred on a body-mask pixel (else anywhere in the slice).
+    features: names in FEATURES; one drift loss per feature, summed.
+    lambda_drift, lambda_l1: weights of the drift loss and of the masked L1 (lambda_drift = 0: L1 only).
+    """
+
+    taus: tuple[float, ...] = (0.02, 0.05, 0.2)
+    normalisation: str = "both"
+    patch_size: int = 64
+    n_pos: int = 16
+    n_neg: int = 16
+    positives: str = "independent"
+    body_fraction: float = 1.0
+    features: tuple[str, ...] = ("pixels",)
+    lambda_drift: float = 1.0
+    lambda_l1: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.taus or any(not (tau > 0 and math.isfinite(tau)) for tau in self.taus):
+            raise ValueError(f"DriftConfig: taus must be positive numbers, got {self.taus}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"DriftConfig: normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        if self.positives not in POSITIVES:
+            raise ValueError(f"DriftConfig: positives must be one of {POSITIVES}, got {self.positives!r}")
+        if self.patch_size < 1 or self.n_pos < 1 or self.n_neg < 2:
+            raise ValueError(
+                f"DriftConfig: need patch_size >= 1, n_pos >= 1, n_neg >= 2; "
+                f"got {self.patch_size}, {self.n_pos}, {self.n_neg}"
+            )
+        if self.positives == "paired" and self.n_pos != self.n_neg:
+            raise ValueError(f"DriftConfig: positives='paired' needs n_pos == n_neg, got {self.n_pos}, {self.n_neg}")
+        if not 0.0 <= self.body_fraction <= 1.0:
+            raise ValueError(f"DriftConfig: body_fraction must be in [0, 1], got {self.body_fraction}")
+        unknown = [name for name in self.features if name not in FEATURES]
+        if not self.features or unknown:
+            raise ValueError(f"DriftConfig: features must be names from {sorted(FEATURES)}, got {list(self.features)}")
+        if self.lambda_drift < 0 or self.lambda_l1 < 0:
+            raise ValueError(f"DriftConfig: lambdas must be >= 0, got {self.lambda_drift}, {self.lambda_l1}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> DriftConfig:
+        """Build from a config file's block; unknown keys are an error (a typo must not silently use a default)."""
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"DriftConfig: unknown keys {unknown}; known: {sorted(known)}")
+        converted = dict(values)
+        for key in ("taus", "features"):
+            if key in converted:
+                converted[key] = tuple(converted[key])  # type: ignore[arg-type]
+        return cls(**converted)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+# --------------------------------------------------------------------------------------------------- the field
+
+
+def _distances(
+    x: torch.Tensor, y_pos: torch.Tensor, y_neg: torch.Tensor, exclude_self: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain L2 distances x-y+ and x-y-, divided by their batch mean; self-distances of negatives made huge."""
+    d_pos = torch.cdist(x, y_pos, compute_mode="donot_use_mm_for_euclid_dist")
+    d_neg = torch.cdist(x, y_neg, compute_mode="donot_use_mm_for_euclid_dist")
+    if exclude_self:
+        if y_neg.shape[0] != x.shape[0]:
+            raise ValueError(f"drift: exclude_self needs the negatives to be the x's, got {y_neg.shape[0]} vs {x.shape[0]}")
+        eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+        valid = torch.cat([d_pos.flatten(), d_neg[~eye]])
+    else:
+        eye = None
+        valid = torch.cat([d_pos.flatten(), d_neg.flatten()])
+    scale = valid.mean().clamp_min(torch.finfo(x.dtype).tiny)
+    d_pos = d_pos / scale
+    d_neg = d_neg / scale
+    if eye is not None:
+        d_neg = d_neg + eye * SELF_DISTANCE
+    return d_pos, d_neg
+
+
+def _affinity(logits: torch.Tensor, normalisation: str) -> torch.Tensor:
+    """A [N, N- + N+] from the logits: the paper's double softmax, the y-only softmax, or the plain kernel."""
+    if normalisation == "both":
+        return torch.sqrt(torch.softmax(logits, dim=1) * torch.softmax(logits, dim=0))
+    if normalisation == "y":
+        return torch.softmax(logits, dim=1)
+    # A global shift only rescales V, which the RMS normalisation removes; it keeps exp() in float range.
+    return torch.exp(logits - logits.max())
+
+
+def _field(
+    x: torch.Tensor, y_pos: torch.Tensor, y_neg: torch.Tensor, d_pos: torch.Tensor, d_neg: torch.Tensor, tau: float,
+    normalisation: str,
+) -> torch.Tensor:
+    n_neg = y_neg.shape[0]
+    logits = torch.cat([-d_neg / tau, -d_pos / tau], dim=1)
+    affinity = _affinity(logits, normalisation)
+    a_neg, a_pos = affinity[:, :n_neg], affinity[:, n_neg:]
+    s_pos = a_pos.sum(dim=1, keepdim=True)
+    s_neg = a_neg.sum(dim=1, keepdim=True)
+    w_pos = a_pos * s_neg
+    w_neg = a_neg * s_pos
+    # sum_j W+_ij (y+_j - x_i) - sum_j W-_ij (y-_j - x_i), written with matrix products.
+    attraction = w_pos @ y_pos - w_pos.sum(dim=1, keepdim=True) * x
+    repulsion = w_neg @ y_neg - w_neg.sum(dim=1, keepdim=True) * x
+    return attraction - repulsion
+
+
+@torch.no_grad()
+def drift_field(
+    x: torch.Tensor,
+    y_pos: torch.Tensor,
+    y_neg: torch.Tensor | None = None,
+    taus: Sequence[float] = (0.02, 0.05, 0.2),
+    normalisation: str = "both",
+    exclude_self: bool | None = None,
+) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+    """The drift V for samples x [N, D]: sum over taus of V_tau / RMS(V_tau), and the raw V_tau per tau.
+
+    y_neg None means "the negatives are the x's themselves" (the generated batch), with self-exclusion.
+    exclude_self defaults to True exactly in that case. No gradient flows through anything here.
+    """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"drift: normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    x = x.detach().float()
+    y_pos = y_pos.detach().float()
+    if y_neg is None:
+        y_neg = x
+        exclude_self = True if exclude_self is None else exclude_self
+    else:
+        y_neg = y_neg.detach().float()
+        exclude_self = False if exclude_self is None else exclude_self
+    if x.ndim != 2 or y_pos.ndim != 2 or y_neg.ndim != 2 or not (x.shape[1] == y_pos.shape[1] == y_neg.shape[1]):
+        raise ValueError(
+            f"drift: need x [N, D], y+ [N+, D], y- [N-, D]; got {tuple(x.shape)}, {tuple(y_pos.shape)}, "
+            f"{tuple(y_neg.shape)}"
+        )
+    d_pos, d_neg = _distances(x, y_pos, y_neg, exclude_self)
+    total = torch.zeros_like(x)
+    raw: dict[float, torch.Tensor] = {}
+    for tau in taus:
+        v = _field(x, y_pos, y_neg, d_pos, d_neg, float(tau), normalisation)
+        raw[float(tau)] = v
+        rms = v.square().mean().sqrt()
+        if rms > 0:
+            total += v / rms
+    return total, raw
+
+
+def drifting_loss(
+    x: torch.Tensor,
+    y_pos: torch.Tensor,
+    y_neg: torch.Tensor | None = None,
+    taus: Sequence[float] = (0.02, 0.05, 0.2),
+    normalisation: str = "both",
+    exclude_self: bool | None = None,
+) -> tuple[torch.Tensor, dict[float, float]]:
+    """mean over elements of (x - stopgrad(x + V))^2 for x [N, D]; its gradient w.r.t. x is -2 V / x.numel().
+
+    Returns the loss and, per tau, the raw (un-normalised) mean squared drift per element, mean(V_tau^2): the
+    normalised loss stays roughly flat by design, this is what shows whether q approaches p.
+    """
+    v, raw = drift_field(x, y_pos, y_neg, taus, normalisation, exclude_self)
+    xf = x.float()
+    target = (xf + v).detach()
+    loss = (xf - target).square().mean()
+    return loss, {tau: float(value.square().mean()) for tau, value in raw.items()}
+
+
+# ------------------------------------------------------------------------------------------------- patches
+
+
+def _corners(
+    mask: torch.Tensor, count: int, patch: int, body_fraction: float, generator: torch.Generator
+) -> list[tuple[int, int, int]]:
+    """`count` (slice, top, left) crop corners; centres on body pixels with probability body_fraction."""
+    batch, height, width = mask.shape
+    corners = []
+    slices = torch.randint(batch, (count,), generator=generator).tolist()
+    coins = torch.rand(count, generator=generator).tolist()
+    for index, coin in zip(slices, coins):
+        body = mask[index].nonzero() if coin < body_fraction else None
+        if body is not None and len(body):
+            cy, cx = body[int(torch.randint(len(body), (1,), generator=generator))].tolist()
+        else:
+            cy = int(torch.randint(height, (1,), generator=generator))
+            cx = int(torch.randint(width, (1,), generator=generator))
+        top = min(max(cy - patch // 2, 0), height - patch)
+        left = min(max(cx - patch // 2, 0), width - patch)
+        corners.append((index, top, left))
+    return corners
+
+
+def _crop(images: torch.Tensor, corners: list[tuple[int, int, int]], patch: int) -> torch.Tensor:
+    return torch.stack([images[b, :, t : t + patch, l : l + patch] for b, t, l in corners])
+
+
+def sample_patches(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    mask: torch.Tensor | None,
+    n_pos: int = 16,
+    n_neg: int = 16,
+    patch_size: int = 64,
+    generator: torch.Generator | None = None,
+    body_fraction: float = 1.0,
+    positives: str = "independent",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop positives [n_pos, 1, P, P] from real CT and negatives [n_neg, 1, P, P] from generated CT.
+
+    real, fake: [B, 1, H, W] (fake keeps its gradient: its crops are the x's that receive the drift); mask:
+    [B, 1, H, W] body mask or None. Crop positions are drawn from `generator` (a seeded torch.Generator on the
+    CPU) so a run is reproducible; they prefer the body (see DriftConfig.body_fraction).
+    """
+    if real.shape != fake.shape or real.ndim != 4 or real.shape[1] != 1:
+        raise ValueError(f"sample_patches: real and fake must both be [B, 1, H, W], got {tuple(real.shape)}, {tuple(fake.shape)}")
+    height, width = real.shape[-2:]
+    if patch_size > min(height, width):
+        raise ValueError(f"sample_patches: patch size {patch_size} exceeds the slice size {height} x {width}")
+    if positives not in POSITIVES:
+        raise ValueError(f"sample_patches: positives must be one of {POSITIVES}, got {positives!r}")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    body = (mask[:, 0] > 0.5).cpu() if mask is not None else torch.ones(real.shape[0], height, width, dtype=torch.bool)
+    neg_corners = _corners(body, n_neg, patch_size, body_fraction, generator)
+    if positives == "paired":
+        pos_corners = neg_corners[:n_pos]
+    else:
+        pos_corners = _corners(body, n_pos, patch_size, body_fraction, generator)
+    return _crop(real.detach(), pos_corners, patch_size), _crop(fake, neg_corners, patch_size)
+
+
+# ---------------------------------------------------------------------------------------------- the total
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean |pred - target| over body pixels (all pixels when there is no mask or it is empty)."""
+    error = (pred.float() - target.float()).abs()
+    if mask is None:
+        return error.mean()
+    weight = (mask > 0.5).to(error.dtype).expand_as(error)
+    total = weight.sum()
+    if total == 0:
+        return error.mean()
+    return (error * weight).sum() / total
+
+
+@dataclass
+class LossTerms:
+    """What one step's loss is made of (floats, detached): for logging."""
+
+    total: float
+    l1: float
+    drift: float
+    v2: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"loss": self.total, "l1": self.l1, "drift": self.drift, **self.v2}
+
+
+def generator_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    config: DriftConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, LossTerms]:
+    """lambda_drift x drift loss on patches + lambda_l1 x masked L1; pred/target/mask are [B, 1, H, W].
+
+    The drift loss is one drifting_loss per feature in config.features on the generated patches (x and
+    negatives) against real patches (positives), summed. Skipped entirely when lambda_drift == 0 (the L1-only
+    baseline). The log's v2 keys are "v2/<feature>/tau=<tau>": mean(V_tau^2) per element, un-normalised.
+    """
+    config = config or DriftConfig()
+    l1 = masked_l1(pred, target, mask)
+    total = config.lambda_l1 * l1
+    drift_value = 0.0
+    v2: dict[str, float] = {}
+    if config.lambda_drift > 0:
+        pos, neg = sample_patches(
+            target, pred, mask, config.n_pos, config.n_neg, config.patch_size, generator, config.body_fraction,
+            config.positives,
+        )
+        drift = pred.new_zeros((), dtype=torch.float32)
+        for name in config.features:
+            features = FEATURES[name]
+            x = features(neg.float())
+            loss, raw = drifting_loss(x, features(pos.float()), None, config.taus, config.normalisation)
+            drift = drift + loss
+            v2.update({f"v2/{name}/tau={tau:g}": value for tau, value in raw.items()})
+        total = total + config.lambda_drift * drift
+        drift_value = float(drift.detach())
+    return total, LossTerms(total=float(total.detach()), l1=float(l1.detach()), drift=drift_value, v2=v2)
