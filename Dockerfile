@@ -1,0 +1,65 @@
+# The SynthRAD MR -> sCT inference container (grand-challenge). See docs/container.md.
+#
+# BASE_IMAGE: any Debian/Ubuntu image; python3 + python3-venv are installed when the base lacks them.
+#   Default: NVIDIA's CUDA 13.0 + cuDNN 9 runtime on Ubuntu 24.04 (Python 3.12). onnxruntime-gpu 1.31.1 (PyPI) is
+#   built against CUDA 13.0 (its build info says cuda_version 13.0; its CUDA provider links libcudart.so.13,
+#   libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and loads cuDNN 9 at run time), so it needs a CUDA 13.x
+#   runtime, cuDNN 9.x and an NVIDIA driver >= 580 on the host. Without them (no GPU, older driver) the engine falls
+#   back to ONNX Runtime's CPU provider by itself.
+#   Air-gapped: scripts/make_local_base.sh makes sct-base:bookworm (Debian 12, Python 3.11) without any registry;
+#   build with --build-arg BASE_IMAGE=sct-base:bookworm (CPU execution only: that base has no CUDA libraries).
+#
+# Build: docker build --network=host -t sct-synthrad .        (or ./export.sh, which also writes the archive)
+# Behind an inspecting HTTPS proxy, put the host's CA bundle at work/docker-build/ca-certificates.crt in the build
+# context (export.sh does): pip in the build stage then trusts it. It is optional, and it never reaches the final
+# image (only the virtual environment is copied out of the build stage).
+ARG BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+# --- the base plus a Python that can make virtual environments -----------------------------------------------------
+FROM ${BASE_IMAGE} AS python-base
+ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+RUN if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends python3 python3-venv \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 --version
+
+# --- build stage: the runtime requirements into /opt/venv (build-time network only) --------------------------------
+FROM python-base AS build
+# The glob makes the CA bundle optional: requirements.txt always matches, the certificate only when present.
+COPY requirements.txt work/docker-build/ca-certificates.cr[t] /tmp/build/
+RUN if [ -f /tmp/build/ca-certificates.crt ]; then export PIP_CERT=/tmp/build/ca-certificates.crt; fi \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
+        -r /tmp/build/requirements.txt \
+    && /opt/venv/bin/python -c "import numpy, SimpleITK, onnxruntime, tqdm; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip setuptools
+
+# --- final image: Python, the venv, the code and the weights; nothing is fetched at run time ------------------------
+FROM python-base
+ARG ALGORITHM_UID=1001
+RUN groupadd --system --gid "${ALGORITHM_UID}" algorithm \
+    && useradd --system --no-log-init --uid "${ALGORITHM_UID}" --gid algorithm --create-home --home-dir /home/algorithm \
+        --shell /usr/sbin/nologin algorithm \
+    && mkdir -p /opt/algorithm /input /output \
+    && chown algorithm:algorithm /opt/algorithm /input /output
+COPY --from=build --chown=algorithm:algorithm /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /opt/algorithm
+# Only what the container path imports (process.py -> pipeline -> engine, preprocessing, postprocessing) and the
+# weights; .dockerignore keeps everything else (tests, training, evaluation, .venv) out of the build context.
+COPY --chown=algorithm:algorithm process.py ./
+COPY --chown=algorithm:algorithm pipeline/ pipeline/
+COPY --chown=algorithm:algorithm engine/ engine/
+COPY --chown=algorithm:algorithm preprocessing/ preprocessing/
+COPY --chown=algorithm:algorithm postprocessing/ postprocessing/
+COPY --chown=algorithm:algorithm model_weights/ model_weights/
+USER algorithm
+# Byte-code compiled at build time (the container never writes it), and the manifest checked now, not at run time.
+RUN python -m compileall -q /opt/algorithm \
+    && python -c "from engine.manifest import load_manifest; m = load_manifest(); print('manifest ok:', m.path)"
+ENTRYPOINT ["python", "-m", "process"]
