@@ -1,0 +1,152 @@
+"""Score several models on the same held-out phantom cases: metrics per region, bone-edge sharpness, time, montage.
+
+    python benchmarks/compare_models.py --data data/phantoms --models water,l1,drifting \
+        --manifest runs/compare/manifest.json --out runs/compare
+
+The held-out cases are the trainer's validation split (`split_cases(..., val_per_region, seed)`), so no model
+has seen them. Each model runs through `process.py` (ONNX Runtime, the CPU here) exactly as a user would run
+it; the evaluator scores the outputs. Writes comparison.json, comparison.md (the README tables) and
+montage.png. Nothing is asserted: this measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluation.__main__ import run_evaluation  # noqa: E402
+from training.dataset import find_cases, split_cases  # noqa: E402
+
+LOG = logging.getLogger("compare_models")
+BONE_HU = 300.0
+
+
+def held_out_layout(data: Path, out: Path, val_per_region: int, seed: int) -> Path:
+    """A released-layout folder of symlinks to the held-out cases (mr, ct, mask)."""
+    _, held_out = split_cases(find_cases(data), val_per_region, seed)
+    root = out / "held_out" / "Task1"
+    for case_dir, _ in held_out:
+        target = root / case_dir.parent.name / case_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("mr.mha", "ct.mha", "mask.mha"):
+            link = target / name
+            if not link.exists():
+                link.symlink_to((case_dir / name).resolve())
+    return root.parent
+
+
+def bone_edge_sharpness(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> float:
+    """Mean in-plane gradient magnitude of the sCT over that of the CT in a 2-voxel band around CT bone (1 = as sharp)."""
+    bone = (ct > BONE_HU) & (mask > 0)
+    if not bone.any():
+        return float("nan")
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True  # in-plane only: slices are 3 mm apart
+    band = ndimage.binary_dilation(bone, structure, 2) & ~ndimage.binary_erosion(bone, structure, 2) & (mask > 0)
+
+    def gradient(volume: np.ndarray) -> np.ndarray:
+        volume = volume.astype(np.float32)
+        return np.hypot(ndimage.sobel(volume, axis=1), ndimage.sobel(volume, axis=2))
+
+    return float(gradient(sct)[band].mean() / max(gradient(ct)[band].mean(), 1e-6))
+
+
+def run_model(model: str, data_root: Path, out: Path, manifest: Path) -> float:
+    """process.py on every held-out case with one model; returns the wall seconds per case."""
+    cases = sorted(data_root.glob("Task1/*/*"))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(data_root), "--output", str(out),
+                    "--model", model, "--manifest", str(manifest), "--no-progress", "--device", "cpu"],
+                   check=True, capture_output=True)
+    return (time.perf_counter() - started) / max(1, len(cases))
+
+
+def montage(models: list[str], out: Path, data_root: Path) -> Path:
+    """The same axial slice of one case per region: MR, CT, then each model's sCT."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = [sorted(d.iterdir())[0] for d in sorted((data_root / "Task1").iterdir())]
+    fig, axes = plt.subplots(len(cases), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.6 * len(cases)),
+                             squeeze=False)
+    for row, case in enumerate(cases):
+        ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "ct.mha")))
+        z = int(np.argmax((ct > BONE_HU).sum(axis=(1, 2))))
+        panels = [("MR", sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mr.mha")))[z], None), ("CT", ct[z], (-1000, 1500))]
+        for model in models:
+            sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / model / "images" / "synthetic-ct" / f"{case.name}.mha")))
+            panels.append((model, sct[z], (-1000, 1500)))
+        for col, (title, image, window) in enumerate(panels):
+            ax = axes[row, col]
+            ax.imshow(image, cmap="gray", vmin=None if window is None else window[0],
+                      vmax=None if window is None else window[1])
+            ax.set_title(f"{case.name} {title}" if col == 0 else title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    path = out / "montage.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="phantom (or real) data in the released layout")
+    parser.add_argument("--models", default="water,drifting", help="comma-separated manifest entries or kinds")
+    parser.add_argument("--manifest", type=Path, default=REPO / "model_weights" / "manifest.json")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--val-per-region", type=int, default=2, help="as in training (data.val_per_region)")
+    parser.add_argument("--seed", type=int, default=0, help="as in training (run.seed)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    models = [m for m in args.models.split(",") if m]
+    data_root = held_out_layout(args.data, args.out, args.val_per_region, args.seed)
+    summary: dict[str, dict] = {}
+    for model in models:
+        LOG.info("running %s", model)
+        seconds = run_model(model, data_root, args.out / model, args.manifest.resolve())
+        document, _ = run_evaluation(args.out / model, data_root, args.out / f"eval_{model}", plots=False, progress=False)
+        sharpness = []
+        for result in document["results"]:
+            case = next(data_root.glob(f"Task1/*/{result['case_id']}"))
+            ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "ct.mha")))
+            mask = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mask.mha")))
+            sct = sitk.GetArrayFromImage(sitk.ReadImage(str(args.out / model / "images" / "synthetic-ct" / f"{case.name}.mha")))
+            sharpness.append(bone_edge_sharpness(sct, ct, mask))
+        summary[model] = {
+            "seconds_per_case": round(seconds, 2),
+            "overall": {k: v["mean"] for k, v in document["aggregates"].items()},
+            "regions": {r: {k: v["mean"] for k, v in agg.items()} for r, agg in document["regions"].items()},
+            "bone_edge_sharpness": round(float(np.nanmean(sharpness)), 3),
+            "cases": len(document["results"]),
+        }
+    (args.out / "comparison.json").write_text(json.dumps(summary, indent=2))
+    lines = ["| region | model | MAE (HU) | PSNR (dB) | MS-SSIM |", "|---|---|---|---|---|"]
+    for region in sorted({r for s in summary.values() for r in s["regions"]}):
+        for model in models:
+            scores = summary[model]["regions"].get(region, {})
+            lines.append(f"| {region} | {model} | {scores.get('mae', float('nan')):.1f} | "
+                         f"{scores.get('psnr', float('nan')):.2f} | {scores.get('ms_ssim', float('nan')):.4f} |")
+    lines += ["", "| model | bone-edge sharpness (sCT/CT gradient) | seconds per case (CPU, process.py) |", "|---|---|---|"]
+    lines += [f"| {m} | {summary[m]['bone_edge_sharpness']:.3f} | {summary[m]['seconds_per_case']:.1f} |" for m in models]
+    (args.out / "comparison.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    LOG.info("montage: %s", montage(models, args.out, data_root))
+
+
+if __name__ == "__main__":
+    main()
