@@ -67,6 +67,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     manifest: str = "model_weights/manifest.json"
     settings: dict[str, Any] = field(default_factory=dict)  # overrides of the manifest's defaults
+    ldm: dict[str, Any] = field(default_factory=dict)  # model kinds ldm_*: training/ldm.py LdmConfig (validated there)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,7 +89,7 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
-    unknown = sorted(set(data) - set(_SECTIONS) - {"loss", "manifest", "settings"})
+    unknown = sorted(set(data) - set(_SECTIONS) - {"loss", "manifest", "settings", "ldm"})
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}")
     parts = {name: _coerce(cls, data.get(name, {}), f"{where} [{name}]") for name, cls in _SECTIONS.items()}
@@ -97,7 +98,7 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
     except ValueError as err:
         raise ValueError(f"{where} [loss]: {err}") from err
     return TrainConfig(**parts, loss=loss, manifest=data.get("manifest", "model_weights/manifest.json"),
-                       settings=dict(data.get("settings", {})))
+                       settings=dict(data.get("settings", {})), ldm=dict(data.get("ldm", {})))
 
 
 def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConfig:

@@ -21,7 +21,7 @@ import torch
 from engine.manifest import DEFAULT_MANIFEST, load_manifest, read_manifest_json, sha256_of
 from engine.regions import canonical_region
 from training.config import config_from_dict
-from training.train import build_network
+from training.train import LDM_KINDS, build_network
 
 LOG = logging.getLogger("training.export")
 
@@ -60,33 +60,41 @@ def parity_error_hu(model: torch.nn.Module, onnx_path: Path, context: int, noise
 def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[str], role: str,
            description: str, extra_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write `<name>.onnx` beside the manifest and add (or replace) the manifest entry; returns the entry."""
-    from training.networks import export_onnx
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    if checkpoint["config"]["model"]["kind"] in LDM_KINDS:  # the latent-diffusion fallback: three files
+        from training.ldm import export_ldm
 
-    model, checkpoint = load_checkpoint_model(checkpoint_path)
-    settings = checkpoint["settings"]
-    config = checkpoint["config"]
-    onnx_path = manifest_path.parent / f"{name}.onnx"
-    export_onnx(model, onnx_path, context_slices=settings["context_slices"],
-                noise_channels=config["model"]["noise_channels"])
-    error = parity_error_hu(model, onnx_path, settings["context_slices"], config["model"]["noise_channels"],
-                            tuple(settings["ct_window_hu"]))
-    LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
-    if error > 1e-3 * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
-        raise SystemExit(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
+        paths, settings, kind_provenance = export_ldm(checkpoint, checkpoint_path, manifest_path.parent, name)
+        kind, config = "ldm", checkpoint["config"]
+    else:
+        from training.networks import export_onnx
+
+        model, checkpoint = load_checkpoint_model(checkpoint_path)
+        settings = checkpoint["settings"]
+        config = checkpoint["config"]
+        onnx_path = manifest_path.parent / f"{name}.onnx"
+        export_onnx(model, onnx_path, context_slices=settings["context_slices"],
+                    noise_channels=config["model"]["noise_channels"])
+        error = parity_error_hu(model, onnx_path, settings["context_slices"], config["model"]["noise_channels"],
+                                tuple(settings["ct_window_hu"]))
+        LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
+        if error > 1e-3 * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
+            raise SystemExit(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
+        paths, kind = {"generator": onnx_path}, "drifting"
+        kind_provenance = {"loss": config["loss"], "onnx_parity_max_abs_hu": error}
     entry = {
-        "kind": "drifting",
+        "kind": kind,
         "description": description,
-        "files": {"generator": {"path": onnx_path.name, "sha256": sha256_of(onnx_path)}},
+        "files": {role_: {"path": path.name, "sha256": sha256_of(path)} for role_, path in paths.items()},
         **settings,
         "provenance": {
             "training_command": checkpoint.get("command", ""),
             "model": config["model"],
-            "loss": config["loss"],
+            **kind_provenance,
             "steps": checkpoint["state"]["step"],
             "best_step": checkpoint["state"]["best_step"],
             "validation": {k: round(v, 4) for k, v in checkpoint.get("scores", {}).items()
                            if isinstance(v, float) and k.startswith("val_")},
-            "onnx_parity_max_abs_hu": error,
             **(extra_provenance or {}),
         },
     }
@@ -120,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     regions = [r for r in args.regions.split(",") if r.strip()]
     entry = export(args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description,
                    args.provenance)
-    LOG.info("wrote %s (sha256 %s)", entry["files"]["generator"]["path"], entry["files"]["generator"]["sha256"])
+    for item in entry["files"].values():
+        LOG.info("wrote %s (sha256 %s)", item["path"], item["sha256"])
     return 0
 
 

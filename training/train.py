@@ -38,6 +38,7 @@ from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
 from training.config import TrainConfig, load_config
 from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
+from training.ldm import LDM_KINDS  # the latent-diffusion fallback's two stages: the hooks below hand them over
 
 LOG = logging.getLogger("training")
 
@@ -46,6 +47,10 @@ LOG = logging.getLogger("training")
 
 def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
     """The 2.5D generator for this config (the L1-only baseline is the same network)."""
+    if config.model.kind in LDM_KINDS:
+        from training.ldm import build_ldm_network
+
+        return build_ldm_network(config, spec)
     from training.networks import DriftingUNet
 
     return DriftingUNet(
@@ -66,6 +71,33 @@ def compute_loss(
     drift = replace(config.loss, lambda_drift=0.0) if config.model.kind == "l1" else config.loss
     total, terms = generator_loss(pred, batch["ct"], batch["mask"], drift, generator)
     return total, terms.as_dict()
+
+
+def training_step(
+    net: torch.nn.Module, batch: dict[str, torch.Tensor], config: TrainConfig, generator: torch.Generator,
+    use_amp: bool,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One forward pass and its loss (and log diagnostics)."""
+    if config.model.kind in LDM_KINDS:
+        from training.ldm import ldm_training_step
+
+        return ldm_training_step(net, batch, config, use_amp)
+    noise = torch.randn(batch["mr"].shape[0], config.model.noise_channels, *batch["mr"].shape[2:],
+                        device=batch["mr"].device)
+    with torch.autocast(batch["mr"].device.type, dtype=torch.float16, enabled=use_amp):
+        pred = net(batch["mr"], noise)
+    return compute_loss(pred.float(), batch, config, generator)
+
+
+def predict_for_validation(
+    model: torch.nn.Module, volume: TrainingVolume, spec: ModelSpec, device: torch.device, config: TrainConfig
+) -> np.ndarray:
+    """The model's output for a whole held-out volume, in the normalised CT space."""
+    if config.model.kind in LDM_KINDS:
+        from training.ldm import ldm_predict_volume
+
+        return ldm_predict_volume(model, volume, spec, device, config)
+    return predict_volume(model, volume.mr, spec, device, config.model.noise_channels)
 
 
 # --- distributed helpers ----------------------------------------------------------------------------------------
@@ -132,13 +164,13 @@ def predict_volume(
 
 def validate(
     model: torch.nn.Module, volumes: list[TrainingVolume], references: list[Reference], spec: ModelSpec,
-    device: torch.device, noise_channels: int,
+    device: torch.device, config: TrainConfig,
 ) -> dict[str, float]:
     """Mean MAE / PSNR / MS-SSIM over held-out volumes, and per region MAE."""
     scores: dict[str, list[float]] = {"mae": [], "psnr": [], "ms_ssim": []}
     per_region: dict[str, list[float]] = {}
     for volume, reference in zip(volumes, references):
-        pred = predict_volume(model, volume.mr, spec, device, noise_channels)
+        pred = predict_for_validation(model, volume, spec, device, config)
         sct = finalise_hu(to_input_grid(pred, volume.prepared, spec.ct_window_hu), reference.mask, spec)
         case = score_case(reference.ct, sct, reference.mask)
         for key in scores:
@@ -205,7 +237,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         torch.set_num_threads(config.run.threads)
     device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
     out_dir = Path(config.run.out_dir)
-    spec = training_spec(config.manifest, "drifting", config.settings)
+    spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
 
     cases = find_cases(Path(config.data.root), list(config.data.regions))
     if not cases:
@@ -266,11 +298,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
                 break
             model.train()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            noise = torch.randn(batch["mr"].shape[0], config.model.noise_channels, *batch["mr"].shape[2:],
-                                device=device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                pred = net(batch["mr"], noise)
-            loss, diagnostics = compute_loss(pred.float(), batch, config, loss_generator)
+            loss, diagnostics = training_step(net, batch, config, loss_generator, use_amp)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
@@ -289,7 +317,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
                 running = {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if state.step % config.run.val_every == 0 or state.step == config.optim.steps:
-                    row.update(validate(ema, val_volumes, references, spec, device, config.model.noise_channels))
+                    row.update(validate(ema, val_volumes, references, spec, device, config))
                     if row["val_mae"] < state.best_mae:
                         state.best_mae, state.best_step = row["val_mae"], state.step
                         _save(out_dir / "best.pt", model, ema, optimizer, scaler, state, config, spec, row, command)
