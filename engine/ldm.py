@@ -8,7 +8,9 @@ ONNX contracts (what `training/ldm.py` exports):
   condition at latent size (a plain average pooling of the stack, or a learned encoder);
 - denoiser: `x` float32[B, L, h, w] (noisy scaled latent), `t` int64[B] (training timestep), `cond` ->
   the predicted noise (output named `eps`) or velocity (output named `v`): the output name says which;
-- decoder:  `z` float32[B, L, h, w] (unscaled latent) -> `ct` float32[B, 1, H, W] in the normalised CT space.
+- decoder:  `z` float32[B, L, h, w] (unscaled latent) -> `ct` float32[B, 1, H, W] in the normalised CT space;
+- ct_encoder (optional, never loaded here): `ct` -> latent mean `z`, for measuring the autoencoder's
+  reconstruction error (benchmarks/bench_ldm.py).
 
 The sampler settings come from the manifest entry's `sampler`: `ddim_steps` (default 20), `train_timesteps`
 (default 1000) and `latent_scale` (the factor that gave the latents unit variance in training).

@@ -157,7 +157,7 @@ def tiny_ldm(tmp_path_factory):
 def test_export_parity_onnx_vs_torch(tiny_ldm):
     model, paths, _ = tiny_ldm
     parity = onnx_parity(model, paths, context_slices=3)
-    assert set(parity) == {"encoder", "denoiser", "decoder"}
+    assert set(parity) == {"encoder", "denoiser", "decoder", "ct_encoder"}
     assert max(parity.values()) < 1e-4, parity
 
 
@@ -261,7 +261,7 @@ def test_export_registers_a_fallback_that_process_runs(trained, data_root, tmp_p
     with pytest.raises(SystemExit, match="ldm_denoiser"):
         export(trained / "ae" / "best.pt", "ldm", weights / "manifest.json", ["TH"], "fallback", "")
     entry = export(trained / "den" / "best.pt", "ldm", weights / "manifest.json", ["TH"], "fallback", "test")
-    assert entry["kind"] == "ldm" and set(entry["files"]) == {"encoder", "denoiser", "decoder"}
+    assert entry["kind"] == "ldm" and set(entry["files"]) == {"encoder", "denoiser", "decoder", "ct_encoder"}
     assert entry["sampler"]["latent_scale"] > 0 and entry["sampler"]["train_timesteps"] == 1000
     assert max(entry["provenance"]["onnx_parity_max_abs"].values()) < 1e-3
     assert entry["provenance"]["autoencoder"]["steps"] == 4

@@ -321,6 +321,15 @@ class _DenoiserGraph(nn.Module):
         return self.model.denoise(x, t, cond)
 
 
+class _CtEncoderGraph(nn.Module):
+    def __init__(self, autoencoder: SliceAutoencoder) -> None:
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, ct: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode_mean(ct)
+
+
 class _DecoderGraph(nn.Module):
     def __init__(self, autoencoder: SliceAutoencoder) -> None:
         super().__init__()
@@ -345,7 +354,12 @@ def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inpu
 
 
 def export_onnx_files(model: LatentDiffusion, out_dir: Path, name: str, context_slices: int) -> dict[str, Path]:
-    """Write `<name>_{encoder,denoiser,decoder}.onnx` (batch, height and width dynamic); returns role -> path."""
+    """Write `<name>_{encoder,denoiser,decoder,ct_encoder}.onnx` (batch, height, width dynamic); returns role -> path.
+
+    `ct_encoder` (CT slice `ct` [B, 1, H, W] -> latent mean `z`, unscaled) is not used by the sampler: it lets
+    benchmarks/bench_ldm.py measure the autoencoder's reconstruction error, the bound on the fallback's accuracy,
+    from the shipped files alone.
+    """
     model = model.cpu().eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     factor = model.autoencoder.downsampling
@@ -355,12 +369,14 @@ def export_onnx_files(model: LatentDiffusion, out_dir: Path, name: str, context_
         cond = model.condition(mr)
     latent = torch.zeros(1, model.latent_channels, size // factor, size // factor)
     spatial = {0: "batch", 2: "height", 3: "width"}
-    paths = {role: out_dir / f"{name}_{role}.onnx" for role in ("encoder", "denoiser", "decoder")}
+    paths = {role: out_dir / f"{name}_{role}.onnx" for role in ("encoder", "denoiser", "decoder", "ct_encoder")}
     _to_onnx(model.condition, (mr,), paths["encoder"], ["mr"], "cond", {"mr": spatial, "cond": spatial})
     _to_onnx(_DenoiserGraph(model), (latent, torch.zeros(1, dtype=torch.int64), cond), paths["denoiser"],
              ["x", "t", "cond"], model.prediction, {"x": spatial, "t": {0: "batch"}, "cond": spatial,
                                                     model.prediction: spatial})
     _to_onnx(_DecoderGraph(model.autoencoder), (latent,), paths["decoder"], ["z"], "ct", {"z": spatial, "ct": spatial})
+    _to_onnx(_CtEncoderGraph(model.autoencoder), (torch.zeros(1, 1, size, size),), paths["ct_encoder"], ["ct"], "z",
+             {"ct": spatial, "z": spatial})
     return paths
 
 
@@ -374,6 +390,7 @@ def onnx_parity(model: LatentDiffusion, paths: dict[str, Path], context_slices: 
     height, width = 3 * factor * levels, 2 * factor * levels
     mr = rng.standard_normal((3, context_slices, height, width), dtype=np.float32)
     x = rng.standard_normal((3, model.latent_channels, height // factor, width // factor), dtype=np.float32)
+    ct = np.tanh(rng.standard_normal((3, 1, height, width), dtype=np.float32))
     t = np.array([0, model.train_timesteps // 2, model.train_timesteps - 1], dtype=np.int64)
 
     def run(role: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -386,13 +403,15 @@ def onnx_parity(model: LatentDiffusion, paths: dict[str, Path], context_slices: 
             "encoder": cond.numpy(),
             "denoiser": model.denoise(torch.from_numpy(x), torch.from_numpy(t), cond).numpy(),
             "decoder": model.autoencoder.decode(torch.from_numpy(x)).numpy(),
+            "ct_encoder": model.autoencoder.encode_mean(torch.from_numpy(ct)).numpy(),
         }
     outputs = {
         "encoder": run("encoder", {"mr": mr}),
         "denoiser": run("denoiser", {"x": x, "t": t, "cond": cond.numpy()}),
         "decoder": run("decoder", {"z": x}),
+        "ct_encoder": run("ct_encoder", {"ct": ct}),
     }
-    return {role: float(np.abs(outputs[role] - reference[role]).max()) for role in reference}
+    return {role: float(np.abs(outputs[role] - reference[role]).max()) for role in reference if role in paths}
 
 
 def export_ldm(checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path, name: str
