@@ -234,6 +234,12 @@ def test_patches_are_crops_that_overlap_the_body_and_are_reproducible() -> None:
     assert torch.equal(again[0], pos) and torch.equal(again[1], neg)
     other = sample_patches(real, fake, mask, n_pos=10, n_neg=12, patch_size=32, generator=_seeded(2))
     assert not torch.equal(other[0], pos)
+    # Without a generator the crops come from torch's global generator: new every call, reproducible by seed.
+    torch.manual_seed(4)
+    first = sample_patches(real, fake, mask, 4, 4, 32)[0]
+    second = sample_patches(real, fake, mask, 4, 4, 32)[0]
+    torch.manual_seed(4)
+    assert not torch.equal(first, second) and torch.equal(sample_patches(real, fake, mask, 4, 4, 32)[0], first)
 
 
 def test_paired_positives_are_cropped_at_the_negatives_places() -> None:
@@ -274,13 +280,29 @@ def test_generator_loss_is_weighted_drift_plus_masked_l1() -> None:
 # ---------------------------------------------------------------------------------------------- network
 
 
+def _as_if_trained(model: DriftingUNet) -> DriftingUNet:
+    """PyTorch's default random head: a new network outputs a constant image (output_init), hiding errors."""
+    model.head.reset_parameters()
+    return model
+
+
+def test_untrained_network_outputs_its_initial_level() -> None:
+    torch.manual_seed(0)
+    model = DriftingUNet(context_slices=3, noise_channels=1, width=8, depth=2, output_init=-0.5)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 16, 16), torch.randn(2, 1, 16, 16))
+    torch.testing.assert_close(out, torch.full_like(out, -0.5))
+    with pytest.raises(ValueError, match="output_init"):
+        DriftingUNet(output_init=1.0)
+
+
 @pytest.mark.parametrize(
     ("context", "noise", "depth", "size"),
     [(1, 1, 2, (32, 48)), (3, 2, 3, (64, 40)), (5, 1, 4, (48, 80)), (7, 0, 3, (16, 24))],
 )
 def test_network_output_shape_and_range(context: int, noise: int, depth: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    model = DriftingUNet(context_slices=context, noise_channels=noise, width=8, depth=depth)
+    model = _as_if_trained(DriftingUNet(context_slices=context, noise_channels=noise, width=8, depth=depth))
     mr = torch.randn(2, context, *size) * 3
     z = torch.randn(2, noise, *size) if noise else None
     with torch.no_grad():
@@ -291,7 +313,7 @@ def test_network_output_shape_and_range(context: int, noise: int, depth: int, si
 
 def test_network_uses_its_noise_and_refuses_bad_sizes() -> None:
     torch.manual_seed(0)
-    model = DriftingUNet(context_slices=3, noise_channels=1, width=8, depth=2).eval()
+    model = _as_if_trained(DriftingUNet(context_slices=3, noise_channels=1, width=8, depth=2)).eval()
     mr = torch.randn(1, 3, 32, 32)
     z1, z2 = torch.randn(1, 1, 32, 32), torch.randn(1, 1, 32, 32)
     with torch.no_grad():
@@ -330,7 +352,7 @@ def test_onnx_export_matches_pytorch_with_dynamic_batch_and_size(tmp_path, norm:
     variant (checked too). Either is far below the 1 HU step of the int16 output.
     """
     torch.manual_seed(0)
-    model = DriftingUNet(context_slices=5, noise_channels=1, norm=norm)  # the default architecture
+    model = _as_if_trained(DriftingUNet(context_slices=5, noise_channels=1, norm=norm))  # the default architecture
     if norm == "batch":  # give the running statistics non-trivial values
         with torch.no_grad():
             model.train()(torch.randn(4, 5, 64, 64), torch.randn(4, 1, 64, 64))

@@ -248,7 +248,7 @@ def drifting_loss(
 
 
 def _corners(
-    mask: torch.Tensor, count: int, patch: int, body_fraction: float, generator: torch.Generator
+    mask: torch.Tensor, count: int, patch: int, body_fraction: float, generator: torch.Generator | None
 ) -> list[tuple[int, int, int]]:
     """`count` (slice, top, left) crop corners; centres on body pixels with probability body_fraction."""
     batch, height, width = mask.shape
@@ -287,7 +287,8 @@ def sample_patches(
 
     real, fake: [B, 1, H, W] (fake keeps its gradient: its crops are the x's that receive the drift); mask:
     [B, 1, H, W] body mask or None. Crop positions are drawn from `generator` (a seeded torch.Generator on the
-    CPU) so a run is reproducible; they prefer the body (see DriftConfig.body_fraction).
+    CPU; None: torch's global generator, seeded by torch.manual_seed) so a run is reproducible; they prefer
+    the body (see DriftConfig.body_fraction).
     """
     if real.shape != fake.shape or real.ndim != 4 or real.shape[1] != 1:
         raise ValueError(f"sample_patches: real and fake must both be [B, 1, H, W], got {tuple(real.shape)}, {tuple(fake.shape)}")
@@ -296,8 +297,6 @@ def sample_patches(
         raise ValueError(f"sample_patches: patch size {patch_size} exceeds the slice size {height} x {width}")
     if positives not in POSITIVES:
         raise ValueError(f"sample_patches: positives must be one of {POSITIVES}, got {positives!r}")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
     body = (mask[:, 0] > 0.5).cpu() if mask is not None else torch.ones(real.shape[0], height, width, dtype=torch.bool)
     neg_corners = _corners(body, n_neg, patch_size, body_fraction, generator)
     if positives == "paired":
