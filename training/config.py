@@ -31,7 +31,7 @@ class ModelConfig:
     width: int = 16
     depth: int = 3
     noise_channels: int = 1
-    channel_mult: tuple[int, ...] = ()  # per level multiple of width (empty: 1, 2, 4, ...)
+    channel_mult: tuple[int, ...] = ()  # per level multiple of width (empty: the network default, 1, 2, 3, 4, 4, ...)
 
 
 @dataclass(frozen=True)
