@@ -27,8 +27,9 @@ RUN if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then \
 
 # --- build stage: the runtime requirements into /opt/venv (build-time network only) --------------------------------
 FROM python-base AS build
-# The glob makes the CA bundle optional: requirements.txt always matches, the certificate only when present.
-COPY requirements.txt work/docker-build/ca-certificates.cr[t] /tmp/build/
+# The globs make the CA bundle optional: requirements.txt always matches, the certificate only when present (a glob
+# in the first path component too, or BuildKit fails on the missing folder).
+COPY requirements.txt wor[k]/docker-build/ca-certificates.cr[t] /tmp/build/
 RUN if [ -f /tmp/build/ca-certificates.crt ]; then export PIP_CERT=/tmp/build/ca-certificates.crt; fi \
     && python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
