@@ -24,8 +24,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 LOG = logging.getLogger("make_expected")
 
-#: The phantom generator's command for the sample (one small HN case, seeded).
-PHANTOM_ARGS = ["--regions", "HN", "--cases", "1", "--seed", "0", "--template-layout"]
+#: The phantom generator's arguments for the sample (one small HN case, seeded).
+PHANTOM_ARGS = ["--regions", "HN", "--cases", "1", "--seed", "0", "--size", "small", "--template-layout", "--no-progress"]
 MAX_STORED_BYTES = 1_000_000
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, help="use this template-layout folder instead of a new phantom case")
     parser.add_argument("--phantom-arg", action="append", default=[], dest="phantom_extra",
-                        help="extra argument for `python -m phantoms` (repeat it), e.g. the small-size option")
+                        help="extra argument for `python -m phantoms` (repeat it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -108,7 +108,7 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
-tag=$(basename "$work" | tr -c 'a-zA-Z0-9\n' '-' | tr 'A-Z' 'a-z')
+tag=$(basename "$work" | tr -c 'a-zA-Z0-9\n' '-' | tr '[:upper:]' '[:lower:]')
 
 RUN_STATUS=0
 run_case() {
