@@ -252,10 +252,15 @@ class Body:
                 cv.tube(fore, r, [(0, T.CORTICAL), (2.2, T.MARROW)], only=(T.MUSCLE, T.FAT_SC, T.FAT))
 
     # ------------------------------------------------------------------------------------- head
-    def zb(self, Y: np.ndarray) -> np.ndarray:
-        """Skull base: floor of the cranial cavity (anterior, middle and posterior fossa) as z(y)."""
+    def zb(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Skull base: floor of the cranial cavity (anterior, middle, posterior fossa) as z(x, y).
+
+        The steps between the fossae (sphenoid wings, petrous ridges) run obliquely: further forward laterally,
+        so an axial slice shows them as a V opening backwards, not as a wall across the head.
+        """
         hc, s = self.p.hc, self.p.hs
-        return np.interp(Y / hc, [-100, -38, -28, 0, 18, 30, 120], [-100, -102, -122, -128, -140, -152, -150]) * s
+        rel = (Y + 0.45 * np.abs(X)) / hc
+        return np.interp(rel, [-100, -38, -28, 0, 18, 30, 120], [-100, -102, -122, -128, -140, -152, -150]) * s
 
     def paint_head(self, cv: Canvas) -> None:
         p, rng = self.p, self.rng
@@ -287,14 +292,14 @@ class Body:
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
         thick = float(rng.uniform(5.5, 8.0))
-        base_ok = lambda b: b.Z > self.zb(b.Y) - 10 * s
+        base_ok = lambda b: b.Z > self.zb(b.X, b.Y) - 10 * s
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, sk, where=base_ok)
         cv.ellipsoid(T.MARROW, cran_c, [v - 1.8 for v in sk], where=base_ok, only=(T.CORTICAL_DENSE,))
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, [v - thick + 1.7 for v in sk], where=base_ok, only=(T.MARROW,))
         inner = [v - thick for v in sk]
         box, F = cv.superquadric(cran_c, inner)
         if box is not None:
-            zb = self.zb(box.Y)
+            zb = self.zb(box.X, box.Y)
             fm = (box.X ** 2 + (box.Y - 22 * hc) ** 2) < (15 * hc) ** 2  # foramen magnum
             plate = (F <= 1) & (box.Z <= zb) & (box.Z > zb - 10 * s) & ~fm
             cv.fill(T.CORTICAL_DENSE, box, plate)
@@ -304,7 +309,7 @@ class Body:
         gm = [v - 2.5 for v in inner]
         box, F = cv.superquadric(cran_c, gm)
         if box is not None:
-            zb = self.zb(box.Y)
+            zb = self.zb(box.X, box.Y)
             brain = (F <= 1) & (box.Z > zb + 2)
             cv.fill(T.GM, box, brain, only=(T.CSF,))
             tex = cv.tex(box)
@@ -513,7 +518,7 @@ class Body:
         pa = [(12, -40, zd + 80), (12, -25, zd + 100)]
         cv.tube(pa, 13, [(0, T.BLOOD)], only=(T.LUNG, T.FAT))
         for side in (-1, 1):
-            cv.tube([(12, -25, zd + 100), (side * 55, 0, zd + 88)], [11, 9], [(0, T.BLOOD)], only=(T.LUNG, T.FAT))
+            cv.tube([(12, -25, zd + 100), (side * 52, 0, -380 * s)], [11, 9], [(0, T.BLOOD)], only=(T.LUNG, T.FAT))
         cv.tube([(-24, -15, -310 * s), (-22, -10, zd + 70)], 10, [(0, T.BLOOD)], only=(T.LUNG, T.FAT))
         cv.tube([(-18, ys[1] - 10, zd - 10), (-15, 5, zd + 40)], 12, [(0, T.BLOOD)], only=(T.LUNG, T.FAT, T.LIVER))
         # oesophagus down to the stomach
@@ -522,7 +527,7 @@ class Body:
         # main bronchi and the vessel/bronchus trees of each lung
         carina = np.array([0, 6, -362 * s])
         for side in (-1, 1):
-            hilum = np.array([side * 52 * p.ws, 8, zd + 88])
+            hilum = np.array([side * 50 * p.ws, 10, carina[2] - (22 if side < 0 else 30) * s])
             cv.tube([carina, hilum], [7, 5.5], [(0, T.CARTILAGE), (1.5, T.GAS)], only=(T.LUNG, T.FAT, T.SOFT))
             self._lung_tree(cv, hilum, side)
         # small peripheral vessels: isolated dots of blood in the parenchyma (dots/short lines once blurred)
@@ -686,10 +691,12 @@ class Body:
             cv.ellipsoid(T.MUSCLE, (sx * 60 * ws, 5, -835 * s), (10, 35, 30), only=(T.FAT,))
             cv.ellipsoid(T.MUSCLE, (sx * 105 * ws, 30, -735 * s), (16, 45, 35), rotation(yaw=sx * 40),
                          only=(T.FAT_SC, T.FAT, T.MUSCLE))
-            # iliac wing (thin flared plate), acetabulum, femoral head and neck, trochanter
-            wing_c = (sx * 92 * ws, 12 * ap, -732 * s)
-            ang = math.degrees(math.atan2(-85 * ap, 80 * ws))
-            cv.bone(wing_c, (62 * ws, 7, 45 * s), 1.6, rotation(yaw=sx * ang, roll=sx * 15), p=2.5)
+            # iliac wing: a section of an ellipsoidal shell (the bowl of the false pelvis), crest on top
+            wc = np.array([sx * 12 * ws, 12 * ap, -705 * s])
+            wr = np.array([118 * ws, 72 * ap, 112 * s])
+            wing = lambda b, sx=sx: (sx * b.X > 28 * ws) & (b.Z < -688 * s) & (b.Z > -800 * s) & (b.Y > -58 * ap) \
+                & (b.Y < 78 * ap)
+            self._shell_bone(cv, wc, wr, 9.0, wing)
             hip = np.array([sx * 88 * ws, -5 * ap, -815 * s])
             cv.bone(hip + np.array([sx * 4, 6, 18]), (30, 33, 38), 2.0)
             cv.ellipsoid(T.CARTILAGE, hip, (27, 27, 27))
@@ -707,6 +714,20 @@ class Body:
                     [8, 7, 8], [(0, T.CORTICAL), (2, T.MARROW)])
         box = cv.box((-2.5, -70, -870 * s), (2.5, -40, -820 * s))
         cv.fill(T.CARTILAGE, box, np.ones((1, 1, 1), bool), only=(T.CORTICAL, T.MARROW)) if box is not None else None
+
+    def _shell_bone(self, cv: Canvas, c: np.ndarray, r: np.ndarray, thick: float, where) -> None:
+        """A curved bony plate: the part of an ellipsoidal shell `thick` mm deep selected by `where`."""
+        cortex = max(1.5, 0.6 * cv.min_step)
+        box, f_out = cv.superquadric(c, r)
+        if box is None:
+            return
+        sel = where(box)
+        _, f_in = cv.superquadric(c, r - thick, box=box)
+        cv.fill(T.CORTICAL, box, sel & (f_out <= 1) & (f_in > 1))
+        if thick - 2 * cortex > 0.5 * cv.min_step:
+            _, f_a = cv.superquadric(c, r - cortex, box=box)
+            _, f_b = cv.superquadric(c, r - thick + cortex, box=box)
+            cv.fill(T.MARROW, box, sel & (f_a <= 1) & (f_b > 1))
 
     # ------------------------------------------------------------------------------------- spine
     def levels(self) -> list[tuple[str, float, float]]:
@@ -778,12 +799,18 @@ class Body:
             cv.fill(T.CORTICAL, box, (F <= 1) & (F > 0.45), only=BODY_FILL + (T.GAS, T.PAROTID, T.SOFT))
         cv.tube([(x0, y0 + 2, -165 * s), (x0, y0 + 2, -146 * s)], 5.5, [(0, T.CORTICAL), (1.5, T.MARROW)])
         # sacrum and coccyx following the sacral curve
-        sac = [(-745, 55, 48, 16), (-765, 64, 44, 14), (-785, 74, 34, 12), (-805, 84, 24, 10), (-825, 92, 15, 8)]
+        # sacrum: one curved wedge from S1 (wide alae) to S5, then the coccyx
         _, yl5 = self.spine_xy(-740 * s)
-        for z, dy, a, b in sac:
-            c = (0, float(yl5) + dy - 45, z * s)
-            cv.bone(c, (a * p.ws, b, 11 * s), 1.5, rotation(pitch=-25), p=2.5)
-        cv.tube([(0, float(yl5) + 50, -840 * s), (0, float(yl5) + 45, -870 * s)], 5, [(0, T.CORTICAL), (2, T.MARROW)])
+        yl5 = float(yl5)
+        sk = np.array([-744, -765, -790, -815, -835]) * s
+        sac = profile(sk, [0, 0, 0, 0, 0], yl5 + np.array([10, 20, 33, 45, 52]),
+                      np.array([50, 46, 34, 22, 13]) * p.ws, [17, 15, 12, 9, 7], [17, 15, 12, 9, 7])
+        box, F = cv.ztube(sk[0], sk[-1], sac, p=2.5)
+        if box is not None:
+            cv.fill(T.CORTICAL, box, F <= 1)
+            cv.fill(T.MARROW, box, F <= 0.62)
+            cv.fill(T.CSF, box, (np.abs(box.X) < 6) & (F <= 0.1))  # sacral canal
+        cv.tube([(0, yl5 + 55, -840 * s), (0, yl5 + 52, -870 * s)], 5, [(0, T.CORTICAL), (2, T.MARROW)])
         # spinal canal (continuous) with the cord down to L1
         def canal(z):
             x, y = self.spine_xy(z)

@@ -103,16 +103,17 @@ class Canvas:
         np.copyto(region, np.uint8(label), where=inside)
 
     # ------------------------------------------------------------------------------------------ shapes
-    def superquadric(self, c: Vec, r: Vec, rot: np.ndarray | None = None, p: float = 2.0
+    def superquadric(self, c: Vec, r: Vec, rot: np.ndarray | None = None, p: float = 2.0, box: Box | None = None
                      ) -> tuple[Box | None, np.ndarray | None]:
-        """F = sum |u_i / r_i|^p in the shape's own axes (F <= 1 inside)."""
+        """F = sum |u_i / r_i|^p in the shape's own axes (F <= 1 inside); on `box` when given (nested shells)."""
         c = np.asarray(c, dtype=np.float64)
         r = np.maximum(np.asarray(r, dtype=np.float64), 1e-3)
         if rot is None:
             ext = r
         else:
             ext = np.abs(rot) @ r  # conservative box of the rotated shape
-        box = self.box(c - ext, c + ext)
+        if box is None:
+            box = self.box(c - ext, c + ext)
         if box is None:
             return None, None
         dx, dy, dz = box.X - c[0], box.Y - c[1], box.Z - c[2]

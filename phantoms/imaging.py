@@ -257,7 +257,7 @@ def banding(shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float]
     y = ((np.arange(ny) - ny / 2) * sy / 200.0).astype(np.float32)[None, :, None]
     x = ((np.arange(nx) - nx / 2) * sx / 200.0).astype(np.float32)[None, None, :]
     k = rng.uniform(2.0, 4.5)
-    phase = k * ((x * x + y * y) + z * z) * np.float32(np.pi) + np.float32(0.6) * field + np.float32(rng.uniform(0, 1))
+    phase = k * ((x * x + y * y) + z * z) * np.float32(np.pi) + np.float32(2.5) * field + np.float32(rng.uniform(0, 6))
     d = np.mod(phase, np.float32(2 * np.pi)) - np.float32(np.pi)
     return 1 - np.float32(0.8) * np.exp(-(d / np.float32(0.18)) ** 2)
 

@@ -1,0 +1,100 @@
+"""Time the phantom generator on one CPU core: seconds per full-size case, per stage, and the write cost.
+
+The issue asks for a typical case in under 3 s on one core. This script pins the process (and the BLAS/OpenMP
+pools) to one core, generates `--cases` cases of each region at the default 1 x 1 x 3 mm, and reports the
+per-case generation time (anatomy, CT, MR, mask + crop) and, separately, the time to write the three
+compressed .mha files. The machine's load average is printed too: on a shared machine the numbers are upper
+bounds.
+
+    python benchmarks/bench_phantoms.py                       # HN, TH, AB, 3 cases each
+    python benchmarks/bench_phantoms.py --regions HN,TH,AB,BRAIN,PELVIS --cases 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core: pin the BLAS/OpenMP pools before NumPy/SciPy load, and the process itself below.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import SimpleITK as sitk  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from phantoms import generate_case, write_case  # noqa: E402
+
+log = logging.getLogger("bench_phantoms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--regions", default="HN,TH,AB", help="comma-separated regions (default HN,TH,AB)")
+    parser.add_argument("--cases", type=int, default=3, help="cases per region (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", default="full", choices=("full", "small"))
+    parser.add_argument("--no-write", action="store_true", help="skip timing the compressed writes")
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+    regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+    generate_case("BRAIN", 0, seed=args.seed, size="small")  # warm-up: imports, lookup tables
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for region in regions:
+            for i in range(args.cases):
+                t0 = time.perf_counter()
+                case = generate_case(region, i, seed=args.seed, size=args.size)
+                seconds = time.perf_counter() - t0
+                write_s = None
+                if not args.no_write:
+                    t0 = time.perf_counter()
+                    write_case(case, Path(tmp))
+                    write_s = time.perf_counter() - t0
+                shape = case.info["shape_zyx"]
+                rows.append({"case_id": case.case_id, "region": case.region, "shape_zyx": shape,
+                             "megavoxels": round(shape[0] * shape[1] * shape[2] / 1e6, 2),
+                             "generate_s": round(seconds, 3), "write_s": None if write_s is None else round(write_s, 3),
+                             "stages_s": {k: v for k, v in case.info["timings"].items() if k != "total_s"}})
+                log.info("%s %-6s %-16s %5.1f Mvox  generate %.2f s  write %s", case.case_id, case.region,
+                         "x".join(map(str, shape)), rows[-1]["megavoxels"], seconds,
+                         "-" if write_s is None else f"{write_s:.2f} s")
+    gen = [r["generate_s"] for r in rows]
+    per_region = {}
+    for region in sorted({r["region"] for r in rows}):
+        g = [r["generate_s"] for r in rows if r["region"] == region]
+        per_region[region] = {"mean_s": round(statistics.mean(g), 3), "max_s": round(max(g), 3)}
+    report = {
+        "size": args.size,
+        "cases": len(rows),
+        "generate_mean_s": round(statistics.mean(gen), 3),
+        "generate_median_s": round(statistics.median(gen), 3),
+        "generate_max_s": round(max(gen), 3),
+        "per_region": per_region,
+        "write_mean_s": round(statistics.mean([r["write_s"] for r in rows]), 3) if not args.no_write else None,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rows": rows,
+    }
+    summary = {k: v for k, v in report.items() if k != "rows"}
+    log.info(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
