@@ -1,11 +1,11 @@
 # The SynthRAD MR -> sCT inference container (grand-challenge). See docs/container.md.
 #
 # BASE_IMAGE: any Debian/Ubuntu image; python3 + python3-venv are installed when the base lacks them.
-#   Default: NVIDIA's CUDA 13.0 + cuDNN 9 runtime on Ubuntu 24.04 (Python 3.12). onnxruntime-gpu 1.31.1 (PyPI) is
-#   built against CUDA 13.0 (its build info says cuda_version 13.0; its CUDA provider links libcudart.so.13,
-#   libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and loads cuDNN 9 at run time), so it needs a CUDA 13.x
-#   runtime, cuDNN 9.x and an NVIDIA driver >= 580 on the host. Without them (no GPU, older driver) the engine falls
-#   back to ONNX Runtime's CPU provider by itself.
+#   Default: NVIDIA's CUDA 12.6 + cuDNN 9 runtime on Ubuntu 24.04 (Python 3.12). onnxruntime-gpu is pinned to 1.23.2,
+#   the newest line whose PyPI wheel is built for CUDA 12 (its build info says cuda_version 12.2; 1.31.1 says 13.0 and
+#   would need an NVIDIA driver >= 580). CUDA 12 needs a driver >= 525 on the host (minor-version compatibility), which
+#   is what a grand-challenge T4 is far more likely to have. Without a usable GPU (no GPU, older driver) the engine
+#   falls back to ONNX Runtime's CPU provider by itself.
 #   Air-gapped: scripts/make_local_base.sh makes sct-base:bookworm (Debian 12, Python 3.11) without any registry;
 #   build with --build-arg BASE_IMAGE=sct-base:bookworm (CPU execution only: that base has no CUDA libraries).
 #
@@ -13,7 +13,7 @@
 # Behind an inspecting HTTPS proxy, put the host's CA bundle at work/docker-build/ca-certificates.crt in the build
 # context (export.sh does): pip in the build stage then trusts it. It is optional, and it never reaches the final
 # image (only the virtual environment is copied out of the build stage).
-ARG BASE_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+ARG BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 
 # --- the base plus a Python that can make virtual environments -----------------------------------------------------
 FROM ${BASE_IMAGE} AS python-base
