@@ -585,9 +585,9 @@ class Body:
         _, ysk = self.spine_xy(np.array([-610 * s]))
         ysk = float(ysk[0])
         # liver with vessels, gallbladder
-        lc = np.array([-52 * ws, 0, zr - 92])
-        lr = np.array([95 * ws, 85 * ap, 100]) * rng.uniform(0.88, 1.12)
-        cv.ellipsoid(T.LIVER, lc, lr, rotation(yaw=10), p=2.5, only=(T.FAT,), where=below)
+        lc = np.array([-58 * ws, 5, zr - 82])
+        lr = np.array([80 * ws, 76 * ap, 88]) * rng.uniform(0.88, 1.1)
+        cv.ellipsoid(T.LIVER, lc, lr, rotation(yaw=10), p=2.3, only=(T.FAT,), where=below)
         cv.ellipsoid(T.LIVER, (22 * ws, -45 * ap, zr - 45), (55 * ws, 32 * ap, 34), rotation(yaw=-15), only=(T.FAT,),
                      where=below)
         for end in ((-95 * ws, -20, zr - 60), (-60 * ws, 30, zr - 40), (-30 * ws, -40, zr - 50)):

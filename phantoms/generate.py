@@ -131,7 +131,7 @@ def _body_extent(body: Body, z0: float, z1: float, arms: bool) -> tuple[float, f
         y0, y1 = float((cy - ba).min()), float((cy + bp).max())
         if p.breasts > 0 and trunk.max() > -520 * s and trunk.min() < -330 * s:
             y0 -= 45
-        if arms:
+        if arms and z0 < -320 * s:  # the arms hang below the shoulders
             x0, x1 = x0 - 40 - 2 * (48 + 0.35 * p.fat), x1 + 40 + 2 * (48 + 0.35 * p.fat)
     if z1 > -245 * s:  # head
         x0, x1 = min(x0, -84 * p.hc), max(x1, 84 * p.hc)
@@ -325,7 +325,7 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     n_fov = max(int(round(length / sz)), 3)
     z_bot = z_top - n_fov * sz
     body_probe = Body(patient, np.random.default_rng(anat_seed))
-    bx0, bx1, by0, by1 = _body_extent(body_probe, z_bot, z_top, has["arms"])
+    bx0, bx1, by0, by1 = _body_extent(body_probe, z_bot, z_top, patient.arms_down)
     half_w = float(rg.uniform(215, 260))  # the MR's in-plane field of view can be narrower than the patient
     half_h = float(rg.uniform(170, 210))
     fx0 = max(bx0 - rg.uniform(5, 50), -half_w)
@@ -385,7 +385,7 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     by_lo, by_hi = by0, by1
     y_rel = np.clip((y - by_lo) / max(by_hi - by_lo, 1.0), 0, 1).astype(np.float32)[None, :, None]
     marrow = (0.25 + 0.45 * patient.age, 0.2)
-    noise_hu = float(rc.uniform(10, 22)) * (1 + 0.004 * max(bx1 - bx0 - 300, 0))
+    noise_hu = float(rc.uniform(8, 18)) * (1 + 0.003 * max(bx1 - bx0 - 300, 0))  # wider patient, more noise
     blur_w = (0.12, 0.2 * min(1.0, 1.0 / sy), 0.2 * min(1.0, 1.0 / sx))
     ct = render_ct(ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)
     if metal:

@@ -188,12 +188,17 @@ def add_couch(ct: np.ndarray, labels: np.ndarray, fov: np.ndarray, y_mm: np.ndar
     if body_y.size == 0:
         return
     top = y_mm[body_y[-1]] + rng.uniform(0.0, 3.0)
-    y = y_mm[None, :, None]
-    shell = ((y >= top) & (y < top + 2.0)) | ((y >= top + 42.0) & (y < top + 44.0))
+    shell_hu = np.float32(rng.uniform(150, 400))
+    core_hu = np.float32(rng.uniform(-930, -850))
+    rows = np.nonzero((y_mm >= top) & (y_mm < top + 44.0))[0]
+    if rows.size == 0:
+        return
+    sl = (slice(None), slice(int(rows[0]), int(rows[-1]) + 1), slice(None))
+    y = y_mm[sl[1]][None, :, None]
     core = (y >= top + 2.0) & (y < top + 42.0)
-    outside = labels == T.AIR
-    ct[:] = np.where(outside & shell & fov, np.float32(rng.uniform(150, 400)), ct)
-    ct[:] = np.where(outside & core & fov, np.float32(rng.uniform(-930, -850)), ct)
+    free = (labels[sl] == T.AIR) & np.broadcast_to(fov, ct.shape)[sl]
+    region = ct[sl]
+    region[:] = np.where(free, np.where(core, core_hu, shell_hu), region)
 
 
 # ------------------------------------------------------------------------------------------------ MR
@@ -256,8 +261,9 @@ def banding(shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float]
     z = ((np.arange(nz) - nz / 2) * sz / 200.0).astype(np.float32)[:, None, None]
     y = ((np.arange(ny) - ny / 2) * sy / 200.0).astype(np.float32)[None, :, None]
     x = ((np.arange(nx) - nx / 2) * sx / 200.0).astype(np.float32)[None, None, :]
-    k = rng.uniform(2.0, 4.5)
-    phase = k * ((x * x + y * y) + z * z) * np.float32(np.pi) + np.float32(2.5) * field + np.float32(rng.uniform(0, 6))
+    k = rng.uniform(0.6, 1.6)  # shim: off-resonance grows away from the isocentre ...
+    # ... and varies irregularly with the anatomy (the smooth field), so the bands are curved, not spheres
+    phase = k * ((x * x + y * y) + z * z) * np.float32(np.pi) + np.float32(4.0) * field + np.float32(rng.uniform(0, 6))
     d = np.mod(phase, np.float32(2 * np.pi)) - np.float32(np.pi)
     return 1 - np.float32(0.8) * np.exp(-(d / np.float32(0.18)) ** 2)
 

@@ -29,9 +29,10 @@ def _arr(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
 
 
-def _interior(labels: np.ndarray, label: int, iterations: int = 1) -> np.ndarray:
-    """Voxels of a tissue away from its border (no partial volume)."""
-    return ndimage.binary_erosion(labels == label, iterations=iterations)
+def _interior(labels: np.ndarray, label: int, iterations: int = 1, fov: np.ndarray | None = None) -> np.ndarray:
+    """Voxels of a tissue away from its border (no partial volume), inside the field of view when given."""
+    inner = ndimage.binary_erosion(labels == label, iterations=iterations)
+    return inner if fov is None else inner & fov
 
 
 @pytest.fixture(scope="module")
@@ -183,13 +184,13 @@ def test_orientation_keeps_every_voxel_at_its_physical_place(choice):
 # ------------------------------------------------------------------------------------------ CT numbers per tissue
 def test_ct_numbers_per_tissue_small():
     th = generate_case("TH", 0, seed=0, size="small", rates=NO_IMPERFECTIONS)
-    ct, lab = _arr(th.ct).astype(float), th.labels
+    ct, lab, fov = _arr(th.ct).astype(float), th.labels, th.fov
     assert ct.min() >= -1024 and ct.max() <= 3071
-    lung = ct[_interior(lab, T.LUNG)]
+    lung = ct[_interior(lab, T.LUNG, fov=fov)]
     assert lung.size > 100 and -870 <= np.median(lung) <= -650
-    fat = ct[_interior(lab, T.FAT_SC)]
+    fat = ct[_interior(lab, T.FAT_SC, fov=fov)]
     assert fat.size > 50 and -130 <= np.median(fat) <= -60
-    muscle = ct[_interior(lab, T.MUSCLE)]
+    muscle = ct[_interior(lab, T.MUSCLE, fov=fov)]
     assert 15 <= np.median(muscle) <= 75
     outside = ct[(lab == T.AIR) & th.fov & ~ndimage.binary_dilation(lab > 0, iterations=2)]
     assert outside.size > 100 and -1024 <= np.median(outside) <= -960
@@ -198,16 +199,16 @@ def test_ct_numbers_per_tissue_small():
 
 def test_ct_numbers_full_resolution_head():
     hn = generate_case("HN", 2, seed=1, rates=NO_IMPERFECTIONS)
-    ct, lab = _arr(hn.ct).astype(float), hn.labels
-    cortical = ct[_interior(lab, T.CORTICAL_DENSE)]
+    ct, lab, fov = _arr(hn.ct).astype(float), hn.labels, hn.fov
+    cortical = ct[_interior(lab, T.CORTICAL_DENSE, fov=fov)]
     assert cortical.size > 100 and 800 <= np.median(cortical) <= 1900
-    marrow = ct[_interior(lab, T.MARROW)]
+    marrow = ct[_interior(lab, T.MARROW, fov=fov)]
     assert 150 <= np.median(marrow) <= 450
-    teeth = ct[_interior(lab, T.TEETH)]
+    teeth = ct[_interior(lab, T.TEETH, fov=fov)]
     assert teeth.size > 0 and 1800 <= np.median(teeth) <= 3071
-    brain = ct[_interior(lab, T.GM, 2) | _interior(lab, T.WM, 2)]
+    brain = ct[_interior(lab, T.GM, 2, fov) | _interior(lab, T.WM, 2, fov)]
     assert 20 <= np.median(brain) <= 50
-    sinus = ct[_interior(lab, T.GAS)]
+    sinus = ct[_interior(lab, T.GAS, fov=fov)]
     assert sinus.size > 0 and np.median(sinus) < -900
 
 
