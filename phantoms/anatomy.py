@@ -260,7 +260,15 @@ class Body:
         """
         hc, s = self.p.hc, self.p.hs
         rel = (Y + 0.45 * np.abs(X)) / hc
-        return np.interp(rel, [-100, -38, -28, 0, 18, 30, 120], [-100, -102, -122, -128, -140, -152, -150]) * s
+        z = np.interp(rel, [-100, -38, -28, 0, 18, 30, 120], [-100, -102, -122, -128, -140, -152, -150])
+        # the fossae are bowls, so an axial slice cuts their floors as arcs, not as a solid plate:
+        # the posterior fossa rises to the sides and the back, the temporal fossae are deepest laterally
+        post = np.clip((rel - 18) / 15, 0, 1)
+        mid = np.clip((rel + 28) / 10, 0, 1) * (1 - post)
+        xr = X / (62 * hc)
+        yb = np.clip((Y / hc - 50) / 40, 0, None)
+        z = z + post * (30 * xr * xr + 25 * yb * yb) - mid * 10 * xr * xr
+        return z * s
 
     def paint_head(self, cv: Canvas) -> None:
         p, rng = self.p, self.rng
@@ -292,7 +300,7 @@ class Body:
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
         thick = float(rng.uniform(5.5, 8.0))
-        base_ok = lambda b: b.Z > self.zb(b.X, b.Y) - 10 * s
+        base_ok = lambda b: b.Z > self.zb(b.X, b.Y) - 7 * s
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, sk, where=base_ok)
         cv.ellipsoid(T.MARROW, cran_c, [v - 1.8 for v in sk], where=base_ok, only=(T.CORTICAL_DENSE,))
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, [v - thick + 1.7 for v in sk], where=base_ok, only=(T.MARROW,))
@@ -301,9 +309,9 @@ class Body:
         if box is not None:
             zb = self.zb(box.X, box.Y)
             fm = (box.X ** 2 + (box.Y - 22 * hc) ** 2) < (15 * hc) ** 2  # foramen magnum
-            plate = (F <= 1) & (box.Z <= zb) & (box.Z > zb - 10 * s) & ~fm
+            plate = (F <= 1) & (box.Z <= zb) & (box.Z > zb - 7 * s) & ~fm
             cv.fill(T.CORTICAL_DENSE, box, plate)
-            cv.fill(T.MARROW, box, plate & (box.Z < zb - 2.5) & (box.Z > zb - 7.5 * s) & (cv.tex(box) > -0.5))
+            cv.fill(T.MARROW, box, plate & (box.Z < zb - 2.0) & (box.Z > zb - 5.0 * s) & (cv.tex(box) > -0.5))
             cv.fill(T.CSF, box, (F <= 1) & (box.Z > zb))
         # brain: grey matter ribbon, white matter with gyral texture, sulci, fissure, ventricles
         gm = [v - 2.5 for v in inner]
