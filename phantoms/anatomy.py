@@ -11,11 +11,12 @@ are built from ellipsoids, superquadrics, tubes along z with varying cross-secti
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from phantoms.canvas import Box, Canvas, profile, rotation
+from phantoms.canvas import Canvas, profile, rotation
 from phantoms.tissues import T
 
 SOFT_LIKE = (T.FAT_SC, T.FAT, T.MUSCLE, T.SOFT, T.SKIN)
@@ -78,9 +79,10 @@ def fat_planes(tex: np.ndarray, level: float, width: float) -> np.ndarray:
 class Body:
     """The patient's profiles along z (outline, cavity, spine) and the painters that use them."""
 
-    def __init__(self, p: Patient, rng: np.random.Generator) -> None:
+    def __init__(self, p: Patient, seed: int) -> None:
         self.p = p
-        self.rng = rng
+        self.seed = int(seed)
+        self.rng = self._stream("init")
         self.arms_in_body = True  # False: arms are painted separately (present in one modality only)
         s, ws, ap = p.hs, p.ws, p.ap
         shoulder = (1.0, 1.0) if p.arms_down else (0.78, 0.88)
@@ -148,17 +150,17 @@ class Body:
         return v * self.p.hs
 
     # ------------------------------------------------------------------------------------- painting
+    def _stream(self, name: str) -> np.random.Generator:
+        """A generator of its own for each group of structures: what one group draws (or skips, when it lies
+        outside the slab) never changes another, so the same patient looks the same in every slab and grid."""
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+
     def paint(self, cv: Canvas) -> None:
         """Everything, in an order where later structures overwrite earlier ones."""
-        self.paint_outline(cv)
-        self.paint_head(cv)
-        self.paint_neck(cv)
-        self.paint_thorax(cv)
-        self.paint_abdomen(cv)
-        self.paint_pelvis(cv)
-        self.paint_spine(cv)
-        self.paint_ribs(cv)
-        self.paint_shoulders(cv)
+        for name in ("paint_outline", "paint_head", "paint_neck", "paint_thorax", "paint_abdomen", "paint_pelvis",
+                     "paint_spine", "paint_ribs", "paint_shoulders"):
+            self.rng = self._stream(name)
+            getattr(self, name)(cv)
 
     # ------------------------------------------------------------------------------------- outline
     def paint_outline(self, cv: Canvas) -> None:
@@ -227,7 +229,7 @@ class Body:
         """Arms hanging along the trunk (upper arm, elbow, forearm), with humerus, radius and ulna."""
         cv = into or cv
         p, s = self.p, self.p.hs
-        gap = float(self.rng.uniform(8, 35))
+        gap = float(self._stream("arms").uniform(8, 35))
         for side in (-1, 1):
             def at(z):
                 _, cy, a, _, _ = self.outline(np.array([z]))
@@ -321,10 +323,14 @@ class Body:
             brain = (F <= 1) & (box.Z > zb + 2)
             cv.fill(T.GM, box, brain, only=(T.CSF,))
             tex = cv.tex(box)
-            wm_F = F + 0.22 * tex if cv.texture is not None else F
-            cv.fill(T.WM, box, (wm_F <= 0.78) & (box.Z > zb + 8), only=(T.GM,))
             if cv.texture is not None:
-                cv.fill(T.CSF, box, brain & (tex > 1.25) & (F > 0.8), only=(T.GM,))
+                # gyri: the grey/white boundary and the sulci follow level sets of a folded texture (sin of the
+                # smooth field), so the cortex looks convoluted rather than blotchy
+                fold = np.sin(np.float32(2.6) * tex)
+                cv.fill(T.WM, box, (F + 0.12 * fold <= 0.8) & (box.Z > zb + 8), only=(T.GM,))
+                cv.fill(T.CSF, box, brain & (np.abs(fold) < 0.13) & (F > 0.66) & (tex > -1.2), only=(T.GM, T.WM))
+            else:
+                cv.fill(T.WM, box, (F <= 0.78) & (box.Z > zb + 8), only=(T.GM,))
             cv.fill(T.CSF, box, brain & (np.abs(box.X) < 0.8) & (box.Z > -88 * s) & (tex > -0.6 if cv.texture is not None
                     else True), only=(T.GM, T.WM))
         for side in (-1, 1):

@@ -18,10 +18,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from phantoms.anatomy import Body, draw_patient
-from phantoms.canvas import Canvas, rotation, smooth_field
+from phantoms.canvas import Canvas, smooth_field
 from phantoms.imaging import (SEQUENCES, add_couch, banding, blur3, metal_streaks, render_ct, render_mr, rician,
                               slabs)
-from phantoms.masks import body_mask, crop_box, dilate_disk_xy, take
+from phantoms.masks import body_mask, crop_box, take
 from phantoms.regions import REGION_INDEX, RegionSpec, case_id, region_spec
 from phantoms.tissues import T
 
@@ -324,7 +324,7 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     length = float(rg.uniform(*spec.length))
     n_fov = max(int(round(length / sz)), 3)
     z_bot = z_top - n_fov * sz
-    body_probe = Body(patient, np.random.default_rng(anat_seed))
+    body_probe = Body(patient, anat_seed)
     bx0, bx1, by0, by1 = _body_extent(body_probe, z_bot, z_top, patient.arms_down)
     half_w = float(rg.uniform(215, 260))  # the MR's in-plane field of view can be narrower than the patient
     half_h = float(rg.uniform(170, 210))
@@ -354,7 +354,7 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     corr = max(7.0, 1.5 * max(sx, sy))
     tex = smooth_field(shape, spacing_zyx, (max(corr, 1.2 * sz), corr, corr), rt)
     cv = Canvas(x, y, z, tex)
-    body = Body(patient, np.random.default_rng(anat_seed))
+    body = Body(patient, anat_seed)
     body.arms_in_body = not (has["arms"] and arms_mode != "both")
     body.paint(cv)
     labels = cv.labels

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy import ndimage
 from scipy.special import ndtri
 
 from phantoms.tissues import (FAT_LABELS, FLOW_LABELS, FLUID_LABELS, MR_TABLE, T, ct_lookup)
@@ -154,8 +155,6 @@ def metal_streaks(ct: np.ndarray, metal: np.ndarray, spacing_xy: tuple[float, fl
     angles = rng.uniform(0, np.pi, n_lines)
     amps = rng.normal(0, 1, n_lines) * 260 * strength
     for z in zs:
-        from scipy import ndimage
-
         lab, n = ndimage.label(metal[z])
         if n == 0:
             continue

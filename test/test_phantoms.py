@@ -153,6 +153,9 @@ def test_sizes_and_spacing_of_full_cases():
     assert all(200 <= n <= 520 for n in inplane), size
     assert 40 <= slices <= 130, size
     assert any(abs(v) > 1 for v in case.ct.GetOrigin())
+    small = generate_case("HN", 0, seed=0, size="small", rates=NO_IMPERFECTIONS)  # same patient at any voxel size
+    assert small.case_id == case.case_id and small.info["patient"] == case.info["patient"]
+    assert small.info["slab_mm_below_vertex"] == pytest.approx(case.info["slab_mm_below_vertex"], abs=10)
 
 
 def test_some_directions_are_not_identity():
