@@ -130,7 +130,8 @@ def main() -> None:
         summary[model] = {
             "seconds_per_case": round(seconds, 2),
             "overall": {k: v["mean"] for k, v in document["aggregates"].items()},
-            "regions": {r: {k: v["mean"] for k, v in agg.items()} for r, agg in document["regions"].items()},
+            "regions": {r: {k: v["mean"] for k, v in agg.items() if isinstance(v, dict)}
+                        for r, agg in document["regions"].items()},
             "bone_edge_sharpness": round(float(np.nanmean(sharpness)), 3),
             "cases": len(document["results"]),
         }
