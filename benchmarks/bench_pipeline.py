@@ -2,6 +2,7 @@
 
     python benchmarks/bench_pipeline.py --shape 100,400,400           # time vs plain SimpleITK read + write
     python benchmarks/bench_pipeline.py --shape 300,512,512 --memory  # peak resident memory of process.py
+    python benchmarks/bench_pipeline.py --model drifting --repeats 1  # a generator end to end: s/case, s/slice
 
 Numbers are printed as a JSON line; nothing is asserted (this is a benchmark, not a test).
 """
@@ -58,12 +59,12 @@ def plain_read_write(mr: Path, mask: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_process(folder: Path, out: Path) -> tuple[float, float]:
-    """Wall time and peak RSS (MB) of `process.py` with the water model in a fresh process."""
+def run_process(folder: Path, out: Path, model: str = "water") -> tuple[float, float]:
+    """Wall time and peak RSS (MB) of `process.py` with one model in a fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(folder), "--output", str(out),
-                    "--model", "water", "--no-progress"], check=True, capture_output=True)
+                    "--model", model, "--no-progress", "--device", "cpu"], check=True, capture_output=True)
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return seconds, max(peak_kb, before) / 1024.0
@@ -74,15 +75,21 @@ def main() -> None:
     parser.add_argument("--shape", default="100,400,400", help="slices,rows,columns (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the median is reported")
     parser.add_argument("--memory", action="store_true", help="report peak memory of one run (fresh process)")
+    parser.add_argument("--model", default="water", help="manifest entry or kind (default: water)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     shape = tuple(int(v) for v in args.shape.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
         mr, mask = make_case(folder, shape)
-        if args.memory:
-            seconds, peak_mb = run_process(folder, Path(tmp) / "out")
-            print(json.dumps({"shape": shape, "process_seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb)}))
+        if args.memory or args.model != "water":
+            seconds = []
+            for index in range(args.repeats):
+                wall, peak_mb = run_process(folder, Path(tmp) / f"out{index}", args.model)
+                seconds.append(wall)
+            wall = float(np.median(seconds))
+            print(json.dumps({"shape": shape, "model": args.model, "process_seconds_per_case": round(wall, 2),
+                              "seconds_per_slice": round(wall / shape[0], 4), "peak_rss_mb": round(peak_mb)}))
             return
         plain = float(np.median([plain_read_write(mr, mask, Path(tmp) / "plain.mha") for _ in range(args.repeats)]))
         # In-process timing of run_case excludes interpreter start-up and imports (reported separately).
