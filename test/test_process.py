@@ -219,3 +219,21 @@ def test_one_failing_case_does_not_stop_the_others(tmp_path):
     assert [bool(r["error_messages"]) for r in results] == [False, True, False]
     assert sorted(p.name for p in (tmp_path / "out" / "images" / "synthetic-ct").iterdir()) == [
         "1THA001.mha", "1THA003.mha"]
+
+
+def test_the_container_path_never_imports_torch(tmp_path):
+    """The image ships without torch: every module the container runs must import and run without it."""
+    write_case(tmp_path / "in")
+    code = (
+        "import sys, importlib, pkgutil\n"
+        "import process\n"
+        "for package in ('engine', 'pipeline', 'preprocessing', 'postprocessing'):\n"
+        "    module = importlib.import_module(package)\n"
+        "    for info in pkgutil.iter_modules(module.__path__):\n"
+        "        importlib.import_module(f'{package}.{info.name}')\n"
+        f"status = process.main(['--input', {str(tmp_path / 'in')!r}, '--output', {str(tmp_path / 'out')!r}, '--no-progress'])\n"
+        "assert status == 0, status\n"
+        "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules), 'torch imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
