@@ -9,6 +9,9 @@ from pathlib import Path
 import onnxruntime as ort
 
 LOG = logging.getLogger(__name__)
+# onnxruntime-gpu logs an [E:onnxruntime] line when its CUDA provider library cannot load (no GPU, no CUDA
+# libraries) and then falls back; the provider actually used is checked and reported below instead.
+ort.set_default_logger_severity(4)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -45,6 +48,8 @@ def create_session(model_path: Path, device: str = "auto") -> ort.InferenceSessi
     used = session.get_providers()
     if device == "cuda" and CUDA not in used:
         raise DeviceError("--device cuda: the CUDA execution provider failed to load (no GPU or CUDA/cuDNN libraries)")
+    if CUDA in providers and CUDA not in used:
+        LOG.info("CUDA execution provider unavailable (no GPU or CUDA/cuDNN libraries): running on the CPU")
     LOG.debug("loaded %s on %s", Path(model_path).name, used[0])
     return session
 

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 import process
+from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from sct_testing import body_phantom, read_array, write_case, write_volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,12 +39,20 @@ def test_container_mode_follows_the_template_contract(tmp_path, monkeypatch):
             {"type": "String", "filename": str(inp / "region.json")},
         ],
         "error_messages": [],
-        "model": "water",
+        "model": load_manifest(DEFAULT_MANIFEST).route("Head and Neck").primary.name,  # the shipped default
     }]
     assert not (out / "run_info.json").exists()
     written, mask = sitk.ReadImage(str(sct)), read_array(mask_path)
     assert written.GetPixelID() == sitk.sitkInt16
     values = sitk.GetArrayFromImage(written)
+    assert np.all(values[mask == 0] == -1000) and values.min() >= -1024 and values.max() <= 3071
+
+
+def test_water_model_is_zero_inside_the_body(tmp_path):
+    mr_path, mask_path = write_case(tmp_path / "in")
+    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water",
+                         "--no-progress"]) == 0
+    values, mask = read_array(tmp_path / "out" / "images" / "synthetic-ct" / mr_path.name), read_array(mask_path)
     assert np.all(values[mask > 0] == 0) and np.all(values[mask == 0] == -1000)
 
 
