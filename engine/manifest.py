@@ -8,6 +8,7 @@ It is data, read by the inference pipeline and by the trainer alike, so the two 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ _SETTING_KEYS = {
 _MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance"}
 _NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
 _SAMPLER_KEYS = {"seed", "noise_channels", "ddim_steps", "train_timesteps", "latent_scale"}
+#: What a region may set for the models it runs: how they sample, never what they were trained with.
+_REGION_SAMPLER_KEYS = {"seed", "ddim_steps"}
 
 
 class ManifestError(ValueError):
@@ -135,6 +138,13 @@ class RegionRoute:
 
     primary: ModelSpec
     fallback: ModelSpec | None
+    sampler: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, spec: ModelSpec) -> ModelSpec:
+        """`spec` with this region's sampler settings (e.g. its own `ddim_steps`) laid over the model's."""
+        if not self.sampler:
+            return spec
+        return dataclasses.replace(spec, sampler={**spec.sampler, **self.sampler})
 
 
 @dataclass(frozen=True)
@@ -160,9 +170,10 @@ class Manifest:
         """
         route = self.route(region)
         if override is None:
-            return route
+            return RegionRoute(route.apply(route.primary),
+                               None if route.fallback is None else route.apply(route.fallback), route.sampler)
         if override in self.models:
-            return RegionRoute(self.models[override], None)
+            return RegionRoute(route.apply(self.models[override]), None, route.sampler)
         if override not in KIND_FILES:
             raise ManifestError(
                 f"--model {override!r} is neither a manifest entry ({', '.join(sorted(self.models))}) "
@@ -170,10 +181,10 @@ class Manifest:
             )
         for spec in (route.primary, route.fallback):
             if spec is not None and spec.kind == override:
-                return RegionRoute(spec, None)
+                return RegionRoute(route.apply(spec), None, route.sampler)
         of_kind = [spec for spec in self.models.values() if spec.kind == override]
         if len(of_kind) == 1 or (of_kind and override == "water"):
-            return RegionRoute(of_kind[0], None)
+            return RegionRoute(route.apply(of_kind[0]), None, route.sampler)
         if override == "water":
             return RegionRoute(build_spec("water", {"kind": "water"}, {}, self.path.parent), None)
         raise ManifestError(f"{self.path}: no {override!r} model for region {region!r}")
@@ -333,14 +344,22 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
             raise ManifestError(f"{path}: regions: {err}") from err
         if not isinstance(route, dict):
             raise ManifestError(f"{path}: region {region!r} must be an object with 'model' (and 'fallback')")
-        _check_keys(f"{path}: region {region!r}", route, {"model", "fallback"})
+        _check_keys(f"{path}: region {region!r}", route, {"model", "fallback", "sampler"})
+        region_sampler = route.get("sampler", {}) or {}
+        if not isinstance(region_sampler, dict):
+            raise ManifestError(f"{path}: region {region!r} sampler must be an object")
+        _check_keys(f"{path}: region {region!r} sampler", region_sampler, _REGION_SAMPLER_KEYS)
+        for key, value in region_sampler.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "ddim_steps" else 0):
+                raise ManifestError(f"{path}: region {region!r} sampler {key} must be a "
+                                    f"{'positive' if key == 'ddim_steps' else 'non-negative'} integer, got {value!r}")
         names = [route.get("model"), route.get("fallback")]
         for role, name in zip(("model", "fallback"), names):
             if name is not None and name not in models:
                 raise ManifestError(f"{path}: region {region!r} {role} {name!r} is not a model entry")
         if names[0] is None:
             raise ManifestError(f"{path}: region {region!r} names no model")
-        routes[code] = RegionRoute(models[names[0]], models[names[1]] if names[1] else None)
+        routes[code] = RegionRoute(models[names[0]], models[names[1]] if names[1] else None, dict(region_sampler))
     return Manifest(path=path, models=models, routes=routes)
 
 

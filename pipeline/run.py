@@ -6,6 +6,7 @@ unusable output, and the case's record says so.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -70,16 +71,18 @@ class GeneratorPool:
         self._failed: dict[str, str] = {}
 
     def get(self, spec: ModelSpec) -> Generator:
-        if spec.name in self._failed:
-            raise GeneratorError(self._failed[spec.name])
-        if spec.name not in self._loaded:
+        # Keyed by name and sampler: regions may run one model entry with their own DDIM steps or seed.
+        key = f"{spec.name} {json.dumps(spec.sampler, sort_keys=True)}"
+        if key in self._failed:
+            raise GeneratorError(self._failed[key])
+        if key not in self._loaded:
             try:
-                self._loaded[spec.name] = load_generator(spec, self.device)
+                self._loaded[key] = load_generator(spec, self.device)
             except (ManifestError, GeneratorError, DeviceError, OSError) as err:
-                self._failed[spec.name] = str(err)
+                self._failed[key] = str(err)
                 raise GeneratorError(str(err)) from err
-            LOG.info("model %r (%s) ready on %s", spec.name, spec.kind, self._loaded[spec.name].device)
-        return self._loaded[spec.name]
+            LOG.info("model %r (%s, sampler %s) ready on %s", spec.name, spec.kind, spec.sampler, self._loaded[key].device)
+        return self._loaded[key]
 
 
 def slice_seeds(seed: int, sample: int, centres: np.ndarray) -> np.ndarray:

@@ -300,3 +300,39 @@ def test_missing_primary_falls_back_to_the_ldm(tiny_ldm, data_root, tmp_path):
     assert code == 0, record
     assert record["model"] == "ldm" and "gone.onnx" in record["fallback_reason"]
     assert read_array(out).shape == read_array(case / "mr.mha").shape
+
+
+# --- per-region sampler settings: one model entry, each region its own DDIM steps ------------------------------
+
+def test_a_region_sets_its_own_ddim_steps(tiny_ldm, tmp_path):
+    from engine.manifest import ManifestError
+    from pipeline.run import GeneratorPool
+
+    _, paths, _ = tiny_ldm
+    for path in paths.values():
+        shutil.copy(path, tmp_path / path.name)
+    data = {"ldm": _ldm_entry(steps=2), "water": {"kind": "water"}}
+    manifest_path = write_manifest(tmp_path, data, regions={
+        "TH": {"model": "ldm", "fallback": None},
+        "AB": {"model": "water", "fallback": "ldm", "sampler": {"ddim_steps": 1}},
+        "HN": {"model": "ldm", "fallback": None, "sampler": {"ddim_steps": 5, "seed": 7}},
+    })
+    manifest = load_manifest(manifest_path)
+    assert manifest.resolve("TH").primary.sampler["ddim_steps"] == 2
+    assert manifest.resolve("AB").fallback.sampler["ddim_steps"] == 1  # the fallback runs with the region's steps
+    hn = manifest.resolve("HN").primary
+    assert hn.sampler["ddim_steps"] == 5 and hn.sampler["seed"] == 7 and hn.sampler["latent_scale"] == 0.8
+    assert manifest.resolve("AB", "ldm").primary.sampler["ddim_steps"] == 1  # so does a forced model
+    assert manifest.models["ldm"].sampler["ddim_steps"] == 2  # the entry itself is unchanged
+
+    pool = GeneratorPool("cpu")
+    th, ab = pool.get(manifest.resolve("TH").primary), pool.get(manifest.resolve("AB").fallback)
+    assert (th.steps, ab.steps) == (2, 1) and pool.get(manifest.resolve("TH").primary) is th
+    stacks = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    seeds = np.array([5], dtype=np.uint64)
+    assert not np.allclose(th.predict(stacks, seeds), ab.predict(stacks, seeds))
+
+    for bad, message in (({"latent_scale": 1.0}, "unknown"), ({"ddim_steps": 0}, "positive integer")):
+        path = write_manifest(tmp_path, data, regions={"TH": {"model": "ldm", "sampler": bad}})
+        with pytest.raises(ManifestError, match=message):
+            load_manifest(path)
