@@ -336,3 +336,39 @@ def test_a_region_sets_its_own_ddim_steps(tiny_ldm, tmp_path):
         path = write_manifest(tmp_path, data, regions={"TH": {"model": "ldm", "sampler": bad}})
         with pytest.raises(ManifestError, match=message):
             load_manifest(path)
+
+
+def test_adversarial_terms_train_each_side_only(data_root, tmp_path):
+    """The optional patch-adversarial term under one optimizer: the generator's term moves only the autoencoder,
+    the critic's term only the critic; the trainer logs both, and the denoiser stage loads the autoencoder without
+    the critic."""
+    import csv
+
+    from training.ldm import LdmConfig, _adversarial_terms
+    from training.train import train
+
+    torch.manual_seed(0)
+    net = SliceAutoencoder(LdmConfig(autoencoder_channels=(8, 8), norm_groups=4, adversarial_weight=0.1))
+    real = torch.rand(2, 1, 32, 32) * 2 - 1
+    recon = net(real)[0]
+    adversarial, critic_loss = _adversarial_terms(net, real, recon)
+    adversarial.backward(retain_graph=True)
+    assert all(p.grad is None for p in net.discriminator.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.vae.parameters())
+    net.zero_grad(set_to_none=True)
+    critic_loss.backward()
+    assert all(p.grad is None for p in net.vae.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.discriminator.parameters())
+
+    train(_config(data_root, tmp_path / "ae", "ldm_autoencoder", "ldm.adversarial_weight=0.1"))
+    with open(tmp_path / "ae" / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(float(r["adversarial"]) > 0 and float(r["critic"]) > 0 for r in rows)
+    autoencoder = torch.load(tmp_path / "ae" / "best.pt", weights_only=False)["ema"]
+    assert any(key.startswith("discriminator.") for key in autoencoder)
+    train(_config(data_root, tmp_path / "den", "ldm_denoiser", f"ldm.autoencoder={tmp_path / 'ae' / 'best.pt'}"))
+    denoiser = torch.load(tmp_path / "den" / "last.pt", weights_only=False)["model"]
+    assert not any("discriminator" in key for key in denoiser)
+    for key, value in autoencoder.items():
+        if not key.startswith("discriminator."):
+            torch.testing.assert_close(denoiser[f"autoencoder.{key}"], value)

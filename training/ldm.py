@@ -57,6 +57,9 @@ class LdmConfig:
 
     autoencoder_channels: channels per AutoencoderKL level; the latent is 2^(levels - 1) times smaller.
     latent_channels, autoencoder_res_blocks, kl_weight: the autoencoder and the weight of its KL term.
+    adversarial_weight: weight of a least-squares adversarial term from a MONAI PatchDiscriminator on the
+        reconstruction (0: none). The discriminator trains in the same step on real vs detached reconstructions;
+        it is part of the stage-1 checkpoint only (the denoiser stage and the export drop it). Single process only.
     autoencoder: (denoiser stage) the checkpoint of the autoencoder run; its EMA weights are loaded and frozen.
     unet_channels, unet_res_blocks: the DiffusionModelUNet (no attention but MONAI's fixed middle block).
     condition: "pool" (the MR stack averaged to latent size) or "learned" (pool + a strided-conv encoding).
@@ -70,6 +73,7 @@ class LdmConfig:
     latent_channels: int = 4
     autoencoder_res_blocks: int = 1
     kl_weight: float = 1e-6
+    adversarial_weight: float = 0.0
     autoencoder: str = ""
     unet_channels: tuple[int, ...] = (32, 64, 64)
     unet_res_blocks: int = 1
@@ -88,8 +92,9 @@ class LdmConfig:
             raise ValueError(f"ldm: condition must be one of {CONDITIONS}, got {self.condition!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"ldm: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        if self.latent_channels < 1 or self.val_ddim_steps < 1 or self.kl_weight < 0:
-            raise ValueError("ldm: latent_channels and val_ddim_steps must be >= 1, kl_weight >= 0")
+        if self.latent_channels < 1 or self.val_ddim_steps < 1 or self.kl_weight < 0 or self.adversarial_weight < 0:
+            raise ValueError("ldm: latent_channels and val_ddim_steps must be >= 1, kl_weight and "
+                             "adversarial_weight >= 0")
 
     @property
     def downsampling(self) -> int:
@@ -131,6 +136,11 @@ class SliceAutoencoder(nn.Module):
             latent_channels=cfg.latent_channels, norm_num_groups=cfg.norm_groups,
             with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
         )
+        if cfg.adversarial_weight > 0:  # a patch critic for the adversarial term (training only, never exported)
+            from monai.networks.nets import PatchDiscriminator
+
+            self.discriminator = PatchDiscriminator(spatial_dims=2, channels=cfg.autoencoder_channels[0],
+                                                    in_channels=1, num_layers_d=3, norm="INSTANCE")
 
     def forward(self, ct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction (from a sampled latent), latent mean and latent standard deviation."""
@@ -238,7 +248,7 @@ def build_ldm_network(config, spec: ModelSpec, load_autoencoder: bool = True) ->
             raise SystemExit(f"{path}: autoencoder shape differs from this config's [ldm] autoencoder settings")
         if checkpoint["settings"] != spec.settings() | {"sampler": checkpoint["settings"]["sampler"]}:
             raise SystemExit(f"{path}: autoencoder was trained with other shared settings than this config's")
-        autoencoder.load_state_dict(checkpoint["ema"])
+        autoencoder.load_state_dict({k: v for k, v in checkpoint["ema"].items() if not k.startswith("discriminator.")})
         LOG.info("autoencoder from %s (step %d)", path, checkpoint["state"]["step"])
     return LatentDiffusion(autoencoder.eval(), cfg, spec.context_slices, train_timesteps_of(spec))
 
@@ -265,9 +275,27 @@ def ldm_training_step(net: nn.Module, batch: dict[str, torch.Tensor], config, us
         l1 = F.l1_loss(recon.float(), batch["ct"])
         kl = kl_divergence(mu.float(), sigma.float())
         loss = l1 + cfg.kl_weight * kl
-        return loss, {"loss": float(loss.detach()), "l1": float(l1.detach()), "kl": float(kl.detach())}
+        diagnostics = {"loss": float(loss.detach()), "l1": float(l1.detach()), "kl": float(kl.detach())}
+        if cfg.adversarial_weight > 0:
+            adversarial, critic = _adversarial_terms(net, batch["ct"], recon.float())
+            loss = loss + cfg.adversarial_weight * adversarial + critic
+            diagnostics |= {"adversarial": float(adversarial.detach()), "critic": float(critic.detach())}
+        return loss, diagnostics
     loss = F.mse_loss(pred.float(), target.float())
     return loss, {"loss": float(loss.detach())}
+
+
+def _adversarial_terms(net: nn.Module, real: torch.Tensor, recon: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares GAN terms for one optimizer: the generator's (critic frozen, so its gradient reaches only the
+    autoencoder) and the critic's (on a detached reconstruction, so its gradient reaches only the critic)."""
+    if isinstance(net, nn.parallel.DistributedDataParallel):
+        raise SystemExit("ldm.adversarial_weight > 0 is single-process only (its critic runs outside DDP's forward)")
+    critic = net.discriminator
+    critic.requires_grad_(False)
+    adversarial = (critic(recon)[-1] - 1.0).pow(2).mean()
+    critic.requires_grad_(True)
+    critic_loss = 0.5 * ((critic(real)[-1] - 1.0).pow(2).mean() + critic(recon.detach())[-1].pow(2).mean())
+    return adversarial, critic_loss
 
 
 @torch.no_grad()
