@@ -43,8 +43,8 @@ _SETTING_KEYS = {
 _MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance"}
 _NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
 _SAMPLER_KEYS = {"seed", "noise_channels", "ddim_steps", "train_timesteps", "latent_scale"}
-#: What a region may set for the models it runs: how they sample, never what they were trained with.
-_REGION_SAMPLER_KEYS = {"seed", "ddim_steps"}
+#: What a region may set for the models it runs (how they sample, never what they were trained with): key -> minimum.
+_REGION_SAMPLER_MINIMUM = {"seed": 0, "ddim_steps": 1}
 
 
 class ManifestError(ValueError):
@@ -134,17 +134,20 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class RegionRoute:
-    """The models a region runs: a primary and an optional fallback."""
+    """The models a region runs: a primary and an optional fallback, both with the region's sampler settings."""
 
     primary: ModelSpec
     fallback: ModelSpec | None
     sampler: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, spec: ModelSpec) -> ModelSpec:
-        """`spec` with this region's sampler settings (e.g. its own `ddim_steps`) laid over the model's."""
-        if not self.sampler:
-            return spec
-        return dataclasses.replace(spec, sampler={**spec.sampler, **self.sampler})
+        """`spec` (e.g. a forced model) with this region's sampler settings."""
+        return with_sampler(spec, self.sampler)
+
+
+def with_sampler(spec: ModelSpec, sampler: dict[str, Any]) -> ModelSpec:
+    """`spec` with a region's sampler settings (e.g. its own `ddim_steps`) laid over the model's."""
+    return dataclasses.replace(spec, sampler={**spec.sampler, **sampler}) if sampler else spec
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,7 @@ class Manifest:
         """
         route = self.route(region)
         if override is None:
-            return RegionRoute(route.apply(route.primary),
-                               None if route.fallback is None else route.apply(route.fallback), route.sampler)
+            return route
         if override in self.models:
             return RegionRoute(route.apply(self.models[override]), None, route.sampler)
         if override not in KIND_FILES:
@@ -181,7 +183,7 @@ class Manifest:
             )
         for spec in (route.primary, route.fallback):
             if spec is not None and spec.kind == override:
-                return RegionRoute(route.apply(spec), None, route.sampler)
+                return RegionRoute(spec, None, route.sampler)
         of_kind = [spec for spec in self.models.values() if spec.kind == override]
         if len(of_kind) == 1 or (of_kind and override == "water"):
             return RegionRoute(route.apply(of_kind[0]), None, route.sampler)
@@ -348,18 +350,21 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         region_sampler = route.get("sampler", {}) or {}
         if not isinstance(region_sampler, dict):
             raise ManifestError(f"{path}: region {region!r} sampler must be an object")
-        _check_keys(f"{path}: region {region!r} sampler", region_sampler, _REGION_SAMPLER_KEYS)
+        _check_keys(f"{path}: region {region!r} sampler", region_sampler, set(_REGION_SAMPLER_MINIMUM))
         for key, value in region_sampler.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "ddim_steps" else 0):
-                raise ManifestError(f"{path}: region {region!r} sampler {key} must be a "
-                                    f"{'positive' if key == 'ddim_steps' else 'non-negative'} integer, got {value!r}")
+            minimum = _REGION_SAMPLER_MINIMUM[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                word = "positive" if minimum == 1 else "non-negative"
+                raise ManifestError(f"{path}: region {region!r} sampler {key} must be a {word} integer, got {value!r}")
         names = [route.get("model"), route.get("fallback")]
         for role, name in zip(("model", "fallback"), names):
             if name is not None and name not in models:
                 raise ManifestError(f"{path}: region {region!r} {role} {name!r} is not a model entry")
         if names[0] is None:
             raise ManifestError(f"{path}: region {region!r} names no model")
-        routes[code] = RegionRoute(models[names[0]], models[names[1]] if names[1] else None, dict(region_sampler))
+        primary = with_sampler(models[names[0]], region_sampler)
+        fallback = with_sampler(models[names[1]], region_sampler) if names[1] else None
+        routes[code] = RegionRoute(primary, fallback, dict(region_sampler))
     return Manifest(path=path, models=models, routes=routes)
 
 

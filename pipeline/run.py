@@ -81,7 +81,8 @@ class GeneratorPool:
             except (ManifestError, GeneratorError, DeviceError, OSError) as err:
                 self._failed[key] = str(err)
                 raise GeneratorError(str(err)) from err
-            LOG.info("model %r (%s, sampler %s) ready on %s", spec.name, spec.kind, spec.sampler, self._loaded[key].device)
+            LOG.info("model %r (%s, sampler %s) ready on %s", spec.name, spec.kind, spec.sampler,
+                     self._loaded[key].device)
         return self._loaded[key]
 
 
