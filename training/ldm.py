@@ -275,12 +275,12 @@ def ldm_training_step(net: nn.Module, batch: dict[str, torch.Tensor], config, us
         l1 = F.l1_loss(recon.float(), batch["ct"])
         kl = kl_divergence(mu.float(), sigma.float())
         loss = l1 + cfg.kl_weight * kl
-        diagnostics = {"loss": float(loss.detach()), "l1": float(l1.detach()), "kl": float(kl.detach())}
+        diagnostics = {"l1": float(l1.detach()), "kl": float(kl.detach())}
         if cfg.adversarial_weight > 0:
             adversarial, critic = _adversarial_terms(net, batch["ct"], recon.float())
             loss = loss + cfg.adversarial_weight * adversarial + critic
             diagnostics |= {"adversarial": float(adversarial.detach()), "critic": float(critic.detach())}
-        return loss, diagnostics
+        return loss, {"loss": float(loss.detach()), **diagnostics}  # the loss logged is the loss optimised
     loss = F.mse_loss(pred.float(), target.float())
     return loss, {"loss": float(loss.detach())}
 
