@@ -2,7 +2,7 @@
 
 Container mode (default when /input exists and no other input is given):
     reads /input/images/mri/*, /input/images/body/*, /input/region.json;
-    writes /output/images/synthetic-ct/<MR file name> and /output/results.json.
+    writes /output/images/synthetic-ct/<case id>.mha and /output/results.json.
 Local modes:
     python process.py --input DIR --output DIR         template layout or released Task1/{AB,HN,TH}/<ID>/ layout
     python process.py --mr MR --mask MASK --region HN --out SCT.mha
@@ -21,6 +21,8 @@ from engine.regions import accepted_values
 from pipeline.cases import Case, discover_cases, single_case
 from pipeline.results import result_entry, run_info, write_json_atomic
 from pipeline.run import GeneratorPool, RunOptions, run_case
+from preprocessing.errors import printable
+from preprocessing.io import memory_budget_bytes
 
 LOG = logging.getLogger("process")
 CONTAINER_INPUT = Path("/input")
@@ -52,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="ONNX Runtime device; auto takes CUDA when it loads, else the CPU (default: auto)")
     model.add_argument("--batch-size", type=int, help="slices per network call (default: automatic)")
+    model.add_argument("--memory-budget-gb", type=float, default=None,
+                       help="refuse a case whose estimated working memory exceeds this (default: "
+                       "SCT_MEMORY_BUDGET_GB, else 4, the grand-challenge template's limit)")
     model.add_argument("--samples", type=int, default=1,
                        help="noise draws per slice; >1 writes their mean as the sCT and the voxel-wise standard "
                        "deviation (HU) beside it (default: 1)")
@@ -66,6 +71,8 @@ def collect_cases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if any(single):
         if not all(single) or not args.region:
             parser.error("single-case mode needs --mr, --mask, --region and --out together")
+        if not args.out.name.lower().endswith(".mha") or args.out.name.lower() == ".mha":
+            parser.error(f"--out {printable(args.out)}: the sCT is written as MetaImage; give a file name ending in .mha")
         return [single_case(args.mr, args.mask, args.region, args.out, args.samples)], args.out.absolute().parent, False
     if args.input is not None:
         if args.output is None:
@@ -97,8 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     except ManifestError as err:
         LOG.error("%s", err)
         return 2
+    if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
+        parser.error("--memory-budget-gb must be a positive number")
     if not cases:
-        LOG.error("%s: no MR images found", args.input or CONTAINER_INPUT)
+        LOG.error("%s: no MR images found", printable(args.input or CONTAINER_INPUT))
+        try:
+            write_json_atomic([], results_dir / "results.json")
+        except OSError as err:
+            LOG.error("%s: cannot write results.json (%s)", printable(results_dir), err.strerror or err)
+            return 2
         return 1
 
     options = RunOptions(
@@ -107,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         samples=args.samples,
         model_override=args.model,
         progress=not args.no_progress and sys.stderr.isatty(),
+        memory_budget_bytes=memory_budget_bytes(args.memory_budget_gb),
     )
     pool = GeneratorPool(args.device)
     results = []
@@ -118,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_case(case, manifest, pool, options)
         results.append(result)
         if result.ok:
-            LOG.info("%s: done in %.1f s with %s -> %s", case.case_id, result.seconds, result.model, case.output)
+            LOG.info("%s: done in %.1f s with %s -> %s", printable(case.case_id), result.seconds, result.model,
+                     printable(case.output, 400))
         else:
             for message in result.errors:
                 LOG.error("%s", message)

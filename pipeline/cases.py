@@ -10,10 +10,12 @@ Masks pair with MR files by file name or case id, never by sort order.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.regions import RegionError, canonical_region, read_region_json
+from preprocessing.errors import printable
 
 LOG = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class Case:
     region_error: str | None = None  # why the region is unknown, reported when the case runs
     region_input: dict = field(default_factory=dict)  # the results.json input entry for the region
     uncertainty_output: Path | None = None
+    input_error: str | None = None  # a problem found while discovering the case (reported when it runs)
 
 
 def case_id_of(path: Path) -> str:
@@ -48,17 +51,52 @@ def case_id_of(path: Path) -> str:
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """Every visible entry with an image suffix (any case): a dangling link or a FIFO is a case that fails
+    with its own message, never one skipped in silence."""
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES)
+        p for p in folder.iterdir()
+        if not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES) and not (p.is_dir() and not p.is_symlink())
     )
 
 
-def _output_paths(out_dir: Path, name: str, samples: int) -> tuple[Path, Path | None]:
+def _output_paths(out_dir: Path, case_id: str, samples: int) -> tuple[Path, Path | None]:
+    """The sCT is always `<case id>.mha` (the contract's format, whatever the input's), beside its uncertainty map."""
+    name = f"{case_id}.mha"
     output = (out_dir / OUTPUT_SUBDIR / name).absolute()
     uncertainty = (out_dir / UNCERTAINTY_SUBDIR / name).absolute() if samples > 1 else None
     return output, uncertainty
+
+
+def _same_file(a: Path, b: Path | None) -> bool:
+    if b is None:
+        return False
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_collisions(cases: list[Case]) -> list[Case]:
+    """Mark cases whose outputs would collide (one case id twice) or overwrite one of the inputs."""
+    by_output: dict[Path, list[Case]] = {}
+    for case in cases:
+        by_output.setdefault(case.output, []).append(case)
+    for output, group in by_output.items():
+        if len(group) > 1:
+            where = ", ".join(printable(c.mr, 120) for c in group)
+            for case in group:
+                case.input_error = (f"{printable(case.mr, 400)}: case id {printable(case.case_id)} appears {len(group)} "
+                                    f"times ({where}); their sCTs would overwrite each other as {output.name}: "
+                                    "rename one")
+    for case in cases:
+        for path in (case.output, case.uncertainty_output):
+            if path is not None and (_same_file(path, case.mr) or _same_file(path, case.mask)):
+                case.input_error = f"{printable(path, 400)}: the output would overwrite an input of the case; choose another path"
+    return cases
 
 
 def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
@@ -84,7 +122,7 @@ def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = No
             mask = masks[0]
         if mask is None:
             mask = in_dir / "images" / "body" / mr.name  # reported as missing when the case runs
-        output, uncertainty = _output_paths(out_dir, mr.name, samples)
+        output, uncertainty = _output_paths(out_dir, case_id_of(mr), samples)
         cases.append(
             Case(
                 case_id=case_id_of(mr),
@@ -97,7 +135,7 @@ def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = No
                 uncertainty_output=uncertainty,
             )
         )
-    return cases
+    return check_collisions(cases)
 
 
 def released_cases(root: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
@@ -112,7 +150,7 @@ def released_cases(root: Path, out_dir: Path, region_override: str | None = None
                 region = canonical_region(case_dir.parent.name)
             except RegionError as err:
                 region_error = f"{case_dir}: region folder {case_dir.parent.name!r} is not a region ({err}); pass --region"
-        output, uncertainty = _output_paths(out_dir, f"{case_dir.name}.mha", samples)
+        output, uncertainty = _output_paths(out_dir, case_dir.name, samples)
         cases.append(
             Case(
                 case_id=case_dir.name,
@@ -125,7 +163,7 @@ def released_cases(root: Path, out_dir: Path, region_override: str | None = None
                 uncertainty_output=uncertainty,
             )
         )
-    return cases
+    return check_collisions(cases)
 
 
 def discover_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
@@ -136,10 +174,10 @@ def discover_cases(in_dir: Path, out_dir: Path, region_override: str | None = No
 
 
 def single_case(mr: Path, mask: Path, region: str, out: Path, samples: int = 1) -> Case:
-    """The one case given with --mr/--mask/--region/--out."""
+    """The one case given with --mr/--mask/--region/--out (a .mha file, never one of the inputs)."""
     out = out.absolute()
     uncertainty = out.with_name(f"{case_id_of(out)}_std.mha") if samples > 1 else None
-    return Case(
+    return check_collisions([Case(
         case_id=case_id_of(mr),
         mr=mr.absolute(),
         mask=mask.absolute(),
@@ -147,4 +185,4 @@ def single_case(mr: Path, mask: Path, region: str, out: Path, samples: int = 1) 
         region=region,
         region_input={"type": "String", "value": region},
         uncertainty_output=uncertainty,
-    )
+    )])[0]

@@ -6,11 +6,11 @@ import json
 import os
 import platform
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 from pipeline.run import CaseResult
+from postprocessing.write import temporary_name
 
 
 def result_entry(result: CaseResult) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def result_entry(result: CaseResult) -> dict[str, Any]:
 def write_json_atomic(data: Any, path: Path) -> None:
     """JSON to a temporary file, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    temporary = temporary_name(path, ".json")
     try:
         temporary.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(temporary, path)

@@ -22,7 +22,9 @@ from engine.regions import RegionError
 from engine.runtime import DeviceError
 from pipeline.cases import Case
 from postprocessing import finalise_hu, to_input_grid, write_image_atomic
+from postprocessing.write import remove_stale_temporaries
 from preprocessing import CaseError, Geometry, Prepared, prepare_case
+from preprocessing.errors import printable
 from preprocessing.slices import iter_slice_batches
 
 LOG = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class RunOptions:
     samples: int = 1
     model_override: str | None = None
     progress: bool = True
+    memory_budget_bytes: int | None = None  # None: SCT_MEMORY_BUDGET_GB or 4 GB (preprocessing.io)
 
 
 @dataclass
@@ -144,6 +147,7 @@ def ensure_writable(folder: Path) -> None:
         raise CaseError(folder, f"cannot create output folder ({err.strerror or err})") from err
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CaseError(folder, "output folder is not writable")
+    remove_stale_temporaries(folder)
 
 
 @dataclass
@@ -159,7 +163,7 @@ class Generated:
 def _run_model(case: Case, spec: ModelSpec, pool: GeneratorPool, options: RunOptions) -> Generated:
     """Prepare, generate and restore with one model."""
     generator = pool.get(spec)
-    prepared = prepare_case(case.mr, case.mask, spec)
+    prepared = prepare_case(case.mr, case.mask, spec, options.memory_budget_bytes)
     mean, std = generate(prepared, generator, options, description=case.case_id)
     prepared.volume = None  # free the model-space input before restoring (peak memory on large cases)
     hu = to_input_grid(mean, prepared, spec.ct_window_hu)
@@ -177,6 +181,8 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
     result = CaseResult(case)
     started = time.perf_counter()
     try:
+        if case.input_error is not None:
+            raise CaseError(None, case.input_error)
         if case.region is None:
             raise CaseError(None, case.region_error or "region unknown")
         try:
@@ -210,8 +216,24 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
             raise
     except CaseError as err:
         result.errors.append(str(err))
-    except (MemoryError, OSError, RuntimeError, ValueError) as err:
-        result.errors.append(f"{case.mr}: {type(err).__name__}: {' '.join(str(err).split())}")
+    except Exception as err:  # noqa: BLE001 - one case must never stop the others or the results.json
+        LOG.debug("%s: unexpected failure", case.case_id, exc_info=True)
+        result.errors.append(f"{printable(case.mr, 400)}: {type(err).__name__}: {printable(' '.join(str(err).split()), 400)}")
+    if not result.ok:
+        remove_stale_outputs(case)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def remove_stale_outputs(case: Case) -> None:
+    """A failed case leaves no sCT under its name (not even one from an earlier run into the same folder)."""
+    for path in (case.output, case.uncertainty_output):
+        if path is None or path in (case.mr, case.mask):
+            continue
+        try:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+                LOG.info("%s: removed the earlier run's %s (this run failed for the case)", case.case_id, path.name)
+        except OSError as err:
+            LOG.warning("%s: cannot remove the stale output %s (%s)", case.case_id, path, err.strerror or err)
 

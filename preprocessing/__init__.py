@@ -63,10 +63,13 @@ class Prepared:
     padding: Padding
 
 
-def prepare_case(mr_path: Path, mask_path: Path, spec: ModelSpec) -> Prepared:
-    """Read and check the inputs, then bring the MR into the model's space as the manifest entry says."""
-    mr_image, volume = load_mr(mr_path)
-    mask = load_mask(mask_path, mr_image)
+def prepare_case(mr_path: Path, mask_path: Path, spec: ModelSpec, budget_bytes: int | None = None) -> Prepared:
+    """Read and check the inputs, then bring the MR into the model's space as the manifest entry says.
+
+    budget_bytes: the memory budget of the case (None: SCT_MEMORY_BUDGET_GB or 4 GB); bigger cases are refused.
+    """
+    mr_image, volume = load_mr(mr_path, budget_bytes, spec.spacing_xy_mm)
+    mask = load_mask(mask_path, mr_image, budget_bytes)
     geometry = Geometry.of(mr_image)
     del mr_image
 

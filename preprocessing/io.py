@@ -7,12 +7,16 @@ on exactly the MR's voxel grid; later stages never re-check.
 from __future__ import annotations
 
 import logging
+import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from preprocessing.errors import CaseError
+from preprocessing.inspect import ImageFacts, image_io_for, inspect_image
 
 LOG = logging.getLogger(__name__)
 
@@ -20,13 +24,56 @@ LOG = logging.getLogger(__name__)
 MIN_MASK_OVERLAP = 0.5
 
 
-def read_image(path: Path, what: str) -> sitk.Image:
-    """Read a scalar 3-D image; any other image (or none) is a CaseError naming the file."""
+#: Default memory budget of one case (the grand-challenge template's limit); SCT_MEMORY_BUDGET_GB overrides it.
+DEFAULT_MEMORY_BUDGET_GB = 4.0
+#: Bytes per voxel on the input grid (the image as read, float32 MR, mask, float32 sCT, int16 output, writer copy)
+#: and on the model grid (the prepared volume, the generated mean, resampling and padding temporaries).
+INPUT_GRID_BYTES_PER_VOXEL = 20
+MODEL_GRID_BYTES_PER_VOXEL = 24
+
+
+def memory_budget_bytes(budget_gb: float | None = None) -> int:
+    """The budget in bytes: the argument, else SCT_MEMORY_BUDGET_GB, else 4 GB."""
+    if budget_gb is None:
+        raw = os.environ.get("SCT_MEMORY_BUDGET_GB", "")
+        try:
+            budget_gb = float(raw) if raw else DEFAULT_MEMORY_BUDGET_GB
+        except ValueError:
+            LOG.warning("SCT_MEMORY_BUDGET_GB=%r is not a number; using %g GB", raw[:40], DEFAULT_MEMORY_BUDGET_GB)
+            budget_gb = DEFAULT_MEMORY_BUDGET_GB
+    return int(budget_gb * 2**30)
+
+
+def working_bytes(spacing_xy_mm: tuple[float, float] | None) -> Callable[[ImageFacts], int]:
+    """Estimated peak bytes to process an image of the given size/spacing with a model at `spacing_xy_mm`."""
+
+    def estimate(facts: ImageFacts) -> int:
+        nx, ny, nz = facts.size[:3]
+        voxels = nx * ny * nz
+        model_voxels = voxels
+        if spacing_xy_mm is not None and len(facts.spacing) >= 2:
+            sx, sy = (abs(v) for v in facts.spacing[:2])
+            model_voxels = nz * math.ceil(nx * sx / spacing_xy_mm[0]) * math.ceil(ny * sy / spacing_xy_mm[1])
+        return voxels * (INPUT_GRID_BYTES_PER_VOXEL + facts.bytes_per_component) + model_voxels * MODEL_GRID_BYTES_PER_VOXEL
+
+    return estimate
+
+
+def read_image(path: Path, what: str, budget: int | None = None,
+               estimate: Callable[[ImageFacts], int] | None = None) -> sitk.Image:
+    """Read a scalar 3-D image; any other image (or none) is a CaseError naming the file.
+
+    The file is inspected first (preprocessing.inspect): a header that lies about its data, data outside the
+    case folder, or a size whose working memory exceeds the budget are refused before anything is allocated.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CaseError(path, f"{what} file not found")
+    inspect_image(path, what, memory_budget_bytes() if budget is None else budget, estimate or working_bytes(None))
     try:
-        image = sitk.ReadImage(str(path))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        if image_io_for(path):
+            reader.SetImageIO(image_io_for(path))
+        image = reader.Execute()
     except RuntimeError as err:
         raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image") from err
     if image.GetDimension() != 3:
@@ -47,11 +94,19 @@ def _check_finite(path: Path, what: str, array: np.ndarray) -> None:
             raise CaseError(path, f"{what} has {bad} NaN/inf voxel(s)")
 
 
-def load_mr(path: Path) -> tuple[sitk.Image, np.ndarray]:
-    """The MR image (for its geometry) and its voxels as float32 (z, y, x)."""
-    image = read_image(path, "MR")
+def load_mr(path: Path, budget: int | None = None, spacing_xy_mm: tuple[float, float] | None = None
+            ) -> tuple[sitk.Image, np.ndarray]:
+    """The MR image (for its geometry) and its voxels as float32 (z, y, x).
+
+    spacing_xy_mm (the model's in-plane spacing) enters the memory estimate: resampling can grow a volume.
+    """
+    image = read_image(path, "MR", budget, working_bytes(spacing_xy_mm))
     voxels = sitk.GetArrayViewFromImage(image)
     _check_finite(path, "MR", voxels)
+    if voxels.dtype.itemsize > 4 and np.issubdtype(voxels.dtype, np.floating):
+        largest = float(np.abs(voxels).max())
+        if largest > np.finfo(np.float32).max:
+            raise CaseError(path, f"MR has values up to {largest:.3g}, beyond float32's range (the model's input type)")
     return image, voxels.astype(np.float32)
 
 
@@ -65,13 +120,13 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
-def load_mask(path: Path, mr: sitk.Image) -> np.ndarray:
+def load_mask(path: Path, mr: sitk.Image, budget: int | None = None) -> np.ndarray:
     """The body mask as uint8 (z, y, x) on the MR grid.
 
     A mask on another grid is resampled onto the MR grid with nearest neighbour (with a warning); one that then
     keeps less than half of its body, or is empty, is an error.
     """
-    image = read_image(path, "mask")
+    image = read_image(path, "mask", budget)
     _check_finite(path, "mask", sitk.GetArrayViewFromImage(image))
     foreground = int(np.count_nonzero(sitk.GetArrayViewFromImage(image)))
     mask_volume = foreground * float(np.prod(image.GetSpacing()))

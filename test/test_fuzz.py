@@ -1,0 +1,51 @@
+"""Fuzz: dozens of malformed inputs in one run, each held to the bad-input contract.
+
+Every case of test/hostile.py FUZZ_CASES lies in one template folder beside good files; process.py runs once, in a
+subprocess with a timeout (a read of a FIFO would hang it). For every case: one error line that names the broken
+file and the problem, in the log and in results.json, no output file, and no traceback anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hostile import FUZZ_CASES, build_fuzz_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_malformed_input_fails_alone_with_one_line(tmp_path):
+    folder = tmp_path / "in"
+    made = build_fuzz_folder(folder)
+    assert len(made) >= 50
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(folder), "--output", str(out),
+                          "--model", "water", "--no-progress"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    log = run.stdout + run.stderr
+    assert run.returncode == 1, log[-3000:]
+    assert "Traceback" not in log
+    results = {Path(entry["inputs"][0]["filename"]).name: entry for entry in json.loads((out / "results.json").read_text())}
+    written = {p.name for p in (out / "images" / "synthetic-ct").glob("*")} if (out / "images" / "synthetic-ct").is_dir() else set()
+    problems = []
+    for name, (case, broken) in made.items():
+        which, _, words = FUZZ_CASES[name]
+        entry = results.get(case)
+        if entry is None:
+            problems.append(f"{name}: no results.json entry")
+            continue
+        messages = entry["error_messages"]
+        if len(messages) != 1 or "\n" in messages[0]:
+            problems.append(f"{name}: expected one error line, got {messages}")
+            continue
+        message = messages[0]
+        if words not in message or broken.name not in message:
+            problems.append(f"{name}: {message!r} lacks {words!r} or the file name {broken.name}")
+        if message not in log:
+            problems.append(f"{name}: the error is not in the log")
+        if entry["outputs"] or case in written:
+            problems.append(f"{name}: an output was written")
+    assert not problems, "\n".join(problems)
+    assert not written  # nothing at all: every case in the folder is broken
