@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from compare_models import held_out_layout  # noqa: E402
+from compare_models import DEFAULT_SPLIT, held_out_layout  # noqa: E402
+from training.splits import SplitError  # noqa: E402
 from engine.generators import hu_to_normalised  # noqa: E402
 from engine.manifest import ModelSpec, load_manifest, read_manifest_json  # noqa: E402
 from engine.runtime import create_session  # noqa: E402
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="other manifest entries or kinds to time and score on the same cases (default: "
                         "%(default)s; missing ones are skipped)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_ldm"))
-    parser.add_argument("--val-per-region", type=int, default=2, help="as in training (data.val_per_region)")
-    parser.add_argument("--seed", type=int, default=0, help="as in training (run.seed)")
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split file; its test cases are scored")
+    parser.add_argument("--cases", default="", help="comma-separated case ids (each must be in the test split)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per session (SCT_THREADS; 0: "
                         "onnxruntime's default)")
     args = parser.parse_args(argv)
@@ -131,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     manifest = load_manifest(manifest_path)
     kinds = {spec.kind for spec in manifest.models.values()}
     others = [m for m in args.also.split(",") if m and (m in manifest.models or m in kinds or m == "water")]
-    data_root = held_out_layout(args.data, out, args.val_per_region, args.seed)
+    try:
+        data_root = held_out_layout(args.data, out, args.split, [c for c in args.cases.split(",") if c])
+    except SplitError as err:
+        LOG.error("%s", err)
+        return 2
     cases = sorted(data_root.glob("Task1/*/*"))
     LOG.info("%d held-out cases: %s", len(cases), ", ".join(c.name for c in cases))
 

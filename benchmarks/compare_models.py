@@ -3,8 +3,8 @@
     python benchmarks/compare_models.py --data data/phantoms --models water,l1,drifting \
         --manifest runs/compare/manifest.json --out runs/compare
 
-The held-out cases are the trainer's validation split (`split_cases(..., val_per_region, seed)`), so no model
-has seen them. Each model runs through `process.py` (ONNX Runtime, the CPU here) exactly as a user would run
+The cases are the test split of the committed split file (`--split`, training/splits.py): never used to train
+or to choose a checkpoint. `--cases` narrows them; a case of the train or validation split is refused. Each model runs through `process.py` (ONNX Runtime, the CPU here) exactly as a user would run
 it; the evaluator scores the outputs. Writes comparison.json, comparison.md (the README tables) and
 montage.png. Nothing is asserted: this measures.
 """
@@ -27,16 +27,41 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from evaluation.__main__ import run_evaluation  # noqa: E402
-from training.dataset import find_cases, split_cases  # noqa: E402
+from training.dataset import find_cases  # noqa: E402
+from training.splits import SplitError, load_split  # noqa: E402
 
 LOG = logging.getLogger("compare_models")
 BONE_HU = 300.0
 
 
-def held_out_layout(data: Path, out: Path, val_per_region: int, seed: int) -> Path:
-    """A released-layout folder of symlinks to the held-out cases (mr, ct, mask)."""
-    _, held_out = split_cases(find_cases(data), val_per_region, seed)
+DEFAULT_SPLIT = REPO / "configs" / "splits" / "phantoms_final.json"
+
+
+def test_cases(data: Path, split_path: Path, only: list[str] | None = None) -> list[tuple[Path, str]]:
+    """The test-split cases found under `data` (or the named ones, each of which must be a test case)."""
+    split = load_split(split_path)
+    found = find_cases(data)
+    if only:
+        chosen = [case for case in found if case[0].name in set(only)]
+        missing = sorted(set(only) - {case[0].name for case in chosen})
+        if missing:
+            raise SplitError(f"{data}: case(s) {missing} not found")
+        split.require(chosen, "test")
+        return chosen
+    chosen = split.select(found, "test")
+    if not chosen:
+        raise SplitError(f"{split_path}: no test case of the split was found under {data}")
+    return chosen
+
+
+def held_out_layout(data: Path, out: Path, split_path: Path = DEFAULT_SPLIT, only: list[str] | None = None) -> Path:
+    """A released-layout folder of symlinks to the test cases (mr, ct, mask); refuses any other case."""
+    held_out = test_cases(data, split_path, only)
     root = out / "held_out" / "Task1"
+    if root.is_dir():  # a rerun with other cases must not keep the earlier ones
+        import shutil
+
+        shutil.rmtree(root)
     for case_dir, _ in held_out:
         target = root / case_dir.parent.name / case_dir.name
         target.mkdir(parents=True, exist_ok=True)
@@ -109,12 +134,16 @@ def main() -> None:
     parser.add_argument("--models", default="water,drifting", help="comma-separated manifest entries or kinds")
     parser.add_argument("--manifest", type=Path, default=REPO / "model_weights" / "manifest.json")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
-    parser.add_argument("--val-per-region", type=int, default=2, help="as in training (data.val_per_region)")
-    parser.add_argument("--seed", type=int, default=0, help="as in training (run.seed)")
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split file; its test cases are scored")
+    parser.add_argument("--cases", default="", help="comma-separated case ids (each must be in the test split)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     models = [m for m in args.models.split(",") if m]
-    data_root = held_out_layout(args.data, args.out, args.val_per_region, args.seed)
+    try:
+        data_root = held_out_layout(args.data, args.out, args.split, [c for c in args.cases.split(",") if c])
+    except SplitError as err:
+        LOG.error("%s", err)
+        raise SystemExit(2) from err
     summary: dict[str, dict] = {}
     for model in models:
         LOG.info("running %s", model)

@@ -8,6 +8,7 @@ switches that imperfection on or off.
 from __future__ import annotations
 
 import logging
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class PhantomCase:
     info: dict = field(default_factory=dict)
     labels: np.ndarray | None = None  # tissue labels (phantoms.tissues.T) of the CT, same array order as the images
     fov: np.ndarray | None = None  # bool: inside the MR field of view, same array order as the images
+    ct_clean: sitk.Image | None = None  # (clean_ct=True) the CT without its noise: the task's floor (see generate_case)
 
     @property
     def spec(self) -> RegionSpec:
@@ -274,8 +276,12 @@ def _misalign(labels: np.ndarray, spacing_zyx: tuple, rng: np.random.Generator) 
 
 # ---------------------------------------------------------------------------------------------- main
 def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = (1.0, 1.0, 3.0),
-                  size: str = "full", rates: Rates | None = None) -> PhantomCase:
+                  size: str = "full", rates: Rates | None = None, clean_ct: bool = False) -> PhantomCase:
     """Generate case number `index` (0-based) of a region; identical arguments give identical images.
+
+    clean_ct also renders the CT without its noise, from the same labels (so without the MR-CT misregistration,
+    which moves only the MR) and with the same random draws otherwise (texture, metal streaks, couch): the best
+    CT any model could predict, whose error against the stored CT is the task's floor.
 
     spacing is (x, y, z) in mm before the size preset's multiplier; size "small" makes tiny cases (tests, CI).
     """
@@ -387,11 +393,20 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     marrow = (0.25 + 0.45 * patient.age, 0.2)
     noise_hu = float(rc.uniform(8, 18)) * (1 + 0.003 * max(bx1 - bx0 - 300, 0))  # wider patient, more noise
     blur_w = (0.12, 0.2 * min(1.0, 1.0 / sy), 0.2 * min(1.0, 1.0 / sx))
-    ct = render_ct(ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)
-    if metal:
-        metal_streaks(ct, ct_labels == T.METAL, (sx, sy), rc, strength=float(rc.uniform(0.8, 1.6)))
-    if has["couch"]:
-        add_couch(ct, ct_labels, fov, y, rc)
+    before = copy.deepcopy(rc.bit_generator.state)
+    cts = [render_ct(ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)]
+    streams = [rc]
+    if clean_ct:  # the same stream from the same state: the same draws, the noise scaled by zero
+        clean_stream = np.random.Generator(type(rc.bit_generator)())
+        clean_stream.bit_generator.state = before
+        cts.append(render_ct(ct_labels, tex, marrow, y_rel, clean_stream, 0.0, blur_w))
+        streams.append(clean_stream)
+    for image, stream in zip(cts, streams):
+        if metal:
+            metal_streaks(image, ct_labels == T.METAL, (sx, sy), stream, strength=float(stream.uniform(0.8, 1.6)))
+        if has["couch"]:
+            add_couch(image, ct_labels, fov, y, stream)
+    ct = cts[0]
     timings["ct_s"] = time.perf_counter() - t0
 
     # --- MR
@@ -423,11 +438,13 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
         # remove nose, lips and chin in front of a plane just anterior to the eyes, brows to chin
         face = (Y < -81 * patient.hc - 0.08 * (Z + 150 * patient.hs)) & (Z > -210 * patient.hs) & (Z < -92 * patient.hs)
         face = np.broadcast_to(face, shape)
-        np.copyto(ct, np.float32(CT_DEFACED), where=face)
+        for image in cts:
+            np.copyto(image, np.float32(CT_DEFACED), where=face)
         np.copyto(mr, np.float32(0), where=face)
-    np.clip(ct, -1024, 3071, out=ct)
+    for image in cts:
+        np.clip(image, -1024, 3071, out=image)
+        _outside_box(image, fov_box, CT_OUTSIDE)
     np.minimum(mr, 32767, out=mr)
-    _outside_box(ct, fov_box, CT_OUTSIDE)
     _outside_box(mr, fov_box, 0)
     fov_full = np.zeros(shape, dtype=bool)
     fov_full[fov_box] = True
@@ -436,6 +453,7 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     if box is None:
         raise PhantomError(f"{cid}: empty body mask (no anatomy in the field of view)")
     ct_a = np.rint(take(ct, box, CT_OUTSIDE)).astype(np.int16)
+    clean_a = np.rint(take(cts[1], box, CT_OUTSIDE)).astype(np.int16) if clean_ct else np.zeros((1, 1, 1), np.int16)
     mr_a = np.rint(take(mr, box, 0)).astype(np.int16)
     mask_a = take(mask, box, False).astype(np.int16)
     labels_a = take(ct_labels, box, 0)
@@ -446,8 +464,10 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     origin = np.array([x[0] + box[2].start * sx, y[0] + box[1].start * sy, z[0] + box[0].start * sz]) + table
     (ct_a, mr_a, mask_a, labels_a, fov_a), sp, org, direction = _orient([ct_a, mr_a, mask_a, labels_a, fov_a],
                                                                          (sx, sy, sz), origin, orient)
+    if clean_ct:
+        clean_a = _orient([clean_a], (sx, sy, sz), origin, orient)[0][0]
     images = []
-    for arr in (mr_a, ct_a, mask_a):
+    for arr in (mr_a, ct_a, mask_a) + ((clean_a,) if clean_ct else ()):
         img = sitk.GetImageFromArray(arr)
         img.SetSpacing(sp)
         img.SetOrigin(org)
@@ -481,4 +501,5 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     log.debug("%s: %s", cid, info)
-    return PhantomCase(cid, code, centre, images[0], images[1], images[2], info, labels=labels_a, fov=fov_a)
+    return PhantomCase(cid, code, centre, images[0], images[1], images[2], info, labels=labels_a, fov=fov_a,
+                       ct_clean=images[3] if clean_ct else None)

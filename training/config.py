@@ -20,7 +20,8 @@ from training.drifting import DriftConfig
 class DataConfig:
     root: str = "data/phantoms"
     regions: tuple[str, ...] = ("HN", "TH", "AB")
-    val_per_region: int = 2
+    val_per_region: int = 2  # without a split file: a seeded draw of this many validation cases per region
+    split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load
     crop: int = 128
     samples_per_epoch: int = 512
 
@@ -41,7 +42,8 @@ class OptimConfig:
     batch_size: int = 8
     steps: int = 2000
     ema_decay: float = 0.995
-    amp: bool = True  # mixed precision, on a GPU only
+    amp: bool = True  # mixed precision (float16) on a GPU
+    cpu_bf16: bool = False  # bfloat16 autocast on the CPU
     grad_clip: float = 1.0
 
 

@@ -77,6 +77,14 @@ class DriftConfig:
         patches with the distribution of real patches) or "paired" (real crops at the negatives' places).
     body_fraction: probability that a patch is centred on a body-mask pixel (else anywhere in the slice).
     features: names in FEATURES; one drift loss per feature, summed.
+    encoder: "" (none) or a frozen CT encoder from training/features.py ("ldm": the latent model's trained CT
+        encoder; "random": the same architecture, random weights); its per-location and pooled features of the
+        blocks in encoder_layers each get their own drift loss, beside the FEATURES above.
+    encoder_weight: the encoder's drift losses are averaged over its features (12 for three layers), then weighted
+        by this, so that adding an encoder does not multiply the drift's share of the gradient by the feature count
+        (summing them swamped the L1 term: validation MAE 235 vs 119 HU at step 500).
+    bank_size, bank_positives: a memory bank of the last bank_size real patches' features (0: none, positives are
+        the step's n_pos crops); each step draws bank_positives positives from it (independent positives only).
     lambda_drift, lambda_l1: weights of the drift loss and of the masked L1 (lambda_drift = 0: L1 only).
     """
 
@@ -88,6 +96,11 @@ class DriftConfig:
     positives: str = "independent"
     body_fraction: float = 1.0
     features: tuple[str, ...] = ("pixels",)
+    encoder: str = ""
+    encoder_layers: tuple[int, ...] = (1, 3, 5)
+    bank_size: int = 0
+    bank_positives: int = 64
+    encoder_weight: float = 1.0
     lambda_drift: float = 1.0
     lambda_l1: float = 10.0
 
@@ -110,6 +123,15 @@ class DriftConfig:
         unknown = [name for name in self.features if name not in FEATURES]
         if not self.features or unknown:
             raise ValueError(f"DriftConfig: features must be names from {sorted(FEATURES)}, got {list(self.features)}")
+        if self.encoder not in ("", "ldm", "random"):
+            raise ValueError(f"DriftConfig: encoder must be '', 'ldm' or 'random', got {self.encoder!r}")
+        if self.encoder_weight < 0:
+            raise ValueError(f"DriftConfig: encoder_weight must be >= 0, got {self.encoder_weight}")
+        if self.bank_size < 0 or (self.bank_size and self.bank_positives < 1):
+            raise ValueError(f"DriftConfig: need bank_size >= 0 and bank_positives >= 1, got {self.bank_size}, "
+                             f"{self.bank_positives}")
+        if self.bank_size and self.positives == "paired":
+            raise ValueError("DriftConfig: a memory bank needs independent positives (paired ones sit at the negatives' places)")
         if self.lambda_drift < 0 or self.lambda_l1 < 0:
             raise ValueError(f"DriftConfig: lambdas must be >= 0, got {self.lambda_drift}, {self.lambda_l1}")
 
@@ -121,7 +143,7 @@ class DriftConfig:
         if unknown:
             raise ValueError(f"DriftConfig: unknown keys {unknown}; known: {sorted(known)}")
         converted = dict(values)
-        for key in ("taus", "features"):
+        for key in ("taus", "features", "encoder_layers"):
             if key in converted:
                 converted[key] = tuple(converted[key])  # type: ignore[arg-type]
         return cls(**converted)  # type: ignore[arg-type]
@@ -136,18 +158,21 @@ class DriftConfig:
 def _distances(
     x: torch.Tensor, y_pos: torch.Tensor, y_neg: torch.Tensor, exclude_self: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain L2 distances x-y+ and x-y-, divided by their batch mean; self-distances of negatives made huge."""
+    """Plain L2 distances x-y+ and x-y- per group [G, N, *], divided by their group mean; self-distances made huge."""
     d_pos = torch.cdist(x, y_pos, compute_mode="donot_use_mm_for_euclid_dist")
     d_neg = torch.cdist(x, y_neg, compute_mode="donot_use_mm_for_euclid_dist")
+    n = x.shape[-2]
     if exclude_self:
-        if y_neg.shape[0] != x.shape[0]:
-            raise ValueError(f"drift: exclude_self needs the negatives to be the x's, got {y_neg.shape[0]} vs {x.shape[0]}")
-        eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
-        valid = torch.cat([d_pos.flatten(), d_neg[~eye]])
+        if y_neg.shape[-2] != n:
+            raise ValueError(f"drift: exclude_self needs the negatives to be the x's, got {y_neg.shape[-2]} vs {n}")
+        eye = torch.eye(n, dtype=torch.bool, device=x.device)
+        neg_sum = (d_neg * ~eye).sum(dim=(-2, -1))
+        count = d_pos[0].numel() + n * (n - 1)
     else:
         eye = None
-        valid = torch.cat([d_pos.flatten(), d_neg.flatten()])
-    scale = valid.mean().clamp_min(torch.finfo(x.dtype).tiny)
+        neg_sum = d_neg.sum(dim=(-2, -1))
+        count = d_pos[0].numel() + d_neg[0].numel()
+    scale = ((d_pos.sum(dim=(-2, -1)) + neg_sum) / count).clamp_min(torch.finfo(x.dtype).tiny)[:, None, None]
     d_pos = d_pos / scale
     d_neg = d_neg / scale
     if eye is not None:
@@ -156,30 +181,30 @@ def _distances(
 
 
 def _affinity(logits: torch.Tensor, normalisation: str) -> torch.Tensor:
-    """A [N, N- + N+] from the logits: the paper's double softmax, the y-only softmax, or the plain kernel."""
+    """A [G, N, N- + N+] from the logits: the paper's double softmax, the y-only softmax, or the plain kernel."""
     if normalisation == "both":
-        return torch.sqrt(torch.softmax(logits, dim=1) * torch.softmax(logits, dim=0))
+        return torch.sqrt(torch.softmax(logits, dim=-1) * torch.softmax(logits, dim=-2))
     if normalisation == "y":
-        return torch.softmax(logits, dim=1)
-    # A global shift only rescales V, which the RMS normalisation removes; it keeps exp() in float range.
-    return torch.exp(logits - logits.max())
+        return torch.softmax(logits, dim=-1)
+    # A per-group shift only rescales that group's V, which the RMS normalisation removes; it keeps exp() in range.
+    return torch.exp(logits - logits.amax(dim=(-2, -1), keepdim=True))
 
 
 def _field(
     x: torch.Tensor, y_pos: torch.Tensor, y_neg: torch.Tensor, d_pos: torch.Tensor, d_neg: torch.Tensor, tau: float,
     normalisation: str,
 ) -> torch.Tensor:
-    n_neg = y_neg.shape[0]
-    logits = torch.cat([-d_neg / tau, -d_pos / tau], dim=1)
+    n_neg = y_neg.shape[-2]
+    logits = torch.cat([-d_neg / tau, -d_pos / tau], dim=-1)
     affinity = _affinity(logits, normalisation)
-    a_neg, a_pos = affinity[:, :n_neg], affinity[:, n_neg:]
-    s_pos = a_pos.sum(dim=1, keepdim=True)
-    s_neg = a_neg.sum(dim=1, keepdim=True)
+    a_neg, a_pos = affinity[..., :n_neg], affinity[..., n_neg:]
+    s_pos = a_pos.sum(dim=-1, keepdim=True)
+    s_neg = a_neg.sum(dim=-1, keepdim=True)
     w_pos = a_pos * s_neg
     w_neg = a_neg * s_pos
-    # sum_j W+_ij (y+_j - x_i) - sum_j W-_ij (y-_j - x_i), written with matrix products.
-    attraction = w_pos @ y_pos - w_pos.sum(dim=1, keepdim=True) * x
-    repulsion = w_neg @ y_neg - w_neg.sum(dim=1, keepdim=True) * x
+    # sum_j W+_ij (y+_j - x_i) - sum_j W-_ij (y-_j - x_i), written with (batched) matrix products.
+    attraction = w_pos @ y_pos - w_pos.sum(dim=-1, keepdim=True) * x
+    repulsion = w_neg @ y_neg - w_neg.sum(dim=-1, keepdim=True) * x
     return attraction - repulsion
 
 
@@ -192,10 +217,12 @@ def drift_field(
     normalisation: str = "both",
     exclude_self: bool | None = None,
 ) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
-    """The drift V for samples x [N, D]: sum over taus of V_tau / RMS(V_tau), and the raw V_tau per tau.
+    """The drift V for samples x [N, D] (or G independent groups [G, N, D]): sum over taus of V_tau / RMS(V_tau).
 
-    y_neg None means "the negatives are the x's themselves" (the generated batch), with self-exclusion.
-    exclude_self defaults to True exactly in that case. No gradient flows through anything here.
+    Also returns the raw V_tau per tau. Groups (for example one per feature-map location) each get their own
+    distance scale and RMS, as if each were its own drift loss. y_neg None means "the negatives are the x's
+    themselves" (the generated batch), with self-exclusion; exclude_self defaults to True exactly in that case.
+    No gradient flows through anything here.
     """
     if normalisation not in NORMALISATIONS:
         raise ValueError(f"drift: normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
@@ -207,21 +234,24 @@ def drift_field(
     else:
         y_neg = y_neg.detach().float()
         exclude_self = False if exclude_self is None else exclude_self
-    if x.ndim != 2 or y_pos.ndim != 2 or y_neg.ndim != 2 or not (x.shape[1] == y_pos.shape[1] == y_neg.shape[1]):
+    grouped = x.ndim == 3
+    if not grouped:
+        x, y_pos, y_neg = x[None], y_pos[None], y_neg[None]
+    if x.ndim != 3 or y_pos.ndim != 3 or y_neg.ndim != 3 or not (x.shape[2] == y_pos.shape[2] == y_neg.shape[2]) \
+            or not (x.shape[0] == y_pos.shape[0] == y_neg.shape[0]):
         raise ValueError(
-            f"drift: need x [N, D], y+ [N+, D], y- [N-, D]; got {tuple(x.shape)}, {tuple(y_pos.shape)}, "
-            f"{tuple(y_neg.shape)}"
+            f"drift: need x [N, D], y+ [N+, D], y- [N-, D] (or the same with a leading group axis); got "
+            f"{tuple(x.shape)}, {tuple(y_pos.shape)}, {tuple(y_neg.shape)}"
         )
     d_pos, d_neg = _distances(x, y_pos, y_neg, exclude_self)
     total = torch.zeros_like(x)
     raw: dict[float, torch.Tensor] = {}
     for tau in taus:
         v = _field(x, y_pos, y_neg, d_pos, d_neg, float(tau), normalisation)
-        raw[float(tau)] = v
-        rms = v.square().mean().sqrt()
-        if rms > 0:
-            total += v / rms
-    return total, raw
+        raw[float(tau)] = v if grouped else v[0]
+        rms = v.square().mean(dim=(-2, -1), keepdim=True).sqrt()
+        total += torch.where(rms > 0, v / rms.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
+    return (total if grouped else total[0]), raw
 
 
 def drifting_loss(
@@ -232,7 +262,7 @@ def drifting_loss(
     normalisation: str = "both",
     exclude_self: bool | None = None,
 ) -> tuple[torch.Tensor, dict[float, float]]:
-    """mean over elements of (x - stopgrad(x + V))^2 for x [N, D]; its gradient w.r.t. x is -2 V / x.numel().
+    """mean over elements of (x - stopgrad(x + V))^2 for x [N, D] or [G, N, D]; gradient w.r.t. x is -2 V / x.numel().
 
     Returns the loss and, per tau, the raw (un-normalised) mean squared drift per element, mean(V_tau^2): the
     normalised loss stays roughly flat by design, this is what shows whether q approaches p.
@@ -334,6 +364,68 @@ class LossTerms:
         return {"loss": self.total, "l1": self.l1, "drift": self.drift, **self.v2}
 
 
+class DriftObjective:
+    """lambda_drift x drift losses + lambda_l1 x masked L1, with the state some variants need (encoder, bank).
+
+    Per step: patches of generated CT (the x's and negatives) and of real CT (positives) are cropped; each
+    feature (pixels, pooled pixels, gradients, and with an encoder its per-location and pooled features per
+    layer) gets its own drift loss; with a bank, the real patches' features are pushed and the positives are
+    drawn from the bank. The encoder is built once and never trains.
+    """
+
+    def __init__(self, config: DriftConfig | None = None, manifest: str = "model_weights/manifest.json",
+                 device: torch.device | str = "cpu") -> None:
+        self.config = config or DriftConfig()
+        self.encoder = None
+        self.bank = None
+        if self.config.lambda_drift > 0 and self.config.encoder:
+            from training.features import build_encoder
+
+            self.encoder = build_encoder(self.config.encoder, self.config.encoder_layers, manifest).to(device)
+        if self.config.lambda_drift > 0 and self.config.bank_size:
+            from training.features import FeatureBank
+
+            self.bank = FeatureBank(self.config.bank_size)
+
+    def features(self, patches: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every drift feature of patches [N, 1, P, P], as [G, N, D]."""
+        sets = {name: FEATURES[name](patches)[None] for name in self.config.features}
+        if self.encoder is not None:
+            from training.features import feature_sets
+
+            sets.update({f"encoder/{key}": value for key, value in feature_sets(self.encoder(patches)).items()})
+        return sets
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, LossTerms]:
+        config = self.config
+        l1 = masked_l1(pred, target, mask)
+        total = config.lambda_l1 * l1
+        drift_value = 0.0
+        v2: dict[str, float] = {}
+        if config.lambda_drift > 0:
+            pos, neg = sample_patches(
+                target, pred, mask, config.n_pos, config.n_neg, config.patch_size, generator, config.body_fraction,
+                config.positives,
+            )
+            with torch.no_grad():
+                positives = self.features(pos.float())
+            if self.bank is not None:
+                self.bank.push(positives)
+                positives = self.bank.sample(config.bank_positives, generator)
+            negatives = self.features(neg.float())
+            drift = pred.new_zeros((), dtype=torch.float32)
+            encoder_count = sum(name.startswith("encoder/") for name in negatives)
+            for name, x in negatives.items():
+                loss, raw = drifting_loss(x, positives[name], None, config.taus, config.normalisation)
+                weight = config.encoder_weight / encoder_count if name.startswith("encoder/") else 1.0
+                drift = drift + weight * loss
+                v2.update({f"v2/{name}/tau={tau:g}": value for tau, value in raw.items()})
+            total = total + config.lambda_drift * drift
+            drift_value = float(drift.detach())
+        return total, LossTerms(total=float(total.detach()), l1=float(l1.detach()), drift=drift_value, v2=v2)
+
+
 def generator_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -343,27 +435,12 @@ def generator_loss(
 ) -> tuple[torch.Tensor, LossTerms]:
     """lambda_drift x drift loss on patches + lambda_l1 x masked L1; pred/target/mask are [B, 1, H, W].
 
-    The drift loss is one drifting_loss per feature in config.features on the generated patches (x and
-    negatives) against real patches (positives), summed. Skipped entirely when lambda_drift == 0 (the L1-only
-    baseline). The log's v2 keys are "v2/<feature>/tau=<tau>": mean(V_tau^2) per element, un-normalised.
+    The stateless case of DriftObjective (no encoder, no bank): one drifting_loss per feature in
+    config.features on the generated patches (x and negatives) against real patches (positives), summed.
+    Skipped entirely when lambda_drift == 0 (the L1-only baseline). The log's v2 keys are
+    "v2/<feature>/tau=<tau>": mean(V_tau^2) per element, un-normalised.
     """
     config = config or DriftConfig()
-    l1 = masked_l1(pred, target, mask)
-    total = config.lambda_l1 * l1
-    drift_value = 0.0
-    v2: dict[str, float] = {}
-    if config.lambda_drift > 0:
-        pos, neg = sample_patches(
-            target, pred, mask, config.n_pos, config.n_neg, config.patch_size, generator, config.body_fraction,
-            config.positives,
-        )
-        drift = pred.new_zeros((), dtype=torch.float32)
-        for name in config.features:
-            features = FEATURES[name]
-            x = features(neg.float())
-            loss, raw = drifting_loss(x, features(pos.float()), None, config.taus, config.normalisation)
-            drift = drift + loss
-            v2.update({f"v2/{name}/tau={tau:g}": value for tau, value in raw.items()})
-        total = total + config.lambda_drift * drift
-        drift_value = float(drift.detach())
-    return total, LossTerms(total=float(total.detach()), l1=float(l1.detach()), drift=drift_value, v2=v2)
+    if config.encoder or config.bank_size:
+        raise ValueError("generator_loss: an encoder or a bank needs a DriftObjective (it keeps their state)")
+    return DriftObjective(config)(pred, target, mask, generator)

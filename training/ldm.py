@@ -266,7 +266,8 @@ def ldm_training_step(net: nn.Module, batch: dict[str, torch.Tensor], config, us
     """One forward pass and loss of an ldm_* kind; diagnostics are plain floats for the CSV log."""
     cfg = ldm_config(config)
     device_type = batch["ct"].device.type
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+    dtype = torch.float16 if device_type == "cuda" else torch.bfloat16  # as training.train.amp_dtype
+    with torch.autocast(device_type, dtype=dtype, enabled=use_amp):
         if config.model.kind == "ldm_autoencoder":
             recon, mu, sigma = net(batch["ct"])
         else:

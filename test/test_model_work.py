@@ -1,0 +1,223 @@
+"""The model work's foundations: split files, the untouched test split, frozen feature encoders, the feature bank,
+grouped drift fields and bf16 training steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sct_testing import write_paired_case
+from training.splits import SplitError, create_split, extend_split, load_split, write_split
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED_SPLIT = REPO / "configs" / "splits" / "phantoms_final.json"
+
+
+def _cases(root: Path, per_region: int = 6) -> list[tuple[Path, str]]:
+    from training.dataset import find_cases
+
+    for region in ("HN", "TH"):
+        for index in range(per_region):
+            write_paired_case(root, region, f"1{region}A{index:03d}", shape=(5, 24, 20), seed=index)
+    return find_cases(root)
+
+
+# --- splits -------------------------------------------------------------------------------------------------------
+
+def test_created_splits_are_disjoint_stable_and_cover_every_case(tmp_path):
+    cases = _cases(tmp_path)
+    first = create_split(cases, val_per_region=1, test_per_region=2, seed=3)
+    again = create_split(list(reversed(cases)), val_per_region=1, test_per_region=2, seed=3)
+    assert first.assignments == again.assignments  # the order cases are found in does not matter
+    assert set(first.assignments) == {c[0].name for c in cases}
+    for region, row in first.counts().items():
+        assert row == {"train": 3, "val": 1, "test": 2}, region
+    write_split(first, tmp_path / "split.json")
+    assert load_split(tmp_path / "split.json").assignments == first.assignments
+
+
+def test_extending_a_split_keeps_every_assignment_and_sends_new_cases_to_test(tmp_path):
+    cases = _cases(tmp_path)
+    old = create_split(cases[:4] + cases[6:10], val_per_region=1, test_per_region=0, seed=0)
+    new = extend_split(old, cases, test_per_region=1)
+    assert all(new.assignments[c] == where for c, where in old.assignments.items())
+    added = {c: new.assignments[c] for c in set(new.assignments) - set(old.assignments)}
+    assert sorted(added.values()) == ["test", "test", "train", "train"]
+
+
+def test_the_committed_phantom_split_is_disjoint_with_three_test_cases_per_region():
+    split = load_split(COMMITTED_SPLIT)
+    ids = {name: set(split.ids(name)) for name in ("train", "val", "test")}
+    assert not (ids["train"] & ids["val"] or ids["train"] & ids["test"] or ids["val"] & ids["test"])
+    for region, row in split.counts().items():
+        assert row["test"] >= 3 and row["val"] >= 2 and row["train"] >= 5, region
+
+
+def test_a_broken_split_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"schema_version": 1, "cases": {"A": {"region": "HN", "split": "holdout"}}}))
+    with pytest.raises(SplitError, match="split in"):
+        load_split(path)
+
+
+def test_benchmarks_refuse_a_case_used_for_training_or_selection(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from compare_models import held_out_layout, test_cases
+
+    cases = _cases(tmp_path / "data")
+    split = create_split(cases, val_per_region=1, test_per_region=2, seed=0)
+    write_split(split, tmp_path / "split.json")
+    chosen = test_cases(tmp_path / "data", tmp_path / "split.json")
+    assert sorted(c[0].name for c in chosen) == split.ids("test")
+    for forbidden in (split.ids("train")[0], split.ids("val")[0]):
+        with pytest.raises(SplitError, match="refusing to report"):
+            held_out_layout(tmp_path / "data", tmp_path / "out", tmp_path / "split.json", [forbidden])
+    root = held_out_layout(tmp_path / "data", tmp_path / "out", tmp_path / "split.json")
+    assert sorted(p.name for p in root.glob("Task1/*/*")) == split.ids("test")
+
+
+def test_the_trainer_never_loads_a_test_case(tmp_path, monkeypatch):
+    import training.train as train_module
+
+    cases = _cases(tmp_path / "data", per_region=4)
+    split = create_split(cases, val_per_region=1, test_per_region=1, seed=0)
+    write_split(split, tmp_path / "split.json")
+    loaded: list[str] = []
+    real = train_module.load_volume
+
+    def recording(case_dir, *args, **kwargs):
+        loaded.append(case_dir.name)
+        return real(case_dir, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "load_volume", recording)
+    from training.config import load_config
+
+    config = load_config(None, [f"data.root={json.dumps(str(tmp_path / 'data'))}", "data.regions=[\"HN\", \"TH\"]",
+                                f"data.split={json.dumps(str(tmp_path / 'split.json'))}", "model.width=4",
+                                "model.depth=2", "data.crop=16", "data.samples_per_epoch=4", "optim.batch_size=2",
+                                "optim.steps=2", "run.val_every=2", "run.log_every=1", "run.threads=1",
+                                "settings.spacing_xy_mm=null", "settings.divisible_by=4",
+                                f"run.out_dir={json.dumps(str(tmp_path / 'run'))}", "loss.patch_size=8",
+                                "loss.n_pos=4", "loss.n_neg=4"])
+    train_module.train(config)
+    assert set(loaded) == set(split.ids("train")) | set(split.ids("val"))
+    assert not set(loaded) & set(split.ids("test"))
+
+
+# --- drift in groups ------------------------------------------------------------------------------------------------
+
+def test_a_grouped_drift_field_equals_one_field_per_group():
+    from training.drifting import drift_field
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(5, 12, 7, generator=g), torch.randn(5, 20, 7, generator=g) + 0.5
+    total, raw = drift_field(x, y)
+    for group in range(5):
+        single, single_raw = drift_field(x[group], y[group])
+        assert torch.allclose(total[group], single, atol=1e-5)
+        assert torch.allclose(raw[0.05][group], single_raw[0.05], atol=1e-6)
+
+
+# --- frozen encoders and features -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ldm_encoder():
+    from training.features import build_encoder
+
+    return build_encoder("ldm", (1, 3, 5), REPO / "model_weights" / "manifest.json")
+
+
+def test_feature_shapes_per_layer(ldm_encoder):
+    from training.features import feature_sets
+
+    maps = ldm_encoder(torch.zeros(3, 1, 64, 64))
+    assert [tuple(m.shape) for m in maps] == [(3, 16, 64, 64), (3, 32, 32, 32), (3, 32, 16, 16)]
+    sets = feature_sets(maps)
+    assert tuple(sets["layer0/location"].shape) == (256, 3, 16)  # pooled to 16 x 16 locations
+    assert tuple(sets["layer1/window2"].shape) == (64, 3, 64)  # mean and std of 32 channels over 2 x 2 windows
+    assert tuple(sets["layer2/window4"].shape) == (16, 3, 64)
+    assert tuple(sets["layer2/global"].shape) == (1, 3, 64)
+
+
+def test_the_encoder_is_frozen_but_passes_gradients_to_the_generated_ct(ldm_encoder):
+    from training.drifting import DriftConfig, DriftObjective
+
+    config = DriftConfig(patch_size=32, n_pos=8, n_neg=8, encoder="ldm", bank_size=32, bank_positives=16)
+    objective = DriftObjective(config, str(REPO / "model_weights" / "manifest.json"))
+    assert all(not p.requires_grad for p in objective.encoder.parameters())
+    before = {k: v.clone() for k, v in objective.encoder.state_dict().items()}
+    generator = torch.nn.Conv2d(1, 1, 3, padding=1)
+    optimizer = torch.optim.SGD([*generator.parameters(), *objective.encoder.parameters()], lr=0.5)
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 1, 48, 48, generator=g) * 2 - 1
+    mask = torch.ones_like(target)
+    objective.encoder.train()  # a trainer's train() must not unfreeze its normalisation
+    assert not objective.encoder.training
+    loss, terms = objective(torch.tanh(generator(target)), target, mask, g)
+    optimizer.zero_grad()
+    loss.backward()
+    assert generator.weight.grad is not None and generator.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in objective.encoder.parameters())
+    optimizer.step()
+    after = objective.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(key.startswith("v2/encoder/layer2/global/") for key in terms.v2)
+
+
+def test_the_ldm_encoder_is_the_shipped_one_not_random(ldm_encoder):
+    from training.features import build_encoder
+
+    random = build_encoder("random", (1, 3, 5), REPO / "model_weights" / "manifest.json")
+    x = torch.linspace(-1, 1, 64 * 64).reshape(1, 1, 64, 64)
+    assert not torch.allclose(ldm_encoder(x)[-1], random(x)[-1])
+
+
+def test_the_feature_bank_keeps_the_newest_samples_in_order():
+    from training.features import FeatureBank
+
+    bank = FeatureBank(capacity=5)
+    for start in (0, 3, 6):  # three pushes of 3 samples: 9 in, the last 5 kept
+        bank.push({"f": torch.arange(start, start + 3, dtype=torch.float32).reshape(1, 3, 1).expand(2, 3, 1)})
+    assert bank.size == 5
+    assert sorted(bank.store["f"][:, 0, 0].tolist()) == [4.0, 5.0, 6.0, 7.0, 8.0]
+    drawn = bank.sample(5, torch.Generator().manual_seed(0))["f"]
+    assert tuple(drawn.shape) == (2, 5, 1) and sorted(drawn[0, :, 0].tolist()) == [4.0, 5.0, 6.0, 7.0, 8.0]
+    assert tuple(bank.sample(12, torch.Generator().manual_seed(0))["f"].shape) == (2, 12, 1)
+
+
+# --- bf16 ---------------------------------------------------------------------------------------------------------
+
+def test_a_bf16_training_step_is_close_to_fp32_on_a_small_net():
+    from training.config import load_config
+    from training.networks import DriftingUNet
+    from training.train import build_objective, training_step
+
+    torch.manual_seed(0)
+    net = DriftingUNet(context_slices=3, width=8, depth=2)
+    with torch.no_grad():  # the output layer starts at zero (a constant sCT): give every weight a say
+        for param in net.parameters():
+            param.add_(0.05 * torch.randn(param.shape))
+    g = torch.Generator().manual_seed(1)
+    mr = torch.randn(4, 3, 32, 32, generator=g)
+    batch = {"mr": mr, "ct": torch.tanh(mr[:, 1:2] * 0.5), "mask": torch.ones(4, 1, 32, 32)}
+    config = load_config(None, ["loss.patch_size=16", "loss.n_pos=4", "loss.n_neg=4"])
+    objective = build_objective(config, torch.device("cpu"))
+    gradients = []
+    losses = []
+    for amp in (False, True):
+        net.zero_grad()
+        torch.manual_seed(2)
+        loss, _ = training_step(net, batch, config, torch.Generator().manual_seed(3), amp, objective)
+        loss.backward()
+        losses.append(float(loss))
+        gradients.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert abs(losses[1] - losses[0]) < 0.02 * abs(losses[0])
+    cosine = torch.nn.functional.cosine_similarity(gradients[0], gradients[1], dim=0)
+    assert cosine > 0.98
+    assert not np.isclose(losses[0], losses[1], rtol=0, atol=0)  # bf16 really ran (else this test proves nothing)
