@@ -11,6 +11,9 @@
 #   --ca-bundle   CA bundle for pip inside the build, for HTTPS through an inspecting proxy
 #                 (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE when one is set; none otherwise)
 #   --no-save     build only, write no archive
+#   --model-tarball [FILE]  only write the model tarball (manifest + the files it names) to FILE (default
+#                 model.tar.gz) and print its size; no docker needed. Upload it as the algorithm's model:
+#                 grand-challenge extracts it to /opt/ml/model/, whose manifest then replaces the baked-in one.
 #
 # Needs a running docker engine (on machines without one: scripts/docker_engine.sh start).
 set -euo pipefail
@@ -35,7 +38,12 @@ while (($#)); do
         --output) OUTPUT=${2:?--output needs a value}; shift 2 ;;
         --ca-bundle) CA_BUNDLE=${2:?--ca-bundle needs a value}; shift 2 ;;
         --no-save) SAVE=0; shift ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --model-tarball)
+            tarball=model.tar.gz
+            if [[ $# -gt 1 && "$2" != --* ]]; then tarball=$2; shift; fi
+            shift
+            exec python3 scripts/model_tarball.py --manifest model_weights/manifest.json --out "$tarball" ;;
+        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.manifest import DEFAULT_MANIFEST, ManifestError, load_manifest
+from engine.manifest import DEFAULT_MANIFEST, MODEL_TARBALL_DIR, ManifestError, choose_manifest
 from engine.regions import accepted_values
 from pipeline.cases import Case, discover_cases, single_case
 from pipeline.results import result_entry, run_info, write_json_atomic
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--out", type=Path, help="single-case mode: the sCT file to write (.mha)")
     where.add_argument("--region", help="region (required with --mr; overrides region.json or the folder otherwise)")
     model = parser.add_argument_group("model and runtime")
-    model.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="model manifest (default: %(default)s)")
+    model.add_argument("--manifest", type=Path, default=None,
+                       help=f"model manifest (default: {MODEL_TARBALL_DIR}/manifest.json when a model tarball is "
+                       f"mounted there, else {DEFAULT_MANIFEST})")
     model.add_argument("--model", help="force a manifest entry or a model kind (water, drifting, ldm) for every case")
     model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                        help="ONNX Runtime device; auto takes CUDA when it loads, else the CPU (default: auto)")
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     cases, results_dir, container = collect_cases(args, parser)
     try:
-        manifest = load_manifest(args.manifest)
+        choice = choose_manifest(args.manifest, MODEL_TARBALL_DIR)
+        manifest = choice.manifest
     except ManifestError as err:
         LOG.error("%s", err)
         return 2
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         model_override=args.model,
         progress=not args.no_progress and sys.stderr.isatty(),
         memory_budget_bytes=memory_budget_bytes(args.memory_budget_gb),
+        manifest_note=choice.note,
     )
     pool = GeneratorPool(args.device)
     results = []

@@ -11,11 +11,14 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.regions import REGION_NAMES, RegionError, canonical_region
+
+LOG = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "model_weights" / "manifest.json"
@@ -390,3 +393,56 @@ def load_manifest(path: Path | str = DEFAULT_MANIFEST) -> Manifest:
     """Read and validate the manifest; every problem is a one-line ManifestError naming the file."""
     path = Path(path).resolve()
     return parse_manifest(read_manifest_json(path), path)
+
+
+#: Where grand-challenge extracts an algorithm's separately uploaded model tarball (read-only) for every job.
+MODEL_TARBALL_DIR = Path("/opt/ml/model")
+
+
+@dataclass(frozen=True)
+class ManifestChoice:
+    """The manifest a run uses, and (when a model tarball could not be used) why the baked-in one runs instead."""
+
+    manifest: Manifest
+    note: str | None = None
+
+
+def check_tarball(path: Path) -> Manifest:
+    """A model tarball's manifest, with every file it names present and matching its checksum.
+
+    Files the manifest does not name are logged (a tarball should hold the manifest and its files, nothing else).
+    """
+    manifest = load_manifest(path)
+    named = {path.resolve()}
+    for spec in manifest.models.values():
+        spec.verify_files()
+        named.update(item.path.resolve() for item in spec.files)
+    extra = sorted(str(p.relative_to(path.parent)) for p in path.parent.rglob("*") if p.is_file() and p.resolve() not in named)
+    if extra:
+        LOG.warning("%s: files the manifest does not name (ignored): %s", path.parent, ", ".join(extra[:10]))
+    return manifest
+
+
+def choose_manifest(explicit: Path | None, tarball_dir: Path = MODEL_TARBALL_DIR,
+                    baked: Path = DEFAULT_MANIFEST) -> ManifestChoice:
+    """--manifest when given; else a model tarball's manifest.json in tarball_dir; else the baked-in manifest.
+
+    A tarball that cannot be used (bad manifest, missing file, checksum mismatch) is one error line, and the
+    image's baked-in models run instead when the image has them (the note says so, for every case's record);
+    without baked-in models the ManifestError stands.
+    """
+    if explicit is not None:
+        return ManifestChoice(load_manifest(explicit))
+    candidate = Path(tarball_dir) / "manifest.json"
+    if not candidate.is_file():
+        return ManifestChoice(load_manifest(baked))
+    try:
+        manifest = check_tarball(candidate)
+    except ManifestError as err:
+        if not Path(baked).is_file():
+            raise
+        note = f"model tarball {tarball_dir} unusable ({err}); the image's baked-in models ran instead"
+        LOG.error("%s", note)
+        return ManifestChoice(load_manifest(baked), note)
+    LOG.info("models from the model tarball %s (replaces the baked-in manifest)", tarball_dir)
+    return ManifestChoice(manifest)

@@ -166,8 +166,128 @@ def released_cases(root: Path, out_dir: Path, region_override: str | None = None
     return check_collisions(cases)
 
 
+#: inputs.json socket slugs (and the older interface slugs) that carry each input of the task.
+SOCKET_SLUGS = {
+    "mr": ("mri", "mr", "mr-image", "mri-image", "t1-mri", "mr-scan", "magnetic-resonance-image"),
+    "mask": ("body", "body-mask", "mask", "mri-body-mask", "mr-body-mask"),
+    "region": ("region", "anatomical-region", "region-name"),
+}
+MAX_INPUTS_JSON_BYTES = 1 << 20
+
+
+class InputsJsonError(ValueError):
+    """inputs.json is unreadable, or it and the files beside it disagree."""
+
+
+def _socket_entries(path: Path) -> dict[str, dict]:
+    """role ("mr", "mask", "region") -> its inputs.json entry, matched by socket (or interface) slug."""
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_INPUTS_JSON_BYTES + 1)
+        if len(data) > MAX_INPUTS_JSON_BYTES:
+            raise InputsJsonError(f"{path}: larger than {MAX_INPUTS_JSON_BYTES} bytes")
+        entries = json.loads(data)
+    except (OSError, ValueError, RecursionError) as err:
+        if isinstance(err, InputsJsonError):
+            raise
+        raise InputsJsonError(f"{path}: cannot read inputs.json ({printable(err, 120)})") from err
+    if not isinstance(entries, list):
+        raise InputsJsonError(f"{path}: inputs.json must be a list of socket entries")
+    found: dict[str, dict] = {}
+    for entry in entries:
+        socket = entry.get("socket") or entry.get("interface") if isinstance(entry, dict) else None
+        slug = socket.get("slug") if isinstance(socket, dict) else None
+        if not isinstance(slug, str):
+            raise InputsJsonError(f"{path}: an entry has no socket (or interface) slug")
+        role = next((r for r, slugs in SOCKET_SLUGS.items() if slug.lower() in slugs), None)
+        if role is None:
+            LOG.warning("%s: socket %r is not an input of this algorithm; ignored", path, printable(slug, 60))
+            continue
+        if role in found:
+            raise InputsJsonError(f"{path}: two sockets carry the {role} ({printable(slug, 60)})")
+        found[role] = {**entry, "_socket": socket}
+    missing = [role for role in ("mr", "mask") if role not in found]
+    if missing:
+        raise InputsJsonError(f"{path}: no socket for the {' and the '.join(missing)} (slugs accepted: "
+                              f"{', '.join(SOCKET_SLUGS[missing[0]])})")
+    return found
+
+
+def _socket_file(in_dir: Path, entry: dict, role: str, source: Path) -> Path:
+    """The one image a socket's relative_path holds (a folder with one image, or the image file itself)."""
+    relative = entry["_socket"].get("relative_path")
+    if not isinstance(relative, str) or not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise InputsJsonError(f"{source}: the {role} socket's relative_path {printable(relative, 80)!s} is not a "
+                              "path inside /input")
+    target = in_dir / relative
+    if target.is_dir():
+        images = _image_files(target)
+        if len(images) != 1:
+            raise InputsJsonError(f"{source}: the {role} socket's folder {relative} holds {len(images)} images, not one")
+        return images[0]
+    if os.path.lexists(target):
+        return target
+    raise InputsJsonError(f"{source}: the {role} socket's {relative} does not exist under {in_dir}")
+
+
+def _socket_region(in_dir: Path, entry: dict | None, source: Path) -> str | None:
+    """The region from its socket: the value, and the file at relative_path, which must agree when both exist."""
+    if entry is None:
+        return None
+    value = entry.get("value")
+    relative = entry["_socket"].get("relative_path")
+    from_file = None
+    if isinstance(relative, str) and relative and not Path(relative).is_absolute() and ".." not in Path(relative).parts \
+            and (in_dir / relative).is_file():
+        try:
+            from_file = read_region_json(in_dir / relative)
+        except RegionError as err:
+            raise InputsJsonError(str(err)) from err
+    if value is not None:
+        try:
+            code = canonical_region(value)
+        except RegionError as err:
+            raise InputsJsonError(f"{source}: region socket: {err}") from err
+        if from_file is not None and from_file != code:
+            raise InputsJsonError(f"{source}: the region socket says {printable(value, 60)!s} but {relative} says "
+                                  f"{from_file}")
+        return code
+    if from_file is None:
+        raise InputsJsonError(f"{source}: the region socket has no value and no readable file")
+    return from_file
+
+
+def inputs_json_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
+    """The one case a grand-challenge job describes in /input/inputs.json (the platform's sockets).
+
+    A problem with inputs.json (unreadable, a socket missing, two images where one is expected, a region that
+    disagrees with region.json) is one case that fails with that line, so results.json still says what happened.
+    """
+    source = in_dir / "inputs.json"
+    try:
+        entries = _socket_entries(source)
+        mr = _socket_file(in_dir, entries["mr"], "MR", source)
+        mask = _socket_file(in_dir, entries["mask"], "mask", source)
+        region = region_override or _socket_region(in_dir, entries.get("region"), source)
+        region_error = None if region else f"{source}: no region socket (or pass --region)"
+    except InputsJsonError as err:
+        output, uncertainty = _output_paths(out_dir, "inputs", samples)
+        return [Case("inputs", source.absolute(), None, output, input_error=str(err), uncertainty_output=uncertainty)]
+    output, uncertainty = _output_paths(out_dir, case_id_of(mr), samples)
+    region_entry = entries.get("region", {})
+    region_input = {"type": "String", "value": region} if region_entry.get("value") is not None or region_override \
+        else {"type": "String", "filename": str((in_dir / str(region_entry.get("_socket", {}).get("relative_path", "region.json"))).absolute())}
+    return check_collisions([Case(case_id_of(mr), mr.absolute(), mask.absolute(), output, region=region,
+                                  region_error=region_error, region_input=region_input, uncertainty_output=uncertainty)])
+
+
 def discover_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
-    """Template layout when `images/mri` exists, else the released layout."""
+    """inputs.json when the folder has one (grand-challenge), else the template layout when `images/mri` exists,
+    else the released layout."""
+    if (in_dir / "inputs.json").is_file():
+        return inputs_json_cases(in_dir, out_dir, region_override, samples)
     if (in_dir / "images" / "mri").is_dir():
         return template_cases(in_dir, out_dir, region_override, samples)
     return released_cases(in_dir, out_dir, region_override, samples)

@@ -44,6 +44,7 @@ class RunOptions:
     model_override: str | None = None
     progress: bool = True
     memory_budget_bytes: int | None = None  # None: SCT_MEMORY_BUDGET_GB or 4 GB (preprocessing.io)
+    manifest_note: str | None = None  # why the baked-in manifest runs (a model tarball was unusable)
 
 
 @dataclass
@@ -199,13 +200,16 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
         except (GeneratorError, UnusableOutput) as err:
             if route.fallback is None:
                 raise CaseError(None, str(err)) from err
-            result.fallback_reason = f"primary model {route.primary.name!r} failed: {err}"
+            result.fallback_reason = "; ".join(filter(None, [options.manifest_note,
+                                                             f"primary model {route.primary.name!r} failed: {err}"]))
             LOG.warning("%s: %s; running fallback %r", case.case_id, result.fallback_reason, route.fallback.name)
             try:
                 generated = _run_model(case, route.fallback, pool, options)
             except (GeneratorError, UnusableOutput) as fallback_err:
                 raise CaseError(None, f"{err}; fallback {route.fallback.name!r} failed too: {fallback_err}") from err
         result.model = generated.spec.name
+        if result.fallback_reason is None and options.manifest_note:
+            result.fallback_reason = options.manifest_note
         if generated.std is not None and case.uncertainty_output is not None:
             write_image_atomic(generated.std, generated.geometry, case.uncertainty_output)
         try:

@@ -14,6 +14,7 @@
 #   --keep          keep the temporary folder with the outputs and logs
 #
 # Checks (exit status 1 when any fails): results.json equals expected_results.json; one sCT named like the MR,
+# again with the weights as a model tarball mounted read-only at /opt/ml/model (the image's own weights unused);
 # compressed, on the MR's grid (size, spacing, origin, direction), within TOLERANCE_HU (1 HU) of expected_sct.mha;
 # ONNX Runtime runs a tiny model inside the image under the same flags; a truncated MR makes the container exit
 # non-zero with an error naming the file and no output image. Regenerate the expectations with make_expected.py.
@@ -111,6 +112,7 @@ trap cleanup EXIT
 tag=$(basename "$work" | tr -c 'a-zA-Z0-9\n' '-' | tr '[:upper:]' '[:lower:]')
 
 RUN_STATUS=0
+EXTRA_MOUNTS=()
 run_case() {
     # run_case NAME INPUT_DIR: runs the image on INPUT_DIR (read-only) with a fresh output volume, copies /output to
     # $work/NAME/output and the log to $work/NAME/log; sets RUN_STATUS to the container's exit status.
@@ -122,7 +124,7 @@ run_case() {
     started=$(date +%s)
     RUN_STATUS=0
     timeout "$RUN_TIMEOUT_S" docker run "${RUN_FLAGS[@]}" --name "$tag-$name-run" \
-        -v "$input:/input:ro" -v "$volume:/output/" "$IMAGE" >"$work/$name/log" 2>&1 || RUN_STATUS=$?
+        -v "$input:/input:ro" -v "$volume:/output/" "${EXTRA_MOUNTS[@]}" "$IMAGE" >"$work/$name/log" 2>&1 || RUN_STATUS=$?
     say "$name: exit status $RUN_STATUS after $(($(date +%s) - started)) s"
     docker create --name "$tag-$name-copy" -v "$volume:/output" --entrypoint true "$IMAGE" >/dev/null
     docker cp "$tag-$name-copy:/output/." "$work/$name/output" >/dev/null 2>&1 \
@@ -156,6 +158,20 @@ run_case sample "$HERE/input"
 [[ "$RUN_STATUS" == 0 ]] || { fail "the sample case: exit status $RUN_STATUS (expected 0)"; cat "$work/sample/log" >&2; }
 check ok --input "$HERE/input" --output "$work/sample/output" --expected-results "$HERE/expected_results.json" \
     --expected-sct "$HERE/expected_sct.mha" --tolerance-hu "$TOLERANCE_HU" || fail "the sample case's output"
+
+# --- 1b. the same case with the weights as a model tarball mounted read-only at /opt/ml/model (grand-challenge) ----
+mkdir -p "$work/model"
+python3 "$REPO/scripts/model_tarball.py" --manifest "$REPO/model_weights/manifest.json" --out "$work/model.tar.gz" >&2
+tar -xzf "$work/model.tar.gz" -C "$work/model"
+chmod -R a+rX "$work/model"
+EXTRA_MOUNTS=(-v "$work/model:/opt/ml/model:ro")
+run_case tarball "$HERE/input"
+EXTRA_MOUNTS=()
+[[ "$RUN_STATUS" == 0 ]] || { fail "the model tarball run: exit status $RUN_STATUS (expected 0)"; cat "$work/tarball/log" >&2; }
+grep -q "models from the model tarball /opt/ml/model" "$work/tarball/log" \
+    || fail "the model tarball run did not use /opt/ml/model"
+check ok --input "$HERE/input" --output "$work/tarball/output" --expected-results "$HERE/expected_results.json" \
+    --expected-sct "$HERE/expected_sct.mha" --tolerance-hu "$TOLERANCE_HU" || fail "the model tarball run's output"
 
 # --- 2. ONNX Runtime inside the image, under the same flags ------------------------------------------------------------
 smoke_log="$work/smoke.log"
