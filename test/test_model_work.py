@@ -221,3 +221,25 @@ def test_a_bf16_training_step_is_close_to_fp32_on_a_small_net():
     cosine = torch.nn.functional.cosine_similarity(gradients[0], gradients[1], dim=0)
     assert cosine > 0.98
     assert not np.isclose(losses[0], losses[1], rtol=0, atol=0)  # bf16 really ran (else this test proves nothing)
+
+
+def test_validation_runs_on_its_own_schedule_off_the_logging_grid(tmp_path):
+    """val_every 3 with log_every 2 over 3 steps: validation must run (and choose best.pt) at step 3."""
+    import csv
+
+    from training.config import load_config
+    from training.train import train
+
+    cases = _cases(tmp_path / "data", per_region=3)
+    split = create_split(cases, val_per_region=1, test_per_region=0, seed=0)
+    write_split(split, tmp_path / "split.json")
+    config = load_config(None, [f"data.root={json.dumps(str(tmp_path / 'data'))}", "data.regions=[\"HN\", \"TH\"]",
+                                f"data.split={json.dumps(str(tmp_path / 'split.json'))}", "model.width=4",
+                                "model.depth=2", "data.crop=16", "data.samples_per_epoch=4", "optim.batch_size=2",
+                                "optim.steps=3", "run.val_every=3", "run.log_every=2", "run.threads=1",
+                                "settings.spacing_xy_mm=null", "settings.divisible_by=4", "model.kind=l1",
+                                f"run.out_dir={json.dumps(str(tmp_path / 'run'))}"])
+    summary = train(config)
+    assert summary["best_step"] == 3 and np.isfinite(summary["best_val_mae"])
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [r["step"] for r in rows] == ["2", "3"] and rows[1]["val_mae"]

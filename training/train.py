@@ -334,12 +334,14 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
             for key, value in diagnostics.items():
                 running.setdefault(key, []).append(float(value))
             bar.update(1)
-            if dist_state.main and state.step % config.run.log_every == 0:
+            validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps
+            if dist_state.main and (state.step % config.run.log_every == 0 or validating):
+                # Validation has its own schedule: a val_every off the logging grid must still validate.
                 row = {"step": state.step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                        **{k: float(np.mean(v)) for k, v in running.items()}}
                 running = {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if state.step % config.run.val_every == 0 or state.step == config.optim.steps:
+                if validating:
                     row.update(validate(ema, val_volumes, references, spec, device, config))
                     if row["val_mae"] < state.best_mae:
                         state.best_mae, state.best_step = row["val_mae"], state.step
