@@ -28,7 +28,13 @@ from torch.utils.data import DataLoader  # noqa: E402
 from engine.manifest import training_spec  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.dataset import SliceCrops, find_cases, load_volume  # noqa: E402
-from training.train import build_network, build_objective, training_cases, training_step, use_mixed_precision  # noqa: E402
+from training.train import (  # noqa: E402
+    build_network,
+    build_objective,
+    training_cases,
+    training_step,
+    use_mixed_precision,
+)
 
 LOG = logging.getLogger("bench_training")
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO))
 from engine.manifest import build_spec  # noqa: E402
 from evaluation.metrics import score_case  # noqa: E402
 from postprocessing import finalise_hu, to_input_grid  # noqa: E402
+from training.config import config_from_dict  # noqa: E402
 from training.dataset import find_cases, load_volume  # noqa: E402
 from training.export import load_checkpoint_model  # noqa: E402
 from training.train import load_reference, predict_volume, training_cases  # noqa: E402
-from training.config import config_from_dict  # noqa: E402
 
 LOG = logging.getLogger("fov_sensitivity")
 

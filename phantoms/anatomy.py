@@ -403,7 +403,7 @@ class Body:
     def _paint_mandible_and_teeth(self, cv: Canvas) -> None:
         p = self.p
         hc, s = p.hc, p.hs
-        pts, rad = [], []
+        pts = []
         for side in (-1, 1):
             half = [(side * 50 * hc, 8 * hc, -125 * s, 5.0), (side * 48 * hc, 2 * hc, -150 * s, 6.0),
                     (side * 46 * hc, -5 * hc, -186 * s, 7.5)]

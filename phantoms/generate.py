@@ -7,8 +7,8 @@ switches that imperfection on or off.
 
 from __future__ import annotations
 
-import logging
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,8 +20,7 @@ from scipy import ndimage
 
 from phantoms.anatomy import Body, draw_patient
 from phantoms.canvas import Canvas, smooth_field
-from phantoms.imaging import (SEQUENCES, add_couch, banding, blur3, metal_streaks, render_ct, render_mr, rician,
-                              slabs)
+from phantoms.imaging import SEQUENCES, add_couch, banding, blur3, metal_streaks, render_ct, render_mr, rician, slabs
 from phantoms.masks import body_mask, crop_box, take
 from phantoms.regions import REGION_INDEX, RegionSpec, case_id, region_spec
 from phantoms.tissues import T

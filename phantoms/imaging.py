@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import ndtri
 
-from phantoms.tissues import (FAT_LABELS, FLOW_LABELS, FLUID_LABELS, MR_TABLE, T, ct_lookup)
+from phantoms.tissues import FAT_LABELS, FLOW_LABELS, FLUID_LABELS, MR_TABLE, T, ct_lookup
 
 
 @dataclass(frozen=True)

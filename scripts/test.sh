@@ -7,4 +7,5 @@ python3 -m venv .venv
 pip install --quiet --upgrade pip
 pip install --quiet torch==2.13.0
 pip install --quiet -r requirements-train.txt
+ruff check .  # lint (pyproject.toml [tool.ruff])
 python -m pytest test -q "$@"

@@ -183,8 +183,8 @@ def test_generator_equals_the_torch_sampler_and_is_batch_independent(tiny_ldm):
 
     volume = SimpleNamespace(mr=stacks[:, 1])  # 3 slices: centres 0..2 read clamped neighbours
     torch_out = ldm_predict_volume(model, volume, spec, torch.device("cpu"), None, steps=2)
-    from preprocessing.slices import iter_slice_batches
     from pipeline.run import slice_seeds
+    from preprocessing.slices import iter_slice_batches
 
     (centres, volume_stacks), = list(iter_slice_batches(stacks[:, 1], 3, 8))
     engine_out = generator.predict(volume_stacks, slice_seeds(0, 0, centres))[:, 0]

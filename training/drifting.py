@@ -299,7 +299,7 @@ def _corners(
 
 
 def _crop(images: torch.Tensor, corners: list[tuple[int, int, int]], patch: int) -> torch.Tensor:
-    return torch.stack([images[b, :, t : t + patch, l : l + patch] for b, t, l in corners])
+    return torch.stack([images[b, :, top : top + patch, left : left + patch] for b, top, left in corners])
 
 
 def sample_patches(

@@ -38,8 +38,8 @@ from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
 from training.config import TrainConfig, load_config
 from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
-from training.splits import check_covers, load_split
 from training.ldm import LDM_KINDS  # the latent-diffusion fallback's two stages: the hooks below hand them over
+from training.splits import check_covers, load_split
 
 LOG = logging.getLogger("training")
 

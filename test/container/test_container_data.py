@@ -7,13 +7,12 @@ import json
 import shutil
 from pathlib import Path
 
+import check_output
+import make_expected
 import numpy as np
 import onnxruntime as ort
 import pytest
 import SimpleITK as sitk
-
-import check_output
-import make_expected
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
