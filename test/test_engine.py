@@ -107,3 +107,28 @@ def test_cpu_is_chosen_when_cuda_does_not_load(tmp_path):
         pytest.skip("a GPU is present: the CUDA error path cannot be exercised here")
     with pytest.raises(DeviceError, match="--device cuda"):
         create_session(path, "cuda")
+
+
+def test_cuda_provider_options_are_chosen_on_purpose():
+    from engine.runtime import CPU, CUDA, cuda_provider_options, providers_for
+
+    options = cuda_provider_options(1)
+    assert options["cudnn_conv_algo_search"] == "HEURISTIC"  # no re-tuning for every new slice size
+    assert options["device_id"] == "1" and options["arena_extend_strategy"] == "kSameAsRequested"
+    assert providers_for("auto", [CUDA, CPU]) == [(CUDA, cuda_provider_options(0)), CPU]
+    assert providers_for("cpu", [CUDA, CPU]) == [CPU]
+    assert providers_for("auto", [CPU]) == [CPU]
+
+
+def test_the_cuda_provider_really_runs_a_model_when_a_gpu_exists(tmp_path):
+    from engine.runtime import create_session, session_device
+
+    path = onnx_model(tmp_path / "m.onnx")
+    try:
+        session = create_session(path, "cuda")
+    except Exception as err:  # noqa: BLE001 - no GPU here: say why, do not pass silently
+        pytest.skip(f"no usable CUDA execution provider on this machine ({err})")
+    assert session_device(session) == "cuda"
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    (y,) = session.run(None, {"mr": x})
+    assert np.allclose(y, x, atol=1e-6)
