@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split file; its test cases are scored")
     parser.add_argument("--cases", default="", help="comma-separated case ids (each must be in the test split)")
+    parser.add_argument("--dosimetry", action="store_true", help="also score WEPL, RED and bone Dice (evaluation)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     models = [m for m in args.models.split(",") if m]
@@ -148,7 +149,8 @@ def main() -> None:
     for model in models:
         LOG.info("running %s", model)
         seconds = run_model(model, data_root, args.out / model, args.manifest.resolve())
-        document, _ = run_evaluation(args.out / model, data_root, args.out / f"eval_{model}", plots=False, progress=False)
+        document, _ = run_evaluation(args.out / model, data_root, args.out / f"eval_{model}", plots=False, progress=False,
+                                     dosimetry=args.dosimetry)
         sharpness = []
         for result in document["results"]:
             case = next(data_root.glob(f"Task1/*/{result['case_id']}"))

@@ -13,6 +13,7 @@ import datetime
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,20 @@ def _geometry_warning(pred: sitk.Image, ct: sitk.Image) -> str | None:
     return "; ".join(diffs) or None
 
 
-def score_pair(pair: CasePair, seg_enabled: bool, montage_path: Path | None) -> tuple[dict, str | None]:
-    """Read one pair, score it (and segment it when enabled), draw its montage; returns (result, warning)."""
+@dataclass
+class Extras:
+    """Optional scores beyond the image metrics: a segmenter for Dice/HD95, the dosimetric proxies."""
+
+    segmenter: object | None = None
+    dosimetry: bool = False
+    calibration: object | None = None
+    beams: tuple[float, ...] = ()
+    bone_hu: tuple[float, ...] = ()
+
+
+def score_pair(pair: CasePair, extras: Extras, montage_path: Path | None) -> tuple[dict, str | None]:
+    """Read one pair, score it (segment it, and its dosimetric proxies, when enabled), draw its montage;
+    returns (result, warning)."""
     ct, ct_img = _read(pair.ct)
     mask, _ = _read(pair.mask)
     pred, pred_img = _read(pair.prediction)
@@ -61,9 +74,17 @@ def score_pair(pair: CasePair, seg_enabled: bool, montage_path: Path | None) -> 
         raise ValueError(f"{pair.mask}: shape {mask.shape} differs from the ground-truth CT {ct.shape}")
     scores = score_case(ct, pred, mask)
     spacing_zyx = tuple(reversed(ct_img.GetSpacing()))
-    if seg_enabled:
+    if extras.segmenter is not None:
         scores.update(segmentation.segmentation_scores(
-            pair.prediction, pair.ct, pair.segmentation, pair.region, spacing_zyx))
+            pair.prediction, pair.ct, pair.segmentation, pair.region, spacing_zyx, extras.segmenter))
+    if extras.dosimetry:
+        from evaluation import dosimetry
+
+        maps: dict | None = {} if montage_path is not None else None
+        scores.update(dosimetry.dosimetric_scores(ct, pred, mask, spacing_zyx, extras.calibration, extras.beams,
+                                                  extras.bone_hu, maps))
+        if maps:
+            dosimetry.save_wepl_pictures(montage_path.with_name(f"{pair.case_id}_wepl.png"), pair.case_id, maps, mask)
     if montage_path is not None:
         from evaluation.plots import save_case_montage
 
@@ -76,20 +97,30 @@ def score_pair(pair: CasePair, seg_enabled: bool, montage_path: Path | None) -> 
 
 
 def run_evaluation(
-    pred_dir: Path, gt_dir: Path, out_dir: Path, plots: bool = True, progress: bool | None = None
+    pred_dir: Path, gt_dir: Path, out_dir: Path, plots: bool = True, progress: bool | None = None,
+    segmenter: str = "auto", dosimetry: bool = False, calibration: Path | None = None,
+    beams: tuple[float, ...] | None = None, bone_hu: tuple[float, ...] | None = None,
 ) -> tuple[dict, int]:
-    """Pair, score, summarise and write everything to `out_dir`; returns (metrics document, exit status)."""
+    """Pair, score, summarise and write everything to `out_dir`; returns (metrics document, exit status).
+
+    segmenter: "auto" (TotalSegmentator when its weights are present, else Dice/HD95 are skipped),
+    "totalsegmentator" or "threshold" (the stand-in). dosimetry adds WEPL, RED and bone-Dice scores.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     pairing = pair_cases(pred_dir, gt_dir)
     log_pairing(pairing)
 
-    seg_ok, seg_reason = segmentation.availability()
-    if seg_ok:
-        seg_status = f"computed: {seg_reason}"
-        log.info("segmentation metrics (Dice, HD95) enabled: %s", seg_reason)
-    else:
-        seg_status = f"skipped: {seg_reason}"
-        log.warning("segmentation metrics (Dice, HD95) skipped: %s", seg_reason)
+    seg, seg_status = segmentation.make_segmenter(segmenter)
+    (log.info if seg is not None else log.warning)("segmentation metrics (Dice, HD95) %s", seg_status)
+    extras = Extras(segmenter=seg, dosimetry=dosimetry)
+    if dosimetry:
+        from evaluation import dosimetry as dosimetry_module
+
+        extras.calibration = dosimetry_module.load_calibration(calibration or dosimetry_module.DEFAULT_CALIBRATION)
+        extras.beams = tuple(beams or dosimetry_module.DEFAULT_BEAMS)
+        extras.bone_hu = tuple(bone_hu or dosimetry_module.DEFAULT_BONE_HU)
+        log.info("dosimetric proxies: calibration %s, beams %s degrees, bone thresholds %s HU",
+                 extras.calibration.source, extras.beams, extras.bone_hu)
 
     case_dir = out_dir / "cases"
     if plots:
@@ -99,7 +130,7 @@ def run_evaluation(
     with logging_redirect_tqdm():
         for pair in tqdm(pairing.pairs, desc="scoring", unit="case", disable=None if progress is None else not progress):
             try:
-                result, warning = score_pair(pair, seg_ok, case_dir / f"{pair.case_id}.png" if plots else None)
+                result, warning = score_pair(pair, extras, case_dir / f"{pair.case_id}.png" if plots else None)
             except (ValueError, OSError) as err:
                 log.error("case %s not scored: %s", pair.case_id, err)
                 failed.append({"case_id": pair.case_id, "region": pair.region, "reason": str(err)})
@@ -117,6 +148,8 @@ def run_evaluation(
         "aggregates": aggregates,
         "regions": regions,
         "segmentation_metrics": seg_status,
+        "dosimetry": ({"calibration": extras.calibration.source, "beams_deg": list(extras.beams),
+                       "bone_hu": list(extras.bone_hu)} if dosimetry else "not requested (--dosimetry)"),
         "pairing": {**pairing.report(), "failed": failed},
         "warnings": warnings,
         "run": {
@@ -162,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when anything is left unpaired (predictions or ground-truth cases)")
+    parser.add_argument("--segmenter", choices=("auto", "totalsegmentator", "threshold"), default="auto",
+                        help="Dice/HD95: auto (TotalSegmentator when its weights are present, else skipped), "
+                             "totalsegmentator (required), threshold (a stand-in from HU thresholds)")
+    parser.add_argument("--dosimetry", action="store_true",
+                        help="add the dosimetric proxies: WEPL per beam, RED error, bone Dice (evaluation/dosimetry.py)")
+    parser.add_argument("--calibration", type=Path, help="HU -> RSP/RED table (CSV: hu,rsp,red; default: the "
+                        "generic Schneider-type curve in evaluation/calibration/)")
+    parser.add_argument("--beams", default="0,90,180,270", help="coplanar beam angles in degrees (default: %(default)s)")
+    parser.add_argument("--bone-hu", default="250,600", help="bone Dice thresholds in HU (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
@@ -173,8 +215,20 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             log.error("%s folder not found: %s", what, folder)
             return 2
-    document, status = run_evaluation(args.pred, args.gt, args.out, plots=not args.no_plots,
-                                      progress=False if args.no_progress else None)
+    try:
+        beams = tuple(float(v) for v in args.beams.split(",") if v.strip())
+        bone_hu = tuple(float(v) for v in args.bone_hu.split(",") if v.strip())
+    except ValueError:
+        log.error("--beams and --bone-hu take comma-separated numbers")
+        return 2
+    try:
+        document, status = run_evaluation(args.pred, args.gt, args.out, plots=not args.no_plots,
+                                          progress=False if args.no_progress else None, segmenter=args.segmenter,
+                                          dosimetry=args.dosimetry, calibration=args.calibration, beams=beams,
+                                          bone_hu=bone_hu)
+    except ValueError as err:  # a calibration table or a required segmenter that cannot be used
+        log.error("%s", err)
+        return 2
     unpaired = document["pairing"]["unpaired_predictions"] or document["pairing"]["gt_without_prediction"]
     if args.strict and unpaired:
         log.error("--strict: some predictions or ground-truth cases were not paired")

@@ -54,8 +54,13 @@ def aggregate(values: list[float]) -> dict[str, float | int | None]:
 
 
 def metric_names(results: list[dict]) -> list[str]:
-    """The metrics present in the results, in a fixed order."""
-    return [m for m in (*IMAGE_METRICS, *SEGMENTATION_METRICS) if any(m in r for r in results)]
+    """The metrics present in the results, in a fixed order (dosimetric ones last, per-beam ones after them)."""
+    from evaluation.dosimetry import DOSIMETRY_METRICS
+
+    fixed = (*IMAGE_METRICS, *SEGMENTATION_METRICS, *DOSIMETRY_METRICS)
+    names = [m for m in fixed if any(m in r for r in results)]
+    extra = sorted({k for r in results for k in r if k.startswith(("bone_dice_", "wepl_", "range_error_pct_"))} - set(fixed))
+    return names + extra
 
 
 def summarise(results: list[dict]) -> tuple[dict, dict]:

@@ -85,26 +85,78 @@ def _structure_labels(region: str) -> dict[int, str]:
     return {label: name for label, name in names.items() if name.startswith(prefixes)}
 
 
+class TotalSegmentatorSegmenter:
+    """The challenge's segmenter: TotalSegmentator's fast 'total' task (needs its package and local weights).
+
+    Point it at local weights with TOTALSEG_WEIGHTS_PATH (the folder holding the Dataset297_... model) or
+    TOTALSEG_HOME_DIR (whose nnunet/results holds it); it is never called when they are missing.
+    """
+
+    name = "totalsegmentator"
+
+    def segment(self, image_path: Path) -> np.ndarray:
+        return _run_totalsegmentator(image_path)
+
+    def labels(self, region: str) -> dict[int, str]:
+        return _structure_labels(region)
+
+
+class ThresholdSegmenter:
+    """A stand-in segmenter from HU thresholds: 1 bone (> 250 HU), 2 soft tissue (-200..250), 3 lung (-950..-400).
+
+    Not TotalSegmentator: it exercises the Dice/HD95 path end to end where its weights are missing, and is a cheap
+    anatomy-consistency check in its own right (it needs no network).
+    """
+
+    name = "threshold"
+
+    def segment(self, image_path: Path) -> np.ndarray:
+        hu = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path))).astype(np.float32)
+        labels = np.zeros(hu.shape, dtype=np.int16)
+        labels[(hu > -200) & (hu <= 250)] = 2
+        labels[(hu > -950) & (hu <= -400)] = 3
+        labels[hu > 250] = 1
+        return labels
+
+    def labels(self, region: str) -> dict[int, str]:
+        return {1: "bone", 2: "soft_tissue", 3: "lung"}
+
+
+def make_segmenter(kind: str):
+    """(segmenter or None, status line): 'auto' (TotalSegmentator when available), 'totalsegmentator', 'threshold'."""
+    if kind == "threshold":
+        return ThresholdSegmenter(), "computed: the threshold stand-in segmenter (not TotalSegmentator)"
+    ok, reason = availability()
+    if ok:
+        return TotalSegmentatorSegmenter(), f"computed: {reason}"
+    if kind == "totalsegmentator":
+        raise ValueError(f"--segmenter totalsegmentator: {reason}")
+    return None, f"skipped: {reason}"
+
+
 def segmentation_scores(
-    sct_path: Path, ct_path: Path, gt_segmentation: Path | None, region: str, spacing_zyx: tuple[float, ...]
+    sct_path: Path, ct_path: Path, gt_segmentation: Path | None, region: str, spacing_zyx: tuple[float, ...],
+    segmenter=None,
 ) -> dict[str, float]:
     """Mean Dice and HD95 (mm) over the scored structures present in the ground-truth segmentation.
 
     The ground-truth segmentation is the case folder's ``segmentation`` image when there is one (as the
-    organisers provide), else TotalSegmentator's own segmentation of the ground-truth CT.
+    organisers provide), else the segmenter's own segmentation of the ground-truth CT. The segmenter defaults
+    to TotalSegmentator.
     """
     import torch
     from monai.metrics import compute_dice, compute_hausdorff_distance
 
-    pred = _run_totalsegmentator(sct_path)
+    segmenter = segmenter or TotalSegmentatorSegmenter()
+    pred = segmenter.segment(sct_path)
     if gt_segmentation is not None:
         gt = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_segmentation)))
     else:
-        gt = _run_totalsegmentator(ct_path)
+        gt = segmenter.segment(ct_path)
     if gt.shape != pred.shape:
         raise ValueError(f"segmentation shapes differ: ground truth {gt.shape}, sCT {pred.shape}")
     dices, hd95s = [], []
-    for label in _structure_labels(region):
+    for label in segmenter.labels(region):
         g = gt == label
         if not g.any():
             continue
