@@ -129,10 +129,6 @@ class ModelSpec:
             "sampler": dict(self.sampler),
         }
 
-    @property
-    def half_context(self) -> int:
-        """Neighbouring slices read on each side of the centre slice."""
-        return self.context_slices // 2
 
 
 @dataclass(frozen=True)

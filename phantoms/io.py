@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -159,7 +159,3 @@ def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int =
     log.info("wrote %d cases to %s in %.1f s", len(folders), out_dir, manifest["seconds"])
     return folders
 
-
-def iter_case_dirs(root: Path) -> Iterable[Path]:
-    """Case folders of a written dataset (those that hold mr.mha)."""
-    return sorted(p.parent for p in (Path(root) / "Task1").glob("*/*/mr.mha"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,3 @@ def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConf
         target[leaf] = value
     return config_from_dict(data, str(path or "defaults"))
 
-
-def with_run_dir(config: TrainConfig, out_dir: str) -> TrainConfig:
-    return replace(config, run=replace(config.run, out_dir=out_dir))

@@ -106,8 +106,12 @@ def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[
         route["model" if role == "primary" else "fallback"] = name
     temporary = manifest_path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        load_manifest(temporary)  # validate the new file (same folder: same relative paths) before it replaces the old
+    except Exception:
+        temporary.unlink()
+        raise
     os.replace(temporary, manifest_path)
-    load_manifest(manifest_path)  # the result must validate
     return entry
 
 
