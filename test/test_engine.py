@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -132,3 +134,19 @@ def test_the_cuda_provider_really_runs_a_model_when_a_gpu_exists(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
     (y,) = session.run(None, {"mr": x})
     assert np.allclose(y, x, atol=1e-6)
+
+
+def test_the_gpu_check_runs_its_cpu_half(tmp_path):
+    """benchmarks/gpu_check.py in CI-safe form: the CPU half on a tiny case writes its report."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-only", "--shape", "4,48,48",
+                           "--models", "drifting,ldm2", "--out", str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {r["model"] for r in report["runs"]} == {"drifting", "ldm N=2"}
+    assert all(r["exit"] == 0 and r["device"] == "cpu" for r in report["runs"])
+    assert json.loads(done.stdout.strip().splitlines()[-1])["devices"] == ["cpu"]

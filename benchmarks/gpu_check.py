@@ -1,0 +1,140 @@
+"""The first-GPU check: is CUDA really used, do GPU and CPU agree, how fast is a case. One JSON line and a report.
+
+    python benchmarks/gpu_check.py --out runs/gpu_check            # on a GPU machine: both halves (< 10 minutes)
+    python benchmarks/gpu_check.py --cpu-only --shape 8,96,96      # the CPU half alone (CI-safe, a minute)
+
+Steps: (1) which ONNX Runtime providers exist and whether the CUDA provider loads a model; (2) the sample case
+(test/container/input) and a 400 x 400 x 100 synthetic case through process.py with each model (drifting, ldm at
+N = 10 and 20): seconds per case and per slice, on the CPU and, when CUDA loads, on the GPU; (3) GPU vs CPU
+parity of the sCTs in HU (max and mean |difference|); (4) peak GPU memory (nvidia-smi, when present). Nothing is
+asserted: this measures, and it writes report.json and report.md into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_pipeline import make_case  # noqa: E402
+
+LOG = logging.getLogger("gpu_check")
+
+
+def cuda_status() -> dict:
+    import onnxruntime as ort
+
+    from engine.runtime import CUDA, DeviceError, create_session
+
+    status = {"onnxruntime": ort.__version__, "providers": ort.get_available_providers(), "cuda_loads": False}
+    smoke = REPO / "test" / "container" / "smoke.onnx"
+    try:
+        session = create_session(smoke, "cuda")
+        status["cuda_loads"] = CUDA in session.get_providers()
+    except (DeviceError, OSError) as err:
+        status["cuda_error"] = str(err)
+    return status
+
+
+def run_case(folder: Path, out: Path, model: str, device: str, ddim_steps: int | None = None) -> dict:
+    """process.py on one case folder; seconds (new process, read to write) and the sCT array."""
+    manifest = REPO / "model_weights" / "manifest.json"
+    if ddim_steps is not None:  # a temporary manifest with the LDM's sampler at N steps, naming the same files
+        data = json.loads(manifest.read_text())
+        data["models"]["ldm"].setdefault("sampler", {})["ddim_steps"] = ddim_steps
+        for entry in data["models"].values():
+            for item in (entry.get("files") or {}).values():
+                item["path"] = str((manifest.parent / item["path"]).resolve())
+        manifest = out.parent / f"manifest_ldm{ddim_steps}.json"
+        manifest.write_text(json.dumps(data))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(folder), "--output", str(out),
+                           "--model", model, "--device", device, "--manifest", str(manifest), "--no-progress"],
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    record = {"model": model if ddim_steps is None else f"ldm N={ddim_steps}", "device": device,
+              "exit": done.returncode, "seconds": round(seconds, 2)}
+    sct = sorted((out / "images" / "synthetic-ct").glob("*.mha"))
+    if done.returncode == 0 and sct:
+        record["array"] = sitk.GetArrayFromImage(sitk.ReadImage(str(sct[0]))).astype(np.float32)
+        record["seconds_per_slice"] = round(seconds / record["array"].shape[0], 4)
+    else:
+        record["error"] = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+    return record
+
+
+def peak_gpu_memory_mb() -> float | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    done = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                          capture_output=True, text=True)
+    try:
+        return float(done.stdout.split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
+    parser.add_argument("--shape", default="100,400,400", help="z,y,x of the synthetic case (default: %(default)s)")
+    parser.add_argument("--cpu-only", action="store_true", help="only the CPU half (no GPU needed)")
+    parser.add_argument("--models", default="drifting,ldm10,ldm20", help="drifting, ldm<N> (default: %(default)s)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"cuda": cuda_status()}
+    devices = ["cpu"] + (["cuda"] if report["cuda"]["cuda_loads"] and not args.cpu_only else [])
+    shape = tuple(int(v) for v in args.shape.split(","))
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+        synthetic = Path(tmp) / "synthetic"
+        make_case(synthetic, shape)
+        cases = {"sample": REPO / "test" / "container" / "input", f"synthetic {args.shape}": synthetic}
+        runs = []
+        for case_name, folder in cases.items():
+            for model in [m for m in args.models.split(",") if m]:
+                steps = int(model[3:]) if model.startswith("ldm") else None
+                per_device = {}
+                for device in devices:
+                    out = Path(tmp) / f"{case_name.split()[0]}_{model}_{device}"
+                    record = run_case(folder, out, "ldm" if steps else model, device, steps)
+                    record["case"] = case_name
+                    per_device[device] = record
+                    LOG.info("%s %s on %s: %s s", case_name, record["model"], device, record["seconds"])
+                if "cuda" in per_device and "array" in per_device["cuda"] and "array" in per_device["cpu"]:
+                    difference = np.abs(per_device["cuda"]["array"] - per_device["cpu"]["array"])
+                    per_device["cuda"]["parity_hu"] = {"max": float(difference.max()), "mean": float(difference.mean())}
+                for record in per_device.values():
+                    record.pop("array", None)
+                    runs.append(record)
+        report["runs"] = runs
+    report["peak_gpu_memory_mb"] = peak_gpu_memory_mb()
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["| case | model | device | exit | s/case | s/slice | GPU-CPU max / mean HU |", "|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        parity = r.get("parity_hu")
+        shown = "" if parity is None else "{:.2f} / {:.3f}".format(parity["max"], parity["mean"])
+        lines.append(f"| {r['case']} | {r['model']} | {r['device']} | {r['exit']} | {r['seconds']} | "
+                     f"{r.get('seconds_per_slice', '')} | {shown} |")
+    (args.out / "report.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps({"cuda_loads": report["cuda"]["cuda_loads"], "devices": devices,
+                      "runs": [{k: r[k] for k in ("case", "model", "device", "exit", "seconds")} for r in runs],
+                      "peak_gpu_memory_mb": report["peak_gpu_memory_mb"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
