@@ -69,7 +69,7 @@ def _output_paths(out_dir: Path, case_id: str, samples: int) -> tuple[Path, Path
     return output, uncertainty
 
 
-def _same_file(a: Path, b: Path | None) -> bool:
+def same_file(a: Path, b: Path | None) -> bool:
     if b is None:
         return False
     if a == b:
@@ -94,7 +94,7 @@ def check_collisions(cases: list[Case]) -> list[Case]:
                                     "rename one")
     for case in cases:
         for path in (case.output, case.uncertainty_output):
-            if path is not None and (_same_file(path, case.mr) or _same_file(path, case.mask)):
+            if path is not None and (same_file(path, case.mr) or same_file(path, case.mask)):
                 case.input_error = f"{printable(path, 400)}: the output would overwrite an input of the case; choose another path"
     return cases
 

@@ -20,7 +20,7 @@ from engine.generators import Generator, GeneratorError, auto_batch_size, load_g
 from engine.manifest import Manifest, ManifestError, ModelSpec
 from engine.regions import RegionError
 from engine.runtime import DeviceError
-from pipeline.cases import Case
+from pipeline.cases import Case, same_file
 from postprocessing import finalise_hu, to_input_grid, write_image_atomic
 from postprocessing.write import remove_stale_temporaries
 from preprocessing import CaseError, Geometry, Prepared, prepare_case
@@ -232,8 +232,8 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
 def remove_stale_outputs(case: Case) -> None:
     """A failed case leaves no sCT under its name (not even one from an earlier run into the same folder)."""
     for path in (case.output, case.uncertainty_output):
-        if path is None or path in (case.mr, case.mask):
-            continue
+        if path is None or same_file(path, case.mr) or same_file(path, case.mask):
+            continue  # never delete an input, whatever name (or link) it is reached by
         try:
             if path.is_file() or path.is_symlink():
                 path.unlink()

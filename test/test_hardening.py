@@ -280,3 +280,13 @@ def test_an_unexpected_exception_fails_one_case_and_the_run_goes_on(tmp_path, mo
     entries = {Path(e["inputs"][0]["filename"]).name: e for e in results_of(tmp_path / "out")}
     assert entries["a.mha"]["error_messages"] == [f"{folder.absolute() / 'images' / 'mri' / 'a.mha'}: TypeError: an error no stage expected"]
     assert entries["b.mha"]["error_messages"] == []
+
+
+def test_an_out_that_is_the_mr_through_a_link_is_refused_and_nothing_is_deleted(tmp_path):
+    mr_path, mask_path = write_case(tmp_path / "in")
+    link = tmp_path / "link_to_mr.mha"
+    link.symlink_to(mr_path)
+    before = mr_path.read_bytes()
+    code = process.main(["--mr", str(link), "--mask", str(mask_path), "--region", "Thorax", "--out", str(mr_path),
+                         "--model", "water", "--no-progress"])
+    assert code == 1 and mr_path.read_bytes() == before and link.exists()
