@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,7 @@ class Calibration:
     hu: np.ndarray
     rsp: np.ndarray
     red: np.ndarray
-    source: str = ""
+    source: str = field(default="", compare=False)
 
     def to_rsp(self, hu: np.ndarray) -> np.ndarray:
         return self._lookup(hu, self.rsp)
@@ -56,10 +56,16 @@ class Calibration:
     def to_red(self, hu: np.ndarray) -> np.ndarray:
         return self._lookup(hu, self.red)
 
+    def __post_init__(self) -> None:
+        whole_hu = np.arange(LUT_LOW, LUT_HIGH + 1, dtype=np.float64)
+        tables = {id(self.rsp): np.interp(whole_hu, self.hu, self.rsp).astype(np.float32),
+                  id(self.red): np.interp(whole_hu, self.hu, self.red).astype(np.float32)}
+        object.__setattr__(self, "_tables", tables)  # built once per table, not once per volume
+
     def _lookup(self, hu: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The curve at whole HU over [-1024, 3071] (the CT's stored range), read by table: np.interp on a whole
         volume costs 20x more. HU are rounded to whole numbers first (exact for the int16 CTs and sCTs)."""
-        table = np.interp(np.arange(LUT_LOW, LUT_HIGH + 1, dtype=np.float64), self.hu, values).astype(np.float32)
+        table = self._tables[id(values)]
         index = np.clip(np.rint(np.asarray(hu, dtype=np.float32)), LUT_LOW, LUT_HIGH).astype(np.int32) - LUT_LOW
         return table[index]
 

@@ -82,11 +82,8 @@ def _load_onnx_weights(encoder: nn.Module, onnx_path: Path) -> None:
     they are taken in graph order, which is the forward order of the norms. The caller checks the result against
     ONNX Runtime, so a wrong mapping cannot pass silently.
     """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    initializers = {item.name: numpy_helper.to_array(item) for item in model.graph.initializer}
+    model = _onnx_model(onnx_path)
+    initializers = _initializers(model)
     affine: list[np.ndarray] = []
     for node in model.graph.node:
         if node.op_type in ("Mul", "Add"):
@@ -110,11 +107,20 @@ def _load_onnx_weights(encoder: nn.Module, onnx_path: Path) -> None:
     encoder.load_state_dict(loaded)
 
 
-def _load_named(module: nn.Module, onnx_path: Path, prefix: str) -> None:
+def _onnx_model(onnx_path: Path):
     import onnx
+
+    return onnx.load(str(onnx_path))
+
+
+def _initializers(model) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
-    initializers = {item.name: numpy_helper.to_array(item) for item in onnx.load(str(onnx_path)).graph.initializer}
+    return {item.name: numpy_helper.to_array(item) for item in model.graph.initializer}
+
+
+def _load_named(module: nn.Module, onnx_path: Path, prefix: str) -> None:
+    initializers = _initializers(_onnx_model(onnx_path))
     module.load_state_dict({key: torch.from_numpy(initializers[prefix + key].copy()) for key in module.state_dict()})
 
 
