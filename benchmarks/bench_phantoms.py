@@ -9,6 +9,7 @@ the cost of a case on one core. The load average is printed too.
 
     python benchmarks/bench_phantoms.py                       # HN, TH, AB, 3 cases each
     python benchmarks/bench_phantoms.py --regions HN,TH,AB,BRAIN,PELVIS --cases 5 --json out.json
+    python benchmarks/bench_phantoms.py --mr-randomisation full --variability --no-write   # the randomised cost
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=3, help="cases per region (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="full", choices=("full", "small"))
+    parser.add_argument("--mr-randomisation", default="off", choices=("off", "physics", "full"),
+                        help="MR domain randomisation level (phantoms/randomise.py; default off)")
+    parser.add_argument("--variability", action="store_true",
+                        help="anatomical variability: elastic deformation and tissue textures")
     parser.add_argument("--no-write", action="store_true", help="skip timing the compressed writes")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
@@ -58,7 +63,8 @@ def main() -> int:
         for region in regions:
             for i in range(args.cases):
                 t0, c0 = time.perf_counter(), time.process_time()
-                case = generate_case(region, i, seed=args.seed, size=args.size)
+                case = generate_case(region, i, seed=args.seed, size=args.size,
+                                     mr_randomisation=args.mr_randomisation, variability=args.variability)
                 seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                 write_s = None
                 if not args.no_write:
@@ -83,6 +89,8 @@ def main() -> int:
                               "cpu_mean_s": round(statistics.mean(c), 3), "cpu_max_s": round(max(c), 3)}
     report = {
         "size": args.size,
+        "mr_randomisation": args.mr_randomisation,
+        "variability": args.variability,
         "cases": len(rows),
         "generate_mean_s": round(statistics.mean(gen), 3),
         "generate_median_s": round(statistics.median(gen), 3),

@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from engine.manifest import training_spec  # noqa: E402
 from training.config import load_config  # noqa: E402
-from training.dataset import SliceCrops, find_cases, load_volume  # noqa: E402
+from training.dataset import find_cases, load_volume  # noqa: E402
 from training.train import (  # noqa: E402
+    build_crops,
     build_network,
     build_objective,
     training_cases,
@@ -51,8 +52,7 @@ def time_variant(config_path: Path, overrides: list[str], volumes, steps: int, w
         torch.set_num_threads(config.run.threads)
     device = torch.device("cpu")
     spec = training_spec(config.manifest, "drifting", config.settings)
-    dataset = SliceCrops(volumes, spec.context_slices, config.data.crop, (steps + warmup) * config.optim.batch_size,
-                         spec.normalisation.outside_value, seed=config.run.seed)
+    dataset = build_crops(config, spec, volumes, (steps + warmup) * config.optim.batch_size)
     loader = DataLoader(dataset, batch_size=config.optim.batch_size, shuffle=True, num_workers=config.run.workers,
                         drop_last=True, generator=torch.Generator().manual_seed(0))
     model = build_network(config, spec)

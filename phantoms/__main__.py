@@ -19,6 +19,7 @@ from pathlib import Path
 from engine.regions import RegionError, accepted_values
 from phantoms.generate import SIZES, PhantomError, Rates
 from phantoms.io import write_dataset
+from phantoms.randomise import LEVELS
 from phantoms.regions import region_spec
 
 log = logging.getLogger("phantoms")
@@ -87,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"fraction of cases whose CT shows the couch top (default {d.couch})")
     parser.add_argument("--banding-rate", type=_rate, default=d.banding,
                         help=f"fraction of low-field (0.35 T bSSFP) cases with banding (default {d.banding})")
+    parser.add_argument("--mr-randomisation", choices=LEVELS, default="off",
+                        help="MR domain randomisation (phantoms/randomise.py): off (default; the per-centre sequence "
+                             "models), physics (wider sequence parameters plus gamma, resolution, Gibbs ringing and "
+                             "motion ghosts) or full (as physics, with a random contrast per tissue); the CT is "
+                             "unchanged")
+    parser.add_argument("--variability", action="store_true",
+                        help="anatomical variability (phantoms/variability.py): a random elastic deformation of the "
+                             "labels (MR and CT alike) and textures inside tissues (fat septa, lung vessels, "
+                             "trabeculae)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -103,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folders = write_dataset(args.out, args.regions, args.cases, seed=args.seed, spacing=args.spacing,
                                 size=args.size, template_layout=args.template_layout, overview=args.overview,
-                                rates=rates, start=args.start, progress=False if args.no_progress else None)
+                                rates=rates, start=args.start, progress=False if args.no_progress else None,
+                                mr_randomisation=args.mr_randomisation, variability=args.variability)
     except PhantomError as err:
         log.error("%s", err)
         return 1

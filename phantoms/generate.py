@@ -20,10 +20,24 @@ from scipy import ndimage
 
 from phantoms.anatomy import Body, draw_patient
 from phantoms.canvas import Canvas, smooth_field
-from phantoms.imaging import SEQUENCES, add_couch, banding, blur3, metal_streaks, render_ct, render_mr, rician, slabs
+from phantoms.imaging import (
+    SEQUENCES,
+    add_couch,
+    banding,
+    blur3,
+    metal_streaks,
+    mr_lookup,
+    render_ct,
+    render_mr,
+    rician,
+    slabs,
+    widened,
+)
 from phantoms.masks import body_mask, crop_box, take
+from phantoms.randomise import LEVELS, Randomisation, artefacts, random_contrast
 from phantoms.regions import REGION_INDEX, RegionSpec, case_id, region_spec
 from phantoms.tissues import T
+from phantoms.variability import add_textures, deformation, warp
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +287,51 @@ def _misalign(labels: np.ndarray, spacing_zyx: tuple, rng: np.random.Generator) 
     return out, {"rotation_deg": round(math.degrees(ang), 3), "shift_mm_zyx": [round(float(v), 2) for v in shift_mm]}
 
 
+def _render_mr_volume(labels: np.ndarray, *, tex: np.ndarray, marrow: tuple[float, float], seq, metal: list,
+                      with_banding: bool, spacing_zyx: tuple, blur_w: tuple,
+                      voxel_mm3: float, rng: np.random.Generator, level: str = "off",
+                      randomiser: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
+    """The MR of a case (float32, scaled) and its scale: sequence signal, metal voids, blur, bias, Rician noise.
+
+    `level` "physics" or "full" draws the sequence from wide ranges ("full": a random contrast per tissue) and
+    adds the acquisition's artefacts (phantoms/randomise.py), all from `randomiser`; `rng` gives the same draws
+    whatever the level, so the plain MR is the one an "off" case has.
+    """
+    shape = labels.shape
+    rz = randomiser if randomiser is not None else np.random.default_rng(0)
+    mr_seq, jitter = (seq, 0.08) if level == "off" else (widened(seq, rz), 0.25)
+    if level == "full":  # a random contrast per label; the sequence's table is drawn (same draws) but not painted
+        mr_lookup(mr_seq, rng, jitter)
+        mr = random_contrast(labels, rz)
+        sig = np.full(256, float(mr[labels > 0].mean()) if (labels > 0).any() else 1.0, dtype=np.float32)
+    else:
+        mr, sig = render_mr(labels, tex, marrow, mr_seq, rng, jitter)
+    if metal:
+        _metal_void(mr, labels == T.METAL, spacing_zyx, float(rng.uniform(6, 10)) if "hip implant" in metal
+                    else float(rng.uniform(4, 7)))
+    mr = blur3(mr, (0.12, min(0.45, blur_w[1] + mr_seq.blur), min(0.45, blur_w[2] + mr_seq.blur)))
+    bias = smooth_field(shape, spacing_zyx, 180.0, rng)
+    if with_banding:
+        mr *= banding(shape, spacing_zyx, rng, bias)
+    for sl in slabs(shape[0]):
+        mr[sl] *= np.exp(np.float32(mr_seq.bias) * bias[sl])
+    del bias
+    # the sequence's SNR is for 1 x 1 x 3 mm voxels; signal grows with voxel volume, noise does not
+    snr = mr_seq.snr * min(4.0, math.sqrt(voxel_mm3 / 3.0))
+    sigma = float((sig[T.MUSCLE] + sig[T.FAT]) / 2 / snr)
+    mr = rician(mr, sigma, rng)
+    if level != "off":  # the acquisition: contrast curve, resolution, Gibbs ringing, motion ghosts
+        acquisition = Randomisation(level, kinds=("gamma", "resolution", "gibbs", "ghost"))
+        mr = artefacts(mr, labels > 0, rz, acquisition)
+    scale = float(rng.uniform(300, 3000))
+    mr *= np.float32(scale)
+    return mr, scale
+
+
 # ---------------------------------------------------------------------------------------------- main
 def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = (1.0, 1.0, 3.0),
-                  size: str = "full", rates: Rates | None = None, clean_ct: bool = False) -> PhantomCase:
+                  size: str = "full", rates: Rates | None = None, clean_ct: bool = False,
+                  mr_randomisation: str = "off", variability: bool = False) -> PhantomCase:
     """Generate case number `index` (0-based) of a region; identical arguments give identical images.
 
     clean_ct also renders the CT without its noise, from the same labels (so without the MR-CT misregistration,
@@ -283,6 +339,10 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     CT any model could predict, whose error against the stored CT is the task's floor.
 
     spacing is (x, y, z) in mm before the size preset's multiplier; size "small" makes tiny cases (tests, CI).
+
+    mr_randomisation ("off", "physics", "full"; phantoms/randomise.py) changes the MR only, variability (an
+    elastic deformation of the labels and textures inside tissues; phantoms/variability.py) both images; each
+    draws from its own random stream, so with both off a case is what it always was.
     """
     t_start = time.perf_counter()
     spec = region_spec(region)
@@ -296,6 +356,8 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
         raise PhantomError(f"case index must be >= 0, got {index}")
     rates = rates or Rates()
     rates.check()
+    if mr_randomisation not in LEVELS:
+        raise PhantomError(f"MR randomisation must be one of {', '.join(LEVELS)}, got {mr_randomisation!r}")
     sx, sy, sz = (float(spacing[i]) * preset.spacing_factor[i] for i in range(3))
     cid, centre = case_name(code, index, seed)
     seq = SEQUENCES[spec.sequences[centre]]
@@ -372,6 +434,19 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     metal = _add_metal(cv, body, spec, code, rm) if has["metal"] else []
     if metal and not (cv.labels == T.METAL).any():
         metal = []  # nothing of it inside the slab
+    textures = None
+    if variability:
+        rv = _rng(seed, code, index, 9)
+        moved = deformation(shape, spacing_zyx, rv)
+        labels = warp(labels, moved)
+        if arms_labels is not None:
+            arms_labels = warp(arms_labels, moved)
+        del moved
+        textures = add_textures(labels, spacing_zyx, rv)
+        if arms_labels is not None:
+            add_textures(arms_labels, spacing_zyx, _rng(seed, code, index, 10))
+        if metal and not (labels == T.METAL).any():
+            metal = []
     ct_labels, mr_labels = labels, labels
     if arms_labels is not None:
         with_arms = np.where(arms_labels > 0, arms_labels, labels)
@@ -410,28 +485,14 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
 
     # --- MR
     t0 = time.perf_counter()
-    rr = _rng(seed, code, index, 7)
-    mr, sig = render_mr(mr_labels, tex, marrow, seq, rr)
-    if metal:
-        _metal_void(mr, mr_labels == T.METAL, spacing_zyx, float(rr.uniform(6, 10)) if "hip implant" in metal
-                    else float(rr.uniform(4, 7)))
-    mr = blur3(mr, (0.12, min(0.45, blur_w[1] + seq.blur), min(0.45, blur_w[2] + seq.blur)))
-    bias = smooth_field(shape, spacing_zyx, 180.0, rr)
-    if has["banding"]:
-        mr *= banding(shape, spacing_zyx, rr, bias)
-    for sl in slabs(shape[0]):
-        mr[sl] *= np.exp(np.float32(seq.bias) * bias[sl])
-    del bias
-    # the sequence's SNR is for 1 x 1 x 3 mm voxels; signal grows with voxel volume, noise does not
-    snr = seq.snr * min(4.0, math.sqrt(sx * sy * sz / 3.0))
-    sigma = float((sig[T.MUSCLE] + sig[T.FAT]) / 2 / snr)
-    mr = rician(mr, sigma, rr)
-    scale = float(rr.uniform(300, 3000))
-    mr *= np.float32(scale)
+    render = dict(tex=tex, marrow=marrow, seq=seq, metal=metal, with_banding=has["banding"],
+                  spacing_zyx=spacing_zyx, blur_w=blur_w, voxel_mm3=sx * sy * sz)
+    mr, scale = _render_mr_volume(mr_labels, rng=_rng(seed, code, index, 7), **render)
     timings["mr_s"] = time.perf_counter() - t0
 
     # --- defacing, field of view, mask, crop
     t0 = time.perf_counter()
+    face = None
     if spec.defaced:
         Z, Y = z[:, None, None], y[None, :, None]
         # remove nose, lips and chin in front of a plane just anterior to the eyes, brows to chin
@@ -447,16 +508,30 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     _outside_box(mr, fov_box, 0)
     fov_full = np.zeros(shape, dtype=bool)
     fov_full[fov_box] = True
-    mask = body_mask(mr, fov_full, preset.dilate_xy, preset.open_iter)
+    mask = body_mask(mr, fov_full, preset.dilate_xy, preset.open_iter)  # the organisers draw it on the MR
     box = crop_box(mask, preset.margin_xy, preset.margin_z)
     if box is None:
         raise PhantomError(f"{cid}: empty body mask (no anatomy in the field of view)")
     ct_a = np.rint(take(ct, box, CT_OUTSIDE)).astype(np.int16)
     clean_a = np.rint(take(cts[1], box, CT_OUTSIDE)).astype(np.int16) if clean_ct else np.zeros((1, 1, 1), np.int16)
-    mr_a = np.rint(take(mr, box, 0)).astype(np.int16)
     mask_a = take(mask, box, False).astype(np.int16)
     labels_a = take(ct_labels, box, 0)
     fov_a = take(fov_full, box, False)
+    if mr_randomisation != "off":
+        # The randomised MR replaces the plain one inside the stored crop only: the mask (drawn on the plain MR)
+        # and so the crop and the CT stay exactly those of the same case at "off", and the work is done on the
+        # crop, not on the whole canvas. Stream 7 gives the plain draws, stream 8 the randomisation's.
+        t1 = time.perf_counter()
+        render["tex"] = take(tex, box, 0)
+        mr, scale = _render_mr_volume(take(mr_labels, box, 0), rng=_rng(seed, code, index, 7),
+                                      level=mr_randomisation, randomiser=_rng(seed, code, index, 8), **render)
+        if face is not None:
+            mr[take(face, box, False)] = 0
+        mr[~fov_a] = 0
+        timings["mr_s"] += time.perf_counter() - t1
+        t0 += time.perf_counter() - t1
+    mr_box = take(mr, box, 0) if mr_randomisation == "off" else mr
+    mr_a = np.rint(np.clip(mr_box, 0, np.iinfo(np.int16).max)).astype(np.int16)  # never wraps
     timings["mask_crop_s"] = time.perf_counter() - t0
 
     # --- geometry: physical position of the crop's first voxel, then the scanner's axis order
@@ -495,6 +570,8 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
             "couch": has["couch"],
             "banding": has["banding"],
         },
+        "mr_randomisation": mr_randomisation,
+        "variability": textures,
         "ct_noise_hu": round(noise_hu, 1),
         "mr_scale": round(scale, 1),
         "timings": {k: round(v, 3) for k, v in timings.items()},

@@ -201,13 +201,16 @@ def add_couch(ct: np.ndarray, labels: np.ndarray, fov: np.ndarray, y_mm: np.ndar
 
 
 # ------------------------------------------------------------------------------------------------ MR
-def mr_lookup(seq: Sequence, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Per-case signal and texture-amplitude tables for this sequence (signal scaled to ~1 for the brightest tissue)."""
+def mr_lookup(seq: Sequence, rng: np.random.Generator, jitter: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+    """Per-case signal and texture-amplitude tables for this sequence (signal scaled to ~1 for the brightest tissue).
+
+    Each tissue's PD, T1, T2 and T2* are scaled by a factor drawn from [1 - jitter, 1 + jitter].
+    """
     sig = np.zeros(256, dtype=np.float32)
     tex = np.zeros(256, dtype=np.float32)
     a = math.radians(seq.flip)
     for label, pr in MR_TABLE.items():
-        j = lambda: rng.uniform(0.92, 1.08)
+        j = lambda: rng.uniform(1.0 - jitter, 1.0 + jitter)
         pd, t1, t2, t2s = pr.pd * j(), pr.t1 * j(), pr.t2 * j(), pr.t2s * j()
         if label not in FAT_LABELS and label not in FLUID_LABELS:
             t1 *= (seq.field_t / 1.5) ** 0.35
@@ -234,9 +237,9 @@ def marrow_signal(seq: Sequence, fat_fraction: np.ndarray, sig: np.ndarray) -> n
 
 
 def render_mr(labels: np.ndarray, tex: np.ndarray, marrow_fat: tuple[float, float] | None, seq: Sequence,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+              rng: np.random.Generator, jitter: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free MR signal (float32, unscaled) before bias and noise; also returns the signal table."""
-    sig, tex_amp = mr_lookup(seq, rng)
+    sig, tex_amp = mr_lookup(seq, rng, jitter)
     mr = np.empty(labels.shape, dtype=np.float32)
     for sl in slabs(labels.shape[0]):
         lab, tx = labels[sl], tex[sl]
@@ -282,3 +285,13 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
         re += im
         np.sqrt(re, out=out[sl])
     return out
+
+
+def widened(seq: Sequence, rng: np.random.Generator) -> Sequence:
+    """The sequence with TR, TE and flip angle, SNR, bias and blur drawn from wide ranges ("physics" randomisation)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        seq, tr=seq.tr * float(rng.uniform(0.6, 1.6)), te=seq.te * float(rng.uniform(0.6, 1.6)),
+        flip=min(90.0, seq.flip * float(rng.uniform(0.6, 1.6))), snr=seq.snr * float(rng.uniform(0.5, 1.5)),
+        bias=seq.bias * float(rng.uniform(0.5, 2.5)), blur=min(0.3, seq.blur + float(rng.uniform(0.0, 0.15))))

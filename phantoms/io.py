@@ -126,7 +126,7 @@ def save_overview(case: PhantomCase, path: Path) -> Path:
 def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int = 0,
                   spacing: Sequence[float] = (1.0, 1.0, 3.0), size: str = "full", template_layout: bool = False,
                   overview: bool = False, rates: Rates | None = None, start: int = 0,
-                  progress: bool | None = None) -> list[Path]:
+                  progress: bool | None = None, mr_randomisation: str = "off", variability: bool = False) -> list[Path]:
     """Generate and write `cases` cases per region (indices start..start+cases-1); returns the case folders.
 
     Also writes `<out_dir>/phantoms.json`: arguments and, per case, what was drawn (sequence, imperfections,
@@ -139,7 +139,8 @@ def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int =
     started = time.perf_counter()
     with logging_redirect_tqdm():
         for code, i in tqdm(jobs, desc="phantoms", unit="case", disable=None if progress is None else not progress):
-            case = generate_case(code, i, seed=seed, spacing=spacing, size=size, rates=rates)
+            case = generate_case(code, i, seed=seed, spacing=spacing, size=size, rates=rates,
+                                 mr_randomisation=mr_randomisation, variability=variability)
             folders.append(write_case(case, out_dir, template=template_layout, overview=overview))
             infos.append(case.info)
             log.debug("wrote %s (%s)", folders[-1], case.info["timings"])
@@ -152,6 +153,8 @@ def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int =
         "spacing_xyz": list(spacing),
         "size": size,
         "rates": (rates or Rates()).__dict__,
+        "mr_randomisation": mr_randomisation,
+        "variability": variability,
         "seconds": round(time.perf_counter() - started, 2),
         "cases": infos,
     }

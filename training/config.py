@@ -24,6 +24,10 @@ class DataConfig:
     split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load
     crop: int = 128
     samples_per_epoch: int = 512
+    # MR domain randomisation on every crop (phantoms/randomise.py): off, physics or full
+    mr_randomisation: str = "off"
+    randomise_probability: float = 0.8  # share of crops randomised
+    contrast_probability: float = 0.5  # ("full") share of randomised crops whose tissue contrast is redrawn
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from engine.generators import hu_to_normalised
+from engine.generators import hu_to_normalised, normalised_to_hu
 from engine.manifest import ModelSpec
 from engine.regions import RegionError, canonical_region
+from phantoms.randomise import Randomisation, ct_classes, randomise_normalised
 from preprocessing import Prepared, prepare_case, to_model_space
 
 LOG = logging.getLogger(__name__)
@@ -96,10 +97,16 @@ def _body_slices(mask: np.ndarray, min_fraction: float = 0.02) -> np.ndarray:
 
 
 class SliceCrops(Dataset):
-    """Random 2.5D crops (MR stack, CT, mask) from slices that hold body; each item seeded by (seed, epoch, index)."""
+    """Random 2.5D crops (MR stack, CT, mask) from slices that hold body; each item seeded by (seed, epoch, index).
+
+    With `randomisation` on, each crop's MR stack gets new contrast and artefacts (phantoms/randomise.py); the
+    tissue labels for redrawn contrasts are CT-number classes of the crop's CT, so real training data (which has
+    no labels) randomises the same way. The CT target is never touched.
+    """
 
     def __init__(
-        self, volumes: list[TrainingVolume], context_slices: int, crop: int, length: int, mr_outside: float, seed: int = 0
+        self, volumes: list[TrainingVolume], context_slices: int, crop: int, length: int, mr_outside: float, seed: int = 0,
+        randomisation: Randomisation | None = None, ct_window_hu: tuple[float, float] = (-1024.0, 3071.0),
     ):
         if not volumes:
             raise ValueError("no training volumes")
@@ -111,6 +118,8 @@ class SliceCrops(Dataset):
         self.seed = seed
         self.epoch = 0
         self.slices = [_body_slices(v.mask) for v in volumes]
+        self.randomisation = (randomisation or Randomisation()).check()
+        self.ct_window_hu = ct_window_hu
 
     def set_epoch(self, epoch: int) -> None:
         """New crops every epoch, reproducibly."""
@@ -140,6 +149,12 @@ class SliceCrops(Dataset):
         mr = volume.mr[indices][:, window[0], window[1]].astype(np.float32)
         ct = volume.ct[centre][window][None].astype(np.float32)
         mask = volume.mask[centre][window][None].astype(np.float32)
+        if self.randomisation.level != "off":
+            stack_mask = volume.mask[indices][:, window[0], window[1]] > 0
+            labels = ct_classes(normalised_to_hu(volume.ct[indices][:, window[0], window[1]].astype(np.float32),
+                                                 self.ct_window_hu), stack_mask)
+            mr, _ = randomise_normalised(mr, labels, stack_mask, np.random.default_rng([self.seed, self.epoch, index, 7]),
+                                         self.randomisation, self.mr_outside)
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
             pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))
             mr = np.pad(mr, pad, constant_values=self.mr_outside)

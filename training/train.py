@@ -33,6 +33,7 @@ from tqdm import tqdm
 from engine.generators import slice_noise
 from engine.manifest import ModelSpec, training_spec
 from evaluation.metrics import score_case
+from phantoms.randomise import Randomisation
 from pipeline.run import slice_seeds
 from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
@@ -250,6 +251,14 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
             ema_buffer.copy_(buffer)
 
 
+def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolume], length: int) -> SliceCrops:
+    """The training crops as configured, MR domain randomisation included (shared with the training benchmark)."""
+    randomisation = Randomisation(config.data.mr_randomisation, config.data.randomise_probability,
+                                  config.data.contrast_probability)
+    return SliceCrops(volumes, spec.context_slices, config.data.crop, length, spec.normalisation.outside_value,
+                      seed=config.run.seed, randomisation=randomisation, ct_window_hu=spec.ct_window_hu)
+
+
 def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
     """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
     dist_state = init_distributed()
@@ -273,8 +282,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if dist_state.main else []
     references = [load_reference(v) for v in val_volumes]
 
-    dataset = SliceCrops(volumes, spec.context_slices, config.data.crop, config.data.samples_per_epoch,
-                         spec.normalisation.outside_value, seed=config.run.seed)
+    dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
     sampler = DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed) \
         if dist_state.world > 1 else None
     loader = DataLoader(dataset, batch_size=config.optim.batch_size, shuffle=sampler is None, sampler=sampler,

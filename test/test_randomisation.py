@@ -1,0 +1,284 @@
+"""MR domain randomisation, anatomical variability and the real-MR check's metrics (phantoms/randomise.py,
+phantoms/variability.py, evaluation/real_mr.py, the trainer's on-the-fly randomisation)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from evaluation.real_mr import head_metrics
+from phantoms import Rates, generate_case
+from phantoms.generate import PhantomError
+from phantoms.randomise import (
+    Randomisation,
+    RandomisationError,
+    artefacts,
+    ct_classes,
+    random_contrast,
+    randomise_normalised,
+)
+from phantoms.variability import deformation, warp
+
+REPO = Path(__file__).resolve().parents[1]
+CLEAN = Rates(misalign=0, metal=0, arms=0, couch=0, banding=0)
+
+
+def _arr(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image)
+
+
+# ------------------------------------------------------------------------------------------ the phantom renderer
+def test_randomised_cases_are_deterministic_per_seed():
+    kwargs = dict(size="small", mr_randomisation="full", variability=True)
+    a = generate_case("TH", 1, seed=3, **kwargs)
+    b = generate_case("TH", 1, seed=3, **kwargs)
+    for name in ("mr", "ct", "mask"):
+        assert np.array_equal(_arr(getattr(a, name)), _arr(getattr(b, name))), name
+    c = generate_case("TH", 1, seed=4, **kwargs)
+    assert _arr(a.mr).shape != _arr(c.mr).shape or not np.array_equal(_arr(a.mr), _arr(c.mr))
+
+
+@pytest.mark.parametrize("level", ["physics", "full"])
+def test_mr_randomisation_changes_the_mr_only(level):
+    plain = generate_case("HN", 2, seed=1, size="small")
+    randomised = generate_case("HN", 2, seed=1, size="small", mr_randomisation=level)
+    assert np.array_equal(_arr(plain.ct), _arr(randomised.ct))
+    assert np.array_equal(_arr(plain.mask), _arr(randomised.mask))
+    assert plain.mr.GetOrigin() == randomised.mr.GetOrigin()
+    a, b = _arr(plain.mr).astype(np.float64), _arr(randomised.mr).astype(np.float64)
+    body = _arr(plain.mask) > 0
+    # relative to the body's own spread: the intensity scale is random per case, so compare normalised images
+    za = (a[body] - a[body].mean()) / a[body].std()
+    zb = (b[body] - b[body].mean()) / b[body].std()
+    assert np.abs(za - zb).mean() > 0.1, level
+    assert randomised.info["mr_randomisation"] == level
+
+
+def test_randomised_mr_stays_within_int16_and_non_negative():
+    for index in range(4):
+        case = generate_case("AB", index, seed=7, size="small", mr_randomisation="full", variability=True)
+        mr = _arr(case.mr)
+        assert mr.dtype == np.int16
+        assert mr.min() >= 0  # a value past 32767 would have wrapped negative
+        assert mr[_arr(case.mask) > 0].mean() > 50
+
+
+def test_unknown_level_is_a_clear_error():
+    with pytest.raises(PhantomError, match="MR randomisation must be one of"):
+        generate_case("HN", 0, size="small", mr_randomisation="strong")
+    with pytest.raises(RandomisationError, match="level"):
+        Randomisation("strong").check()
+    with pytest.raises(RandomisationError, match="probability"):
+        Randomisation("full", probability=1.5).check()
+
+
+# ------------------------------------------------------------------------------------------ each kind of artefact
+def _blocks(shape=(6, 64, 64)) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[:, 8:56, 8:56] = 1
+    labels[:, 16:48, 16:32] = 2
+    labels[:, 20:44, 36:50] = 3
+    signal = np.array([0.0, 0.4, 0.9, 0.15], dtype=np.float32)[labels]
+    return labels, signal
+
+
+@pytest.mark.parametrize("kind", ["bias", "gamma", "resolution", "gibbs", "ghost", "noise"])
+def test_each_artefact_kind_changes_the_signal_measurably(kind):
+    labels, signal = _blocks()
+    settings = Randomisation("physics", kinds=(kind,), gibbs_probability=1.0, ghost_probability=1.0,
+                             bias_log_std=(0.3, 0.45), blur_px=(0.8, 1.5), noise=(0.04, 0.08),
+                             gamma_log_std=0.5)
+    changes = []
+    for seed in range(3):  # gamma can draw g ~ 1 for one seed; the kind must change the signal for most
+        out = artefacts(signal, labels > 0, np.random.default_rng(seed), settings)
+        assert out.shape == signal.shape and out.dtype == np.float32
+        assert np.isfinite(out).all() and out.min() >= 0.0
+        changes.append(float(np.abs(out - signal).mean() / signal.mean()))
+    assert sorted(changes)[1] > 0.01, (kind, changes)
+
+
+def test_artefacts_are_deterministic_per_generator():
+    labels, signal = _blocks()
+    settings = Randomisation("physics", gibbs_probability=1.0, ghost_probability=1.0)
+    a = artefacts(signal, labels > 0, np.random.default_rng(5), settings)
+    b = artefacts(signal, labels > 0, np.random.default_rng(5), settings)
+    c = artefacts(signal, labels > 0, np.random.default_rng(6), settings)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_random_contrast_draws_orders_no_sequence_produces():
+    labels, _ = _blocks()
+    brighter = set()
+    for seed in range(20):
+        out = random_contrast(labels, np.random.default_rng(seed))
+        means = [float(out[labels == k].mean()) for k in (1, 2, 3)]
+        brighter.add(int(np.argmax(means)))
+        assert float(out[:, :3].max()) < 0.06  # air away from the body stays dark
+    assert brighter == {0, 1, 2}  # each tissue is the brightest for some draw
+
+
+def test_ct_classes_follow_ct_numbers_inside_the_body_only():
+    ct = np.array([[[-1000, -700, -100, 40, 400, 1500]]], dtype=np.float32)
+    body = np.array([[[0, 1, 1, 1, 1, 1]]], dtype=bool)
+    classes = ct_classes(ct, body)
+    assert classes[0, 0, 0] == 0
+    assert list(classes[0, 0, 1:]) == sorted(set(classes[0, 0, 1:].tolist()))  # all different, increasing
+
+
+def test_randomise_normalised_keeps_the_crop_statistics_and_the_outside():
+    labels, signal = _blocks()
+    body = labels > 0
+    mr = np.where(body, (signal - signal[body].mean()) / signal[body].std(), -5.0).astype(np.float32)
+    out, done = randomise_normalised(mr, labels, body, np.random.default_rng(1),
+                                     Randomisation("full", probability=1.0, contrast_probability=1.0), -5.0)
+    assert done == "full"
+    assert not np.allclose(out, mr)
+    assert np.all(out[~body] == -5.0)
+    assert abs(float(out[body].mean()) - float(mr[body].mean())) < 0.05
+    assert abs(float(out[body].std()) - float(mr[body].std())) < 0.2  # clipped to the crop's range
+    same, done = randomise_normalised(mr, labels, body, np.random.default_rng(1), Randomisation("off"), -5.0)
+    assert done == "" and same is mr
+
+
+# ------------------------------------------------------------------------------------------ anatomical variability
+def test_warp_moves_labels_without_inventing_any():
+    labels, _ = _blocks((12, 64, 64))
+    index = deformation(labels.shape, (3.0, 1.0, 1.0), np.random.default_rng(0))
+    moved = warp(labels, index)
+    assert set(np.unique(moved)) <= set(np.unique(labels))
+    assert not np.array_equal(moved, labels)
+    source = np.unravel_index(index, labels.shape)
+    shift_x = source[2] - np.arange(labels.shape[2])[None, None, :]
+    assert 1.0 < np.abs(shift_x).mean() < 15.0  # millimetres here (1 mm voxels)
+    assert np.abs(np.diff(shift_x, axis=2)).mean() < 0.5  # smooth: neighbours move together
+
+
+def _label_fit(mr: np.ndarray, labels: np.ndarray, body: np.ndarray) -> float:
+    """Share of the MR's variance inside the body explained by one mean per tissue label (R^2)."""
+    values, lab = mr[body].astype(np.float64), labels[body].astype(np.int64)
+    means = np.bincount(lab, weights=values, minlength=256) / np.maximum(np.bincount(lab, minlength=256), 1)
+    residual = values - means[lab]
+    return 1.0 - float(residual.var() / values.var())
+
+
+def test_deformation_keeps_mr_and_ct_on_the_same_labels():
+    deformed = generate_case("HN", 1, seed=2, size="full", rates=CLEAN, variability=True, mr_randomisation="full")
+    plain = generate_case("HN", 1, seed=2, size="full", rates=CLEAN)
+    body = _arr(deformed.mask) > 0
+    mr, ct = _arr(deformed.mr), _arr(deformed.ct)
+    assert deformed.labels.shape == mr.shape
+    assert deformed.labels.shape != plain.labels.shape or (deformed.labels != plain.labels).mean() > 0.02
+    # the deformed labels explain both images (each rendered from them) ...
+    fit_mr, fit_ct = _label_fit(mr, deformed.labels, body), _label_fit(ct, deformed.labels, body)
+    # ... far better than the same labels 3 mm off do: MR, CT and labels moved together
+    shifted = np.roll(deformed.labels, 3, axis=2)
+    off_mr, off_ct = _label_fit(mr, shifted, body), _label_fit(ct, shifted, body)
+    assert fit_mr > 0.7 and fit_ct > 0.85, (fit_mr, fit_ct)
+    assert fit_mr - off_mr > 0.05 and fit_ct - off_ct > 0.1, (fit_mr, off_mr, fit_ct, off_ct)
+
+
+def test_textures_are_painted_inside_tissues():
+    case = generate_case("TH", 0, seed=1, size="full", rates=CLEAN, variability=True)
+    drawn = case.info["variability"]
+    assert drawn["septa"] > 0 and drawn["vessels"] > 0 and drawn["trabeculae"] > 0
+
+
+# ------------------------------------------------------------------------------------------ the trainer
+def _volume(seed: int = 0):
+    from training.dataset import TrainingVolume
+
+    rng = np.random.default_rng(seed)
+    labels, signal = _blocks((9, 96, 96))
+    mr = (signal + 0.02 * rng.standard_normal(signal.shape)).astype(np.float32)
+    body = labels > 0
+    mr = np.where(body, (mr - mr[body].mean()) / mr[body].std(), 0.0).astype(np.float32)
+    ct_hu = np.array([-1000.0, 0.0, 60.0, 900.0], dtype=np.float32)[labels]
+    ct = ((ct_hu + 1024.0) / 4095.0 * 2.0 - 1.0).astype(np.float32)
+    return TrainingVolume("c", "HN", Path("."), mr.astype(np.float16), ct.astype(np.float16), body.astype(np.uint8),
+                          None)
+
+
+def test_trainer_randomises_the_mr_and_never_the_ct():
+    from training.dataset import SliceCrops
+
+    volumes = [_volume()]
+    plain = SliceCrops(volumes, 5, 64, 16, 0.0, seed=3)
+    randomised = SliceCrops(volumes, 5, 64, 16, 0.0, seed=3,
+                            randomisation=Randomisation("full", probability=1.0, contrast_probability=0.5))
+    again = SliceCrops(volumes, 5, 64, 16, 0.0, seed=3,
+                       randomisation=Randomisation("full", probability=1.0, contrast_probability=0.5))
+    changed = 0
+    for index in range(16):
+        a, b, c = plain[index], randomised[index], again[index]
+        assert np.array_equal(np.asarray(a["ct"]), np.asarray(b["ct"]))
+        assert np.array_equal(np.asarray(a["mask"]), np.asarray(b["mask"]))
+        assert np.array_equal(np.asarray(b["mr"]), np.asarray(c["mr"]))  # same seed, epoch, index: same crop
+        changed += not np.allclose(np.asarray(a["mr"]), np.asarray(b["mr"]), atol=1e-3)
+    assert changed == 16
+    randomised.set_epoch(1)
+    assert not np.array_equal(np.asarray(randomised[0]["mr"]), np.asarray(again[0]["mr"]))  # new contrasts per epoch
+
+
+def test_training_config_rejects_an_unknown_level():
+    from training.dataset import SliceCrops
+
+    with pytest.raises(RandomisationError):
+        SliceCrops([_volume()], 5, 64, 4, 0.0, randomisation=Randomisation("extreme"))
+
+
+# ------------------------------------------------------------------------------------------ the real-MR check
+def _synthetic_head(shape=(30, 120, 120), spacing_zyx=(3.0, 1.0, 1.0)):
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing_zyx)), indexing="ij")
+    centre = [n * s / 2 for n, s in zip(shape, spacing_zyx)]
+    r = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
+    brain = r <= 35.0
+    skull = (r > 36.0) & (r <= 45.0)
+    body = r <= 50.0
+    sct = np.full(shape, -1000.0, dtype=np.float32)
+    sct[body] = 0.0
+    sct[brain] = 30.0
+    sct[skull] = 1200.0
+    return sct, brain, body, skull
+
+
+def test_head_metrics_on_a_synthetic_head_with_known_bone():
+    sct, brain, body, skull = _synthetic_head()
+    metrics = head_metrics(sct, brain, body, (3.0, 1.0, 1.0))
+    assert metrics["brain_above_bone_pct"] == 0.0
+    assert metrics["brain_mean_hu"] == pytest.approx(30.0)
+    assert metrics["shell_bone_pct"] > 99.0  # the 2-8 mm shell lies inside the 1-10 mm skull
+    # bone inside the brain counts exactly (on the slices that hold enough brain)
+    bad = sct.copy()
+    blob = brain & (np.arange(sct.shape[2])[None, None, :] < 50)
+    bad[blob] = 800.0
+    wrong = head_metrics(bad, brain, body, (3.0, 1.0, 1.0))
+    area = brain.reshape(brain.shape[0], -1).sum(axis=1)
+    keep = (area >= 0.02 * area.max())[:, None, None]
+    assert wrong["brain_above_bone_pct"] == pytest.approx(100.0 * (blob & keep).sum() / (brain & keep).sum())
+    # a skull-less sCT scores no shell bone
+    soft = np.where(skull, 0.0, sct).astype(np.float32)
+    assert head_metrics(soft, brain, body, (3.0, 1.0, 1.0))["shell_bone_pct"] == 0.0
+    with pytest.raises(ValueError, match="empty brain"):
+        head_metrics(sct, np.zeros_like(brain), body, (3.0, 1.0, 1.0))
+
+
+def test_real_mr_check_on_the_stored_crop(tmp_path):
+    """The shipped primary on 11 slices of a real T1 head (test/data/real_head_crop): no bone in the brain."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "real_mr_check.py"), "--prepared",
+         str(REPO / "test" / "data" / "real_head_crop"), "--models", "l1", "--out", str(tmp_path),
+         "--log-level", "WARNING"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    metrics = report["models"]["l1"]
+    assert metrics["brain_voxels"] > 100_000
+    assert metrics["brain_above_bone_pct"] <= 0.2
+    assert -20.0 <= metrics["brain_mean_hu"] <= 80.0
+    assert (tmp_path / "l1.png").stat().st_size > 10_000
+    assert (tmp_path / "l1" / "sct.mha").is_file()
