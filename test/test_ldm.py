@@ -20,6 +20,7 @@ from engine.ldm import BETA_END, BETA_START, alphas_cumprod, ddim_sample, ddim_s
 from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from sct_testing import read_array, write_manifest, write_paired_case
 from training.config import load_config
+from training.errors import TrainingError
 from training.export import export
 from training.ldm import (
     LatentDiffusion,
@@ -250,7 +251,7 @@ def test_both_stages_train_log_and_validate(trained):
 def test_denoiser_stage_needs_its_autoencoder(data_root, tmp_path):
     from training.train import train
 
-    with pytest.raises(SystemExit, match="autoencoder"):
+    with pytest.raises(TrainingError, match="autoencoder"):
         train(_config(data_root, tmp_path / "x", "ldm_denoiser", f"ldm.autoencoder={tmp_path / 'missing.pt'}"))
 
 
@@ -258,7 +259,7 @@ def test_export_registers_a_fallback_that_process_runs(trained, data_root, tmp_p
     weights = tmp_path / "weights"
     weights.mkdir()
     shutil.copy(DEFAULT_MANIFEST, weights / "manifest.json")
-    with pytest.raises(SystemExit, match="ldm_denoiser"):
+    with pytest.raises(TrainingError, match="ldm_denoiser"):
         export(trained / "ae" / "best.pt", "ldm", weights / "manifest.json", ["TH"], "fallback", "")
     entry = export(trained / "den" / "best.pt", "ldm", weights / "manifest.json", ["TH"], "fallback", "test")
     assert entry["kind"] == "ldm" and set(entry["files"]) == {"encoder", "denoiser", "decoder", "ct_encoder"}

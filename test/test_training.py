@@ -82,6 +82,28 @@ def test_l1_only_kind_has_no_drift_term(data_root, tmp_path):
     assert float(row["drift"]) == 0.0 and float(row["l1"]) > 0
 
 
+def test_trainer_with_randomised_mr_trains_and_logs(data_root, tmp_path):
+    summary = train(tiny_config(data_root, tmp_path / "rand", "optim.steps=3", "model.kind=l1",
+                                'data.mr_randomisation="full"', "data.randomise_probability=1.0"))
+    assert summary["steps"] == 3 and summary["best_step"] == 3 and (tmp_path / "rand" / "last.pt").is_file()
+    saved = json.loads((tmp_path / "rand" / "config.json").read_text())
+    assert saved["config"]["data"]["mr_randomisation"] == "full"
+
+
+def test_library_errors_are_typed_and_the_commands_exit_2(data_root, tmp_path, caplog):
+    from phantoms.randomise import RandomisationError
+    from training.errors import TrainingError
+    from training.train import main as train_main
+
+    with pytest.raises(TrainingError, match="no cases"):
+        train(tiny_config(tmp_path / "empty", tmp_path / "out"))
+    assert train_main(["--set", f"data.root={tmp_path / 'empty'}", "--set", f"run.out_dir={tmp_path / 'out'}",
+                       "--set", f"manifest={DEFAULT_MANIFEST}"]) == 2
+    assert "no cases" in caplog.text
+    with pytest.raises(RandomisationError, match="strong"):
+        train(tiny_config(data_root, tmp_path / "out", 'data.mr_randomisation="strong"'))
+
+
 def test_export_gives_a_manifest_entry_that_process_runs(data_root, tmp_path):
     train(tiny_config(data_root, tmp_path / "run", "optim.steps=3"))
     weights = tmp_path / "weights"

@@ -21,6 +21,7 @@ import torch
 from engine.manifest import DEFAULT_MANIFEST, load_manifest, read_manifest_json, sha256_of
 from engine.regions import canonical_region
 from training.config import config_from_dict
+from training.errors import TrainingError
 from training.train import LDM_KINDS, build_network
 
 LOG = logging.getLogger("training.export")
@@ -79,7 +80,7 @@ def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[
                                 tuple(settings["ct_window_hu"]))
         LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
         if error > 1e-3 * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
-            raise SystemExit(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
+            raise TrainingError(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
         paths, kind = {"generator": onnx_path}, "drifting"
         kind_provenance = {"loss": config["loss"], "onnx_parity_max_abs_hu": error}
     entry = {
@@ -130,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     regions = [r for r in args.regions.split(",") if r.strip()]
-    entry = export(args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description,
-                   args.provenance)
+    try:
+        entry = export(args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description,
+                       args.provenance)
+    except TrainingError as err:
+        LOG.error("%s", err)
+        return 2
     for item in entry["files"].values():
         LOG.info("wrote %s (sha256 %s)", item["path"], item["sha256"])
     return 0

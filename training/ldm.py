@@ -42,6 +42,7 @@ from engine.ldm import (
 from engine.manifest import ModelSpec, sha256_of
 from pipeline.run import slice_seeds
 from preprocessing.slices import iter_slice_batches
+from training.errors import TrainingError
 
 LOG = logging.getLogger(__name__)
 
@@ -237,17 +238,17 @@ def build_ldm_network(config, spec: ModelSpec, load_autoencoder: bool = True) ->
     if load_autoencoder:
         path = Path(cfg.autoencoder)
         if not cfg.autoencoder or not path.is_file():
-            raise SystemExit(f"ldm.autoencoder = {cfg.autoencoder!r}: no autoencoder checkpoint there "
+            raise TrainingError(f"ldm.autoencoder = {cfg.autoencoder!r}: no autoencoder checkpoint there "
                              "(train the ldm_autoencoder stage first)")
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         if checkpoint["config"]["model"]["kind"] != "ldm_autoencoder":
-            raise SystemExit(f"{path}: not an ldm_autoencoder checkpoint")
+            raise TrainingError(f"{path}: not an ldm_autoencoder checkpoint")
         trained = LdmConfig.from_dict(checkpoint["config"].get("ldm", {}))
         if (trained.autoencoder_channels, trained.latent_channels, trained.autoencoder_res_blocks) != \
                 (cfg.autoencoder_channels, cfg.latent_channels, cfg.autoencoder_res_blocks):
-            raise SystemExit(f"{path}: autoencoder shape differs from this config's [ldm] autoencoder settings")
+            raise TrainingError(f"{path}: autoencoder shape differs from this config's [ldm] autoencoder settings")
         if checkpoint["settings"] != spec.settings() | {"sampler": checkpoint["settings"]["sampler"]}:
-            raise SystemExit(f"{path}: autoencoder was trained with other shared settings than this config's")
+            raise TrainingError(f"{path}: autoencoder was trained with other shared settings than this config's")
         autoencoder.load_state_dict({k: v for k, v in checkpoint["ema"].items() if not k.startswith("discriminator.")})
         LOG.info("autoencoder from %s (step %d)", path, checkpoint["state"]["step"])
     return LatentDiffusion(autoencoder.eval(), cfg, spec.context_slices, train_timesteps_of(spec))
@@ -290,7 +291,7 @@ def _adversarial_terms(net: nn.Module, real: torch.Tensor, recon: torch.Tensor) 
     """Least-squares GAN terms for one optimizer: the generator's (critic frozen, so its gradient reaches only the
     autoencoder) and the critic's (on a detached reconstruction, so its gradient reaches only the critic)."""
     if isinstance(net, nn.parallel.DistributedDataParallel):
-        raise SystemExit("ldm.adversarial_weight > 0 is single-process only (its critic runs outside DDP's forward)")
+        raise TrainingError("ldm.adversarial_weight > 0 is single-process only (its critic runs outside DDP's forward)")
     critic = net.discriminator
     critic.requires_grad_(False)
     adversarial = (critic(recon)[-1] - 1.0).pow(2).mean()
@@ -454,7 +455,7 @@ def export_ldm(checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path,
 
     config = config_from_dict(checkpoint["config"], str(checkpoint_path))
     if config.model.kind != "ldm_denoiser":
-        raise SystemExit(f"{checkpoint_path}: an {config.model.kind} checkpoint cannot be exported alone; export the "
+        raise TrainingError(f"{checkpoint_path}: an {config.model.kind} checkpoint cannot be exported alone; export the "
                          "ldm_denoiser run's checkpoint (it holds the autoencoder too)")
     settings = dict(checkpoint["settings"])
     spec = build_spec("export", {"kind": "ldm", **settings}, {}, Path("."), require_files=False)
@@ -462,13 +463,13 @@ def export_ldm(checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path,
     model.load_state_dict(checkpoint["ema"])
     scale = float(model.latent_scale)
     if not scale > 0:
-        raise SystemExit(f"{checkpoint_path}: latent_scale was never set (the denoiser did not train a step)")
+        raise TrainingError(f"{checkpoint_path}: latent_scale was never set (the denoiser did not train a step)")
     paths = export_onnx_files(model, out_dir, name, spec.context_slices)
     parity = onnx_parity(model, paths, spec.context_slices)
     LOG.info("ONNX Runtime vs PyTorch, max |difference|: %s", parity)
     worst = max(parity.values())
     if not worst <= PARITY_TOLERANCE:
-        raise SystemExit(f"{out_dir}: ONNX export of {name} disagrees with PyTorch by {worst:.3g}")
+        raise TrainingError(f"{out_dir}: ONNX export of {name} disagrees with PyTorch by {worst:.3g}")
     cfg = ldm_config(config)
     settings["sampler"] = {
         **settings.get("sampler", {}),

@@ -33,14 +33,15 @@ from tqdm import tqdm
 from engine.generators import slice_noise
 from engine.manifest import ModelSpec, training_spec
 from evaluation.metrics import score_case
-from phantoms.randomise import Randomisation
+from phantoms.randomise import Randomisation, RandomisationError
 from pipeline.run import slice_seeds
 from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
 from training.config import TrainConfig, load_config
 from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
+from training.errors import TrainingError
 from training.ldm import LDM_KINDS  # the latent-diffusion fallback's two stages: the hooks below hand them over
-from training.splits import check_covers, load_split
+from training.splits import SplitError, check_covers, load_split
 
 LOG = logging.getLogger("training")
 
@@ -272,7 +273,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
 
     cases = find_cases(Path(config.data.root), list(config.data.regions))
     if not cases:
-        raise SystemExit(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
+        raise TrainingError(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
     train_cases, val_cases = training_cases(cases, config)
     if dist_state.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -416,7 +417,11 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     config = load_config(args.config, args.set)
     command = " ".join(["python -m training.train"] + (argv if argv is not None else __import__("sys").argv[1:]))
-    summary = train(config, resume=args.resume, command=command)
+    try:
+        summary = train(config, resume=args.resume, command=command)
+    except (TrainingError, SplitError, RandomisationError) as err:
+        LOG.error("%s", err)
+        return 2
     LOG.info("done: %s", summary)
     return 0
 
