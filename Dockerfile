@@ -55,6 +55,7 @@ WORKDIR /opt/algorithm
 # weights; .dockerignore keeps everything else (tests, training, evaluation, .venv) out of the build context.
 COPY --chown=algorithm:algorithm process.py ./
 COPY --chown=algorithm:algorithm pipeline/ pipeline/
+COPY --chown=algorithm:algorithm modelspec/ modelspec/
 COPY --chown=algorithm:algorithm engine/ engine/
 COPY --chown=algorithm:algorithm preprocessing/ preprocessing/
 COPY --chown=algorithm:algorithm postprocessing/ postprocessing/

@@ -33,11 +33,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from compare_models import DEFAULT_SPLIT, held_out_layout  # noqa: E402
-from engine.generators import hu_to_normalised  # noqa: E402
 from engine.manifest import ModelSpec, load_manifest, read_manifest_json  # noqa: E402
 from engine.runtime import create_session  # noqa: E402
 from evaluation.__main__ import run_evaluation  # noqa: E402
 from evaluation.metrics import score_case  # noqa: E402
+from modelspec import hu_to_normalised  # noqa: E402
 from postprocessing import finalise_hu, to_input_grid  # noqa: E402
 from preprocessing import prepare_case, to_model_space  # noqa: E402
 from training.splits import SplitError  # noqa: E402

@@ -8,51 +8,15 @@ share the batch: the same input always gives the same output.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 import numpy as np
 
-from engine.manifest import ModelSpec
+from engine.base import Generator, GeneratorError, slice_noise  # noqa: F401  (re-exported)
+from engine.ldm import LatentDiffusionGenerator
 from engine.runtime import create_session, session_device
+from modelspec import ModelSpec, hu_to_normalised
 
 LOG = logging.getLogger(__name__)
-
-
-class GeneratorError(RuntimeError):
-    """A model failed to load or to run."""
-
-
-class Generator(Protocol):
-    """What the pipeline needs from a model kind."""
-
-    spec: ModelSpec
-    device: str
-
-    def predict(self, stacks: np.ndarray, slice_seeds: np.ndarray) -> np.ndarray:
-        """float32[B, C, H, W] normalised MR stacks -> float32[B, 1, H, W] CT in [-1, 1] (the spec's HU window)."""
-        ...
-
-
-def hu_to_normalised(hu: np.ndarray | float, window: tuple[float, float]) -> np.ndarray | float:
-    """Map HU linearly so the window's ends land on -1 and 1 (the networks' output space)."""
-    low, high = window
-    return (np.asarray(hu, dtype=np.float32) - low) / (high - low) * 2.0 - 1.0
-
-
-def normalised_to_hu(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """Inverse of `hu_to_normalised`, in place on float32 arrays to keep peak memory low."""
-    low, high = window
-    values *= (high - low) / 2.0
-    values += (high + low) / 2.0
-    return values
-
-
-def slice_noise(slice_seeds: np.ndarray, channels: int, height: int, width: int) -> np.ndarray:
-    """Standard normal noise, float32[B, channels, H, W], each slice from its own seed."""
-    noise = np.empty((len(slice_seeds), channels, height, width), dtype=np.float32)
-    for index, seed in enumerate(slice_seeds):
-        noise[index] = np.random.default_rng(int(seed)).standard_normal((channels, height, width), dtype=np.float32)
-    return noise
 
 
 class WaterGenerator:
@@ -121,8 +85,6 @@ def load_generator(spec: ModelSpec, device: str = "auto") -> Generator:
     if spec.kind == "drifting":
         return OnnxSliceGenerator(spec, device)
     if spec.kind == "ldm":
-        from engine.ldm import LatentDiffusionGenerator
-
         return LatentDiffusionGenerator(spec, device)
     raise GeneratorError(f"model {spec.name!r}: no generator for kind {spec.kind!r}")
 

@@ -23,9 +23,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.generators import GeneratorError, slice_noise
-from engine.manifest import ModelSpec
+from engine.base import GeneratorError, slice_noise
 from engine.runtime import create_session, session_device
+from modelspec import ModelSpec
 
 LOG = logging.getLogger(__name__)
 

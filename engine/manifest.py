@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -17,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.regions import REGION_NAMES, RegionError, canonical_region
+from modelspec import (  # noqa: F401  (re-exported: the manifest's API)
+    HU_MAX,
+    HU_MIN,
+    ManifestError,
+    ModelFile,
+    ModelSpec,
+    Normalisation,
+    sha256_of,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -31,7 +39,6 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
 }
 NORMALISATION_METHODS = ("zscore", "minmax")
 OUTPUT_DTYPES = ("int16", "float32")
-HU_MIN, HU_MAX = -1024.0, 3071.0
 
 _SETTING_KEYS = {
     "spacing_xy_mm",
@@ -45,90 +52,10 @@ _SETTING_KEYS = {
 }
 _MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance"}
 _NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
+_NORM_DEFAULT = Normalisation()  # the one definition of the normalisation defaults (modelspec)
 _SAMPLER_KEYS = {"seed", "noise_channels", "ddim_steps", "train_timesteps", "latent_scale"}
 #: What a region may set for the models it runs (how they sample, never what they were trained with): key -> minimum.
 _REGION_SAMPLER_MINIMUM = {"seed": 0, "ddim_steps": 1}
-
-
-class ManifestError(ValueError):
-    """The manifest is malformed, or a file it names is missing or fails its checksum."""
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """MR intensity normalisation inside the body mask.
-
-    The MR is clipped to the given percentiles of its in-mask voxels, then either z-scored with the in-mask mean
-    and standard deviation (`zscore`) or mapped linearly so the percentiles land on -1 and 1 (`minmax`).
-    Voxels outside the mask (and padding) get `outside_value`.
-    """
-
-    clip_percentiles: tuple[float, float] = (0.5, 99.5)
-    method: str = "zscore"
-    outside_value: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    """One file of a model, with the checksum it must have."""
-
-    role: str
-    path: Path
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One manifest model entry with the defaults applied: everything needed to run (or train) it."""
-
-    name: str
-    kind: str
-    files: tuple[ModelFile, ...]
-    spacing_xy_mm: tuple[float, float] | None
-    context_slices: int
-    divisible_by: int
-    normalisation: Normalisation
-    ct_window_hu: tuple[float, float]
-    output_dtype: str
-    outside_fill_hu: float
-    sampler: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def file(self, role: str) -> Path:
-        """Path of the file with this role (e.g. 'generator')."""
-        for item in self.files:
-            if item.role == role:
-                return item.path
-        raise ManifestError(f"model {self.name!r} has no {role!r} file")
-
-    def verify_files(self) -> None:
-        """Check that every file exists and matches its sha256; raise ManifestError naming the first that fails."""
-        for item in self.files:
-            if not item.path.is_file():
-                raise ManifestError(f"{item.path}: model file missing (model {self.name!r}, role {item.role!r})")
-            actual = sha256_of(item.path)
-            if actual != item.sha256:
-                raise ManifestError(
-                    f"{item.path}: checksum mismatch (model {self.name!r}): expected {item.sha256}, got {actual}"
-                )
-
-    def settings(self) -> dict[str, Any]:
-        """The shared settings as a manifest entry states them (what the trainer stores and the exporter writes)."""
-        return {
-            "spacing_xy_mm": None if self.spacing_xy_mm is None else list(self.spacing_xy_mm),
-            "context_slices": self.context_slices,
-            "divisible_by": self.divisible_by,
-            "mr_normalisation": {
-                "clip_percentiles": list(self.normalisation.clip_percentiles),
-                "method": self.normalisation.method,
-                "outside_value": self.normalisation.outside_value,
-            },
-            "ct_window_hu": list(self.ct_window_hu),
-            "output_dtype": self.output_dtype,
-            "outside_fill_hu": self.outside_fill_hu,
-            "sampler": dict(self.sampler),
-        }
-
 
 
 @dataclass(frozen=True)
@@ -189,15 +116,6 @@ class Manifest:
         if override == "water":
             return RegionRoute(build_spec("water", {"kind": "water"}, {}, self.path.parent), None)
         raise ManifestError(f"{self.path}: no {override!r} model for region {region!r}")
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks so large weights do not load into memory twice."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: set[str]) -> None:
@@ -275,13 +193,13 @@ def build_spec(
     if not isinstance(norm_entry, dict):
         raise ManifestError(f"{where}: mr_normalisation must be an object")
     _check_keys(f"{where}: mr_normalisation", norm_entry, _NORMALISATION_KEYS)
-    low_pct, high_pct = _number_pair(f"{where}: clip_percentiles", norm_entry.get("clip_percentiles", [0.5, 99.5]))
+    low_pct, high_pct = _number_pair(f"{where}: clip_percentiles", norm_entry.get("clip_percentiles", list(_NORM_DEFAULT.clip_percentiles)))
     if not 0.0 <= low_pct < high_pct <= 100.0:
         raise ManifestError(f"{where}: clip_percentiles must satisfy 0 <= low < high <= 100, got {[low_pct, high_pct]}")
-    method = norm_entry.get("method", "zscore")
+    method = norm_entry.get("method", _NORM_DEFAULT.method)
     if method not in NORMALISATION_METHODS:
         raise ManifestError(f"{where}: normalisation method {method!r} is not one of {list(NORMALISATION_METHODS)}")
-    outside_value = norm_entry.get("outside_value", 0.0)
+    outside_value = norm_entry.get("outside_value", _NORM_DEFAULT.outside_value)
     if not isinstance(outside_value, (int, float)) or isinstance(outside_value, bool):
         raise ManifestError(f"{where}: outside_value must be a number")
 

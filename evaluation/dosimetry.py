@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.metrics import HU_MAX, HU_MIN
+
 DEFAULT_CALIBRATION = Path(__file__).resolve().parent / "calibration" / "generic_schneider.csv"
 DEFAULT_BEAMS = (0.0, 90.0, 180.0, 270.0)
 DEFAULT_BONE_HU = (250.0, 600.0)
 AIR_HU = -1000.0
-LUT_LOW, LUT_HIGH = -1024, 3071
+LUT_LOW, LUT_HIGH = int(HU_MIN), int(HU_MAX)  # the CT's stored range, the challenge's clip
 MIN_DEPTH_MM = 10.0  # the relative range error is taken only this deep, where WEPL_CT is not close to zero
 #: The metrics this module adds, in report order (per-beam ones follow as <name>_<angle>deg).
 DOSIMETRY_METRICS = ("wepl_mae_mm", "wepl_p95_mm", "range_error_pct", "red_mae", "red_me")

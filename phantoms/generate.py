@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from modelspec import HU_MAX, HU_MIN
 from phantoms.anatomy import Body, draw_patient
 from phantoms.canvas import Canvas, smooth_field
 from phantoms.imaging import (
@@ -502,7 +503,7 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
             np.copyto(image, np.float32(CT_DEFACED), where=face)
         np.copyto(mr, np.float32(0), where=face)
     for image in cts:
-        np.clip(image, -1024, 3071, out=image)
+        np.clip(image, HU_MIN, HU_MAX, out=image)
         _outside_box(image, fov_box, CT_OUTSIDE)
     np.minimum(mr, 32767, out=mr)
     _outside_box(mr, fov_box, 0)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.generators import normalised_to_hu
-from engine.manifest import HU_MAX, HU_MIN, ModelSpec
+from modelspec import HU_MAX, HU_MIN, ModelSpec, normalised_to_hu
 from preprocessing import Prepared
 from preprocessing.slices import resample_inplane
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from engine.manifest import ModelSpec
+from modelspec import ModelSpec
 from preprocessing.errors import CaseError
 from preprocessing.io import load_mask, load_mr
 from preprocessing.normalise import normalise_mr

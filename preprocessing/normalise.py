@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.manifest import Normalisation
+from modelspec import Normalisation
 
 
 def normalise_mr(volume: np.ndarray, mask: np.ndarray, settings: Normalisation) -> np.ndarray:

@@ -276,3 +276,12 @@ def test_cli_fails_clearly_on_shape_mismatch(tmp_path: Path) -> None:
     assert status == 1
     doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert doc["results"] == [] and "differs from the ground truth" in doc["pairing"]["failed"][0]["reason"]
+
+
+def test_the_evaluator_keeps_the_challenge_window_that_the_models_use():
+    import modelspec
+    from evaluation import metrics
+
+    assert (metrics.HU_MIN, metrics.HU_MAX) == (modelspec.HU_MIN, modelspec.HU_MAX) == (-1024.0, 3071.0)
+    assert metrics.DATA_RANGE == 4095.0
+

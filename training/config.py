@@ -34,7 +34,7 @@ class DataConfig:
 class ModelConfig:
     kind: str = "drifting"  # drifting (lambda_drift > 0) or l1 (the same network, lambda_drift = 0)
     width: int = 16
-    depth: int = 3
+    depth: int = 4  # the shipped generator's (configs/drifting.toml)
     noise_channels: int = 1
     channel_mult: tuple[int, ...] = ()  # per level multiple of width (empty: the network default, 1, 2, 3, 4, 4, ...)
 

@@ -16,9 +16,9 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from engine.generators import hu_to_normalised, normalised_to_hu
 from engine.manifest import ModelSpec
 from engine.regions import RegionError, canonical_region
+from modelspec import HU_MAX, HU_MIN, hu_to_normalised, normalised_to_hu
 from phantoms.randomise import Randomisation, ct_classes, randomise_normalised
 from preprocessing import Prepared, prepare_case, to_model_space
 
@@ -106,7 +106,7 @@ class SliceCrops(Dataset):
 
     def __init__(
         self, volumes: list[TrainingVolume], context_slices: int, crop: int, length: int, mr_outside: float, seed: int = 0,
-        randomisation: Randomisation | None = None, ct_window_hu: tuple[float, float] = (-1024.0, 3071.0),
+        randomisation: Randomisation | None = None, ct_window_hu: tuple[float, float] = (HU_MIN, HU_MAX),
     ):
         if not volumes:
             raise ValueError("no training volumes")

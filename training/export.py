@@ -68,7 +68,7 @@ def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[
         paths, settings, kind_provenance = export_ldm(checkpoint, checkpoint_path, manifest_path.parent, name)
         kind, config = "ldm", checkpoint["config"]
     else:
-        from training.networks import export_onnx
+        from training.networks import PARITY_TOLERANCE, export_onnx
 
         model, checkpoint = load_checkpoint_model(checkpoint_path)
         settings = checkpoint["settings"]
@@ -79,7 +79,7 @@ def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[
         error = parity_error_hu(model, onnx_path, settings["context_slices"], config["model"]["noise_channels"],
                                 tuple(settings["ct_window_hu"]))
         LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
-        if error > 1e-3 * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
+        if error > PARITY_TOLERANCE * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
             raise TrainingError(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
         paths, kind = {"generator": onnx_path}, "drifting"
         kind_provenance = {"loss": config["loss"], "onnx_parity_max_abs_hu": error}

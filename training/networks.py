@@ -38,7 +38,9 @@ from torch.nn import functional as F
 
 LOG = logging.getLogger(__name__)
 
-ONNX_OPSET = 18
+ONNX_OPSET = 18  # every exported network (the generator and the latent model's three)
+#: Largest |ONNX Runtime - PyTorch| an export may show, in the networks' own [-1, 1]-scaled units (x 2047.5 for HU).
+PARITY_TOLERANCE = 1e-3
 
 
 NORMS = ("group", "batch", "none")
