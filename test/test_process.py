@@ -93,14 +93,21 @@ def test_cli_runs_as_a_script_and_documents_every_mode(tmp_path):
 
 
 def test_masks_pair_by_name_not_by_sort_order(tmp_path):
+    """An extra mask sorts between the two real ones: pairing the sorted lists would give b the wrong mask."""
     mr_a, mask_a = body_phantom(seed=1)
     mr_b, mask_b = body_phantom(shape=(7, 25, 31), seed=2)
-    write_volume(tmp_path / "in" / "images" / "mri" / "b.mha", mr_a)
-    write_volume(tmp_path / "in" / "images" / "body" / "b.mha", mask_a)
-    write_volume(tmp_path / "in" / "images" / "mri" / "a.mha", mr_b)
-    write_volume(tmp_path / "in" / "images" / "body" / "a.mha", mask_b)
+    mask_b[:, :, :8] = 0  # b's own mask differs from any ellipse: its output shows which mask it got
+    write_volume(tmp_path / "in" / "images" / "mri" / "a.mha", mr_a)
+    write_volume(tmp_path / "in" / "images" / "mri" / "b.mha", mr_b)
+    write_volume(tmp_path / "in" / "images" / "body" / "a.mha", mask_a)
+    write_volume(tmp_path / "in" / "images" / "body" / "aa.mha", body_phantom(shape=(7, 25, 31), seed=3)[1])
+    write_volume(tmp_path / "in" / "images" / "body" / "b.mha", mask_b)
     (tmp_path / "in" / "region.json").write_text('"Pelvis"')
-    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-progress",
+                         "--model", "water"]) == 0
+    for name, mask in (("a", mask_a), ("b", mask_b)):
+        sct = read_array(tmp_path / "out" / "images" / "synthetic-ct" / f"{name}.mha")
+        assert np.array_equal(sct != -1000, mask > 0), name  # water: 0 HU exactly where its own mask is
 
 
 # --- bad input: one-line error naming the file, in the log and results.json, no output file ---------------------
