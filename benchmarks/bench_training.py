@@ -7,7 +7,9 @@
 Each variant is `label=key=value,key=value` (training-config overrides, JSON values). The training volumes are
 loaded once (as the trainer keeps them: preprocessed, in memory) and shared by every variant; each variant
 times `--steps` optimiser steps after `--warmup` untimed ones, data loading included (the trainer's loader with
-its configured workers). Prints one JSON object and writes it to --out when given.
+its configured workers), then the data side alone in CPU time (`data_cpu_ms_per_batch`: building one batch of
+crops, MR randomisation included; what a randomisation level adds to a step on the main thread, and the number
+to compare when other jobs share the machine). Prints one JSON object and writes it to --out when given.
 """
 
 from __future__ import annotations
@@ -69,8 +71,16 @@ def time_variant(config_path: Path, overrides: list[str], volumes, steps: int, w
         loss.backward()
         optimizer.step()
     seconds = time.perf_counter() - started
+    # the data side alone, in CPU time of this process (robust on a shared machine): one batch of crops, as the
+    # trainer's loader builds it on the main thread (run.workers = 0), MR randomisation included
+    crops = build_crops(config, spec, volumes, steps * config.optim.batch_size)
+    cpu = time.process_time()
+    for index in range(steps * config.optim.batch_size):
+        crops[index]
+    data_ms = 1000 * (time.process_time() - cpu) / steps
     return {"steps_per_second": round(steps / seconds, 3), "ms_per_step": round(1000 * seconds / steps, 1),
-            "threads": torch.get_num_threads(), "bf16": use_amp, "overrides": overrides}
+            "data_cpu_ms_per_batch": round(data_ms, 1), "threads": torch.get_num_threads(), "bf16": use_amp,
+            "overrides": overrides}
 
 
 def main() -> int:

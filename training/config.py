@@ -28,6 +28,8 @@ class DataConfig:
     mr_randomisation: str = "off"
     randomise_probability: float = 0.8  # share of crops randomised
     contrast_probability: float = 0.5  # ("full") share of randomised crops whose tissue contrast is redrawn
+    max_blur_px: float = 1.5  # largest in-plane Gaussian sigma of the resolution randomisation (pixels)
+    max_slice_blur: float = 0.6  # largest Gaussian sigma across the context slices (slices)
 
 
 @dataclass(frozen=True)

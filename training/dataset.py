@@ -151,8 +151,11 @@ class SliceCrops(Dataset):
         mask = volume.mask[centre][window][None].astype(np.float32)
         if self.randomisation.level != "off":
             stack_mask = volume.mask[indices][:, window[0], window[1]] > 0
-            labels = ct_classes(normalised_to_hu(volume.ct[indices][:, window[0], window[1]].astype(np.float32),
-                                                 self.ct_window_hu), stack_mask)
+
+            def labels() -> np.ndarray:  # CT-number classes, computed only when a contrast is redrawn
+                stack_ct = volume.ct[indices][:, window[0], window[1]].astype(np.float32)
+                return ct_classes(normalised_to_hu(stack_ct, self.ct_window_hu), stack_mask)
+
             mr, _ = randomise_normalised(mr, labels, stack_mask, np.random.default_rng([self.seed, self.epoch, index, 7]),
                                          self.randomisation, self.mr_outside)
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size

@@ -255,7 +255,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolume], length: int) -> SliceCrops:
     """The training crops as configured, MR domain randomisation included (shared with the training benchmark)."""
     randomisation = Randomisation(config.data.mr_randomisation, config.data.randomise_probability,
-                                  config.data.contrast_probability)
+                                  config.data.contrast_probability, blur_px=(0.0, config.data.max_blur_px),
+                                  slice_blur=(0.0, config.data.max_slice_blur))
     return SliceCrops(volumes, spec.context_slices, config.data.crop, length, spec.normalisation.outside_value,
                       seed=config.run.seed, randomisation=randomisation, ct_window_hu=spec.ct_window_hu)
 
