@@ -282,3 +282,20 @@ def test_real_mr_check_on_the_stored_crop(tmp_path):
     assert -20.0 <= metrics["brain_mean_hu"] <= 80.0
     assert (tmp_path / "l1.png").stat().st_size > 10_000
     assert (tmp_path / "l1" / "sct.mha").is_file()
+
+
+def test_cli_switches_reach_the_cases_and_the_record(tmp_path):
+    command = [sys.executable, "-m", "phantoms", "--out", str(tmp_path / "p"), "--regions", "HN", "--cases", "1",
+               "--size", "small", "--mr-randomisation", "full", "--variability", "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-1000:]
+    record = json.loads((tmp_path / "p" / "phantoms.json").read_text())
+    assert record["mr_randomisation"] == "full" and record["variability"] is True
+    case = record["cases"][0]
+    assert case["mr_randomisation"] == "full" and case["variability"]["septa"] >= 0
+    stored = _arr(sitk.ReadImage(str(next((tmp_path / "p" / "Task1" / "HN").glob("*/mr.mha")))))
+    direct = generate_case("HN", 0, seed=0, size="small", mr_randomisation="full", variability=True)
+    assert np.array_equal(stored, _arr(direct.mr))  # the CLI and the Python API give the same case
+    bad = subprocess.run(command[:-4] + ["strong"], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "strong" in bad.stderr
