@@ -41,27 +41,47 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     where = parser.add_argument_group("inputs and outputs")
-    where.add_argument("--input", type=Path, help="folder in the template layout (images/mri, images/body, region.json) "
-                       "or the released layout (Task1/<REGION>/<ID>/mr.mha + mask.mha)")
+    where.add_argument(
+        "--input",
+        type=Path,
+        help="folder in the template layout (images/mri, images/body, region.json) "
+        "or the released layout (Task1/<REGION>/<ID>/mr.mha + mask.mha)",
+    )
     where.add_argument("--output", type=Path, help="output folder (images/synthetic-ct/<name>, results.json)")
     where.add_argument("--mr", type=Path, help="single-case mode: the MR image")
     where.add_argument("--mask", type=Path, help="single-case mode: the body mask (same grid as the MR)")
     where.add_argument("--out", type=Path, help="single-case mode: the sCT file to write (.mha)")
     where.add_argument("--region", help="region (required with --mr; overrides region.json or the folder otherwise)")
     model = parser.add_argument_group("model and runtime")
-    model.add_argument("--manifest", type=Path, default=None,
-                       help=f"model manifest (default: {MODEL_TARBALL_DIR}/manifest.json when a model tarball is "
-                       f"mounted there, else {DEFAULT_MANIFEST})")
+    model.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help=f"model manifest (default: {MODEL_TARBALL_DIR}/manifest.json when a model tarball is "
+        f"mounted there, else {DEFAULT_MANIFEST})",
+    )
     model.add_argument("--model", help="force a manifest entry or a model kind (water, drifting, ldm) for every case")
-    model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                       help="ONNX Runtime device; auto takes CUDA when it loads, else the CPU (default: auto)")
+    model.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="ONNX Runtime device; auto takes CUDA when it loads, else the CPU (default: auto)",
+    )
     model.add_argument("--batch-size", type=int, help="slices per network call (default: automatic)")
-    model.add_argument("--memory-budget-gb", type=float, default=None,
-                       help="refuse a case whose estimated working memory exceeds this (default: "
-                       "SCT_MEMORY_BUDGET_GB, else 4, the grand-challenge template's limit)")
-    model.add_argument("--samples", type=int, default=1,
-                       help="noise draws per slice; >1 writes their mean as the sCT and the voxel-wise standard "
-                       "deviation (HU) beside it (default: 1)")
+    model.add_argument(
+        "--memory-budget-gb",
+        type=float,
+        default=None,
+        help="refuse a case whose estimated working memory exceeds this (default: "
+        "SCT_MEMORY_BUDGET_GB, else 4, the grand-challenge template's limit)",
+    )
+    model.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="noise draws per slice; >1 writes their mean as the sCT and the voxel-wise standard "
+        "deviation (HU) beside it (default: 1)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (also off when not a terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -74,7 +94,9 @@ def collect_cases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if not all(single) or not args.region:
             parser.error("single-case mode needs --mr, --mask, --region and --out together")
         if not args.out.name.lower().endswith(".mha") or args.out.name.lower() == ".mha":
-            parser.error(f"--out {printable(args.out)}: the sCT is written as MetaImage; give a file name ending in .mha")
+            parser.error(
+                f"--out {printable(args.out)}: the sCT is written as MetaImage; give a file name ending in .mha"
+            )
         return [single_case(args.mr, args.mask, args.region, args.out, args.samples)], args.out.absolute().parent, False
     if args.input is not None:
         if args.output is None:
@@ -137,8 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run_case(case, manifest, pool, options)
         results.append(result)
         if result.ok:
-            LOG.info("%s: done in %.1f s with %s -> %s", printable(case.case_id), result.seconds, result.model,
-                     printable(case.output, 400))
+            LOG.info(
+                "%s: done in %.1f s with %s -> %s",
+                printable(case.case_id),
+                result.seconds,
+                result.model,
+                printable(case.output, 400),
+            )
         else:
             for message in result.errors:
                 LOG.error("%s", message)
@@ -150,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         LOG.error("%s: cannot write results.json (%s)", results_dir, err.strerror or err)
         return 2
-    LOG.info("%d of %d case(s) done in %.1f s; %d failed", len(results) - failed, len(results),
-             time.perf_counter() - started, failed)
+    LOG.info(
+        "%d of %d case(s) done in %.1f s; %d failed",
+        len(results) - failed,
+        len(results),
+        time.perf_counter() - started,
+        failed,
+    )
     return 1 if failed else 0
 
 

@@ -37,21 +37,36 @@ def main() -> int:
     table = {}
     for label, folder in runs.items():
         rows = list(csv.DictReader(open(Path(folder) / "log.csv")))
-        validation = {int(r["step"]): {"mae": float(r["val_mae"]), "ms_ssim": float(r["val_ms_ssim"])}
-                      for r in rows if r.get("val_mae")}
+        validation = {
+            int(r["step"]): {"mae": float(r["val_mae"]), "ms_ssim": float(r["val_ms_ssim"])}
+            for r in rows
+            if r.get("val_mae")
+        }
         v2 = {}
         for key in rows[0]:
             if key.startswith("v2/") and key.endswith("tau=0.2"):
                 values = [float(r[key]) for r in rows if r.get(key)]
                 if values:
                     v2[key[3:-8]] = {"first": values[0], "last": values[-1]}
-        summary = json.loads((Path(folder) / "summary.json").read_text()) if (Path(folder) / "summary.json").is_file() else {}
+        summary = (
+            json.loads((Path(folder) / "summary.json").read_text()) if (Path(folder) / "summary.json").is_file() else {}
+        )
         scores = test.get(names.get(label, label), {})
-        table[label] = {"validation": validation, "v2_tau_0.2": v2, "wall_seconds": summary.get("wall_seconds"),
-                        "test": {"overall": scores.get("overall"), "regions": scores.get("regions"),
-                                 "bone_edge_sharpness": scores.get("bone_edge_sharpness")}}
-    lines = ["| objective | val MAE @500/1000/1500 | val MS-SSIM @1500 | test MAE | test PSNR | test MS-SSIM | "
-             "sharpness | WEPL MAE (mm) | range error (%) |", "|---|---|---|---|---|---|---|---|---|"]
+        table[label] = {
+            "validation": validation,
+            "v2_tau_0.2": v2,
+            "wall_seconds": summary.get("wall_seconds"),
+            "test": {
+                "overall": scores.get("overall"),
+                "regions": scores.get("regions"),
+                "bone_edge_sharpness": scores.get("bone_edge_sharpness"),
+            },
+        }
+    lines = [
+        "| objective | val MAE @500/1000/1500 | val MS-SSIM @1500 | test MAE | test PSNR | test MS-SSIM | "
+        "sharpness | WEPL MAE (mm) | range error (%) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, row in table.items():
         val = row["validation"]
         overall = row["test"]["overall"] or {}
@@ -61,7 +76,8 @@ def main() -> int:
             f"| {label} | {curve} | {last.get('ms_ssim', float('nan')):.3f} | "
             f"{overall.get('mae', float('nan')):.1f} | {overall.get('psnr', float('nan')):.2f} | "
             f"{overall.get('ms_ssim', float('nan')):.4f} | {row['test']['bone_edge_sharpness'] or float('nan'):.3f} | "
-            f"{overall.get('wepl_mae_mm', float('nan')):.2f} | {overall.get('range_error_pct', float('nan')):.2f} |")
+            f"{overall.get('wepl_mae_mm', float('nan')):.2f} | {overall.get('range_error_pct', float('nan')):.2f} |"
+        )
     print("\n".join(lines))
     if args.out:
         args.out.write_text(json.dumps({"table": table, "markdown": lines}, indent=2) + "\n")

@@ -70,9 +70,25 @@ def run_process(model: str, data_root: Path, out: Path, manifest: Path) -> tuple
     """process.py on every held-out case with one model (CPU); wall seconds per case and the failed cases' errors."""
     cases = sorted(data_root.glob("Task1/*/*"))
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(data_root), "--output", str(out),
-                    "--model", model, "--manifest", str(manifest), "--no-progress", "--device", "cpu"],
-                   check=False, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "process.py"),
+            "--input",
+            str(data_root),
+            "--output",
+            str(out),
+            "--model",
+            model,
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        check=False,
+        capture_output=True,
+    )
     seconds = (time.perf_counter() - started) / max(1, len(cases))
     results = json.loads((out / "results.json").read_text())
     return seconds, [message for entry in results for message in entry.get("error_messages", [])]
@@ -91,9 +107,9 @@ def autoencoder_bound(spec: ModelSpec, cases: list[Path], batch: int = 16) -> li
         model_ct = to_model_space(normalised.astype(np.float32), prepared, pad_value=-1.0)
         recon = np.empty_like(model_ct)
         for start in range(0, model_ct.shape[0], batch):
-            (z,) = encoder.run(None, {"ct": np.ascontiguousarray(model_ct[start:start + batch, None])})
+            (z,) = encoder.run(None, {"ct": np.ascontiguousarray(model_ct[start : start + batch, None])})
             (out,) = decoder.run(None, {"z": z})
-            recon[start:start + batch] = np.clip(out[:, 0], -1.0, 1.0)
+            recon[start : start + batch] = np.clip(out[:, 0], -1.0, 1.0)
         sct = finalise_hu(to_input_grid(recon, prepared, spec.ct_window_hu), prepared.mask, spec)
         scores = score_case(ct, sct, prepared.mask)
         results.append({"case_id": case.name, "region": case.parent.name, **scores})
@@ -114,16 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=REPO / "model_weights" / "manifest.json")
     parser.add_argument("--name", default="ldm", help="the LDM's manifest entry (default: %(default)s)")
     parser.add_argument("--steps", default="10,20,50", help="DDIM step counts to measure (default: %(default)s)")
-    parser.add_argument("--also", default="drifting,water",
-                        help="other manifest entries or kinds to time and score on the same cases (default: "
-                        "%(default)s; missing ones are skipped)")
+    parser.add_argument(
+        "--also",
+        default="drifting,water",
+        help="other manifest entries or kinds to time and score on the same cases (default: "
+        "%(default)s; missing ones are skipped)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_ldm"))
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split file; its test cases are scored")
     parser.add_argument("--cases", default="", help="comma-separated case ids (each must be in the test split)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per session (SCT_THREADS; 0: "
-                        "onnxruntime's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="ONNX Runtime threads per session (SCT_THREADS; 0: onnxruntime's default)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if args.threads:
         os.environ["SCT_THREADS"] = str(args.threads)
     steps = [int(s) for s in args.steps.split(",") if s]
@@ -149,13 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         seconds, errors = run_process(model, data_root, out / model, manifest_path)
         for message in errors:
             LOG.warning("%s: %s", model, message)
-        record = {"seconds_per_case": round(seconds, 2), "wall_seconds": round(time.perf_counter() - started, 1),
-                  "errors": errors, "overall": {}, "regions": {}}
+        record = {
+            "seconds_per_case": round(seconds, 2),
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "errors": errors,
+            "overall": {},
+            "regions": {},
+        }
         if len(errors) < len(cases):
             document, _ = run_evaluation(out / model, data_root, out / f"eval_{model}", plots=False, progress=False)
             record["overall"] = {k: v["mean"] for k, v in document["aggregates"].items()}
-            record["regions"] = {r: {k: v["mean"] if isinstance(v, dict) else v for k, v in agg.items()}
-                                 for r, agg in document["regions"].items()}
+            record["regions"] = {
+                r: {k: v["mean"] if isinstance(v, dict) else v for k, v in agg.items()}
+                for r, agg in document["regions"].items()
+            }
         summary["models"][model] = record
     (out / "bench_ldm.json").write_text(json.dumps(summary, indent=2))
 
@@ -165,12 +197,23 @@ def main(argv: list[str] | None = None) -> int:
     for region in sorted({r for _, regions in rows for r in regions}):
         for model, regions in rows:
             s = regions.get(region, {})
-            lines.append(f"| {region} | {model} | {s.get('mae', float('nan')):.1f} | {s.get('psnr', float('nan')):.2f} "
-                         f"| {s.get('ms_ssim', float('nan')):.4f} |")
-    reference = next((m for m in others if manifest.models.get(m) is not None and manifest.models[m].kind == "drifting"
-                      or m == "drifting"), None)
-    lines += ["", "| model | seconds per case (CPU, process.py) | x the drifting generator | failed cases |",
-              "|---|---|---|---|"]
+            lines.append(
+                f"| {region} | {model} | {s.get('mae', float('nan')):.1f} | {s.get('psnr', float('nan')):.2f} "
+                f"| {s.get('ms_ssim', float('nan')):.4f} |"
+            )
+    reference = next(
+        (
+            m
+            for m in others
+            if manifest.models.get(m) is not None and manifest.models[m].kind == "drifting" or m == "drifting"
+        ),
+        None,
+    )
+    lines += [
+        "",
+        "| model | seconds per case (CPU, process.py) | x the drifting generator | failed cases |",
+        "|---|---|---|---|",
+    ]
     for model in [*ldm_names, *others]:
         seconds = summary["models"][model]["seconds_per_case"]
         ratio = seconds / summary["models"][reference]["seconds_per_case"] if reference else float("nan")

@@ -44,10 +44,15 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=3, help="cases per region (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default="full", choices=("full", "small"))
-    parser.add_argument("--mr-randomisation", default="off", choices=("off", "physics", "full"),
-                        help="MR domain randomisation level (phantoms/randomise.py; default off)")
-    parser.add_argument("--variability", action="store_true",
-                        help="anatomical variability: elastic deformation and tissue textures")
+    parser.add_argument(
+        "--mr-randomisation",
+        default="off",
+        choices=("off", "physics", "full"),
+        help="MR domain randomisation level (phantoms/randomise.py; default off)",
+    )
+    parser.add_argument(
+        "--variability", action="store_true", help="anatomical variability: elastic deformation and tissue textures"
+    )
     parser.add_argument("--no-write", action="store_true", help="skip timing the compressed writes")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
@@ -63,8 +68,14 @@ def main() -> int:
         for region in regions:
             for i in range(args.cases):
                 t0, c0 = time.perf_counter(), time.process_time()
-                case = generate_case(region, i, seed=args.seed, size=args.size,
-                                     mr_randomisation=args.mr_randomisation, variability=args.variability)
+                case = generate_case(
+                    region,
+                    i,
+                    seed=args.seed,
+                    size=args.size,
+                    mr_randomisation=args.mr_randomisation,
+                    variability=args.variability,
+                )
                 seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                 write_s = None
                 if not args.no_write:
@@ -72,21 +83,40 @@ def main() -> int:
                     write_case(case, Path(tmp))
                     write_s = time.perf_counter() - t0
                 shape = case.info["shape_zyx"]
-                rows.append({"case_id": case.case_id, "region": case.region, "shape_zyx": shape,
-                             "megavoxels": round(shape[0] * shape[1] * shape[2] / 1e6, 2),
-                             "generate_s": round(seconds, 3), "generate_cpu_s": round(cpu, 3), "write_s": None if write_s is None else round(write_s, 3),
-                             "stages_s": {k: v for k, v in case.info["timings"].items() if k != "total_s"}})
-                log.info("%s %-6s %-16s %5.1f Mvox  generate %.2f s (cpu %.2f s)  write %s", case.case_id,
-                         case.region, "x".join(map(str, shape)), rows[-1]["megavoxels"], seconds, cpu,
-                         "-" if write_s is None else f"{write_s:.2f} s")
+                rows.append(
+                    {
+                        "case_id": case.case_id,
+                        "region": case.region,
+                        "shape_zyx": shape,
+                        "megavoxels": round(shape[0] * shape[1] * shape[2] / 1e6, 2),
+                        "generate_s": round(seconds, 3),
+                        "generate_cpu_s": round(cpu, 3),
+                        "write_s": None if write_s is None else round(write_s, 3),
+                        "stages_s": {k: v for k, v in case.info["timings"].items() if k != "total_s"},
+                    }
+                )
+                log.info(
+                    "%s %-6s %-16s %5.1f Mvox  generate %.2f s (cpu %.2f s)  write %s",
+                    case.case_id,
+                    case.region,
+                    "x".join(map(str, shape)),
+                    rows[-1]["megavoxels"],
+                    seconds,
+                    cpu,
+                    "-" if write_s is None else f"{write_s:.2f} s",
+                )
     gen = [r["generate_s"] for r in rows]
     cpu = [r["generate_cpu_s"] for r in rows]
     per_region = {}
     for region in sorted({r["region"] for r in rows}):
         g = [r["generate_s"] for r in rows if r["region"] == region]
         c = [r["generate_cpu_s"] for r in rows if r["region"] == region]
-        per_region[region] = {"mean_s": round(statistics.mean(g), 3), "max_s": round(max(g), 3),
-                              "cpu_mean_s": round(statistics.mean(c), 3), "cpu_max_s": round(max(c), 3)}
+        per_region[region] = {
+            "mean_s": round(statistics.mean(g), 3),
+            "max_s": round(max(g), 3),
+            "cpu_mean_s": round(statistics.mean(c), 3),
+            "cpu_max_s": round(max(c), 3),
+        }
     report = {
         "size": args.size,
         "mr_randomisation": args.mr_randomisation,

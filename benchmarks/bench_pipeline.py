@@ -63,8 +63,23 @@ def run_process(folder: Path, out: Path, model: str = "water") -> tuple[float, f
     """Wall time and peak RSS (MB) of `process.py` with one model in a fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(folder), "--output", str(out),
-                    "--model", model, "--no-progress", "--device", "cpu"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "process.py"),
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            "--model",
+            model,
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return seconds, max(peak_kb, before) / 1024.0
@@ -88,8 +103,17 @@ def main() -> None:
                 wall, peak_mb = run_process(folder, Path(tmp) / f"out{index}", args.model)
                 seconds.append(wall)
             wall = float(np.median(seconds))
-            print(json.dumps({"shape": shape, "model": args.model, "process_seconds_per_case": round(wall, 2),
-                              "seconds_per_slice": round(wall / shape[0], 4), "peak_rss_mb": round(peak_mb)}))
+            print(
+                json.dumps(
+                    {
+                        "shape": shape,
+                        "model": args.model,
+                        "process_seconds_per_case": round(wall, 2),
+                        "seconds_per_slice": round(wall / shape[0], 4),
+                        "peak_rss_mb": round(peak_mb),
+                    }
+                )
+            )
             return
         plain = float(np.median([plain_read_write(mr, mask, Path(tmp) / "plain.mha") for _ in range(args.repeats)]))
         # In-process timing of run_case excludes interpreter start-up and imports (reported separately).
@@ -109,13 +133,17 @@ def main() -> None:
                 raise SystemExit(result.errors)
             times.append(result.seconds)
         whole, _ = run_process(folder, Path(tmp) / "out_cli")
-        print(json.dumps({
-            "shape": shape,
-            "plain_sitk_read_write_seconds": round(plain, 2),
-            "pipeline_case_seconds": round(float(np.median(times)), 2),
-            "ratio": round(float(np.median(times)) / plain, 2),
-            "process_py_wall_seconds_incl_startup": round(whole, 2),
-        }))
+        print(
+            json.dumps(
+                {
+                    "shape": shape,
+                    "plain_sitk_read_write_seconds": round(plain, 2),
+                    "pipeline_case_seconds": round(float(np.median(times)), 2),
+                    "ratio": round(float(np.median(times)) / plain, 2),
+                    "process_py_wall_seconds_incl_startup": round(whole, 2),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

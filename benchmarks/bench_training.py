@@ -55,8 +55,14 @@ def time_variant(config_path: Path, overrides: list[str], volumes, steps: int, w
     device = torch.device("cpu")
     spec = training_spec(config.manifest, "drifting", config.settings)
     dataset = build_crops(config, spec, volumes, (steps + warmup) * config.optim.batch_size)
-    loader = DataLoader(dataset, batch_size=config.optim.batch_size, shuffle=True, num_workers=config.run.workers,
-                        drop_last=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset,
+        batch_size=config.optim.batch_size,
+        shuffle=True,
+        num_workers=config.run.workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     model = build_network(config, spec)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr)
     objective = build_objective(config, device)
@@ -78,9 +84,14 @@ def time_variant(config_path: Path, overrides: list[str], volumes, steps: int, w
     for index in range(steps * config.optim.batch_size):
         crops[index]
     data_ms = 1000 * (time.process_time() - cpu) / steps
-    return {"steps_per_second": round(steps / seconds, 3), "ms_per_step": round(1000 * seconds / steps, 1),
-            "data_cpu_ms_per_batch": round(data_ms, 1), "threads": torch.get_num_threads(), "bf16": use_amp,
-            "overrides": overrides}
+    return {
+        "steps_per_second": round(steps / seconds, 3),
+        "ms_per_step": round(1000 * seconds / steps, 1),
+        "data_cpu_ms_per_batch": round(data_ms, 1),
+        "threads": torch.get_num_threads(),
+        "bf16": use_amp,
+        "overrides": overrides,
+    }
 
 
 def main() -> int:

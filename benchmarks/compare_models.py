@@ -92,9 +92,25 @@ def run_model(model: str, data_root: Path, out: Path, manifest: Path) -> float:
     """process.py on every held-out case with one model; returns the wall seconds per case."""
     cases = sorted(data_root.glob("Task1/*/*"))
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(data_root), "--output", str(out),
-                    "--model", model, "--manifest", str(manifest), "--no-progress", "--device", "cpu"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "process.py"),
+            "--input",
+            str(data_root),
+            "--output",
+            str(out),
+            "--model",
+            model,
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return (time.perf_counter() - started) / max(1, len(cases))
 
 
@@ -106,19 +122,29 @@ def montage(models: list[str], out: Path, data_root: Path) -> Path:
     import matplotlib.pyplot as plt
 
     cases = [sorted(d.iterdir())[0] for d in sorted((data_root / "Task1").iterdir())]
-    fig, axes = plt.subplots(len(cases), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.6 * len(cases)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(cases), 2 + len(models), figsize=(2.6 * (2 + len(models)), 2.6 * len(cases)), squeeze=False
+    )
     for row, case in enumerate(cases):
         ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "ct.mha")))
         z = int(np.argmax((ct > BONE_HU).sum(axis=(1, 2))))
-        panels = [("MR", sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mr.mha")))[z], None), ("CT", ct[z], (-1000, 1500))]
+        panels = [
+            ("MR", sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mr.mha")))[z], None),
+            ("CT", ct[z], (-1000, 1500)),
+        ]
         for model in models:
-            sct = sitk.GetArrayFromImage(sitk.ReadImage(str(out / model / "images" / "synthetic-ct" / f"{case.name}.mha")))
+            sct = sitk.GetArrayFromImage(
+                sitk.ReadImage(str(out / model / "images" / "synthetic-ct" / f"{case.name}.mha"))
+            )
             panels.append((model, sct[z], (-1000, 1500)))
         for col, (title, image, window) in enumerate(panels):
             ax = axes[row, col]
-            ax.imshow(image, cmap="gray", vmin=None if window is None else window[0],
-                      vmax=None if window is None else window[1])
+            ax.imshow(
+                image,
+                cmap="gray",
+                vmin=None if window is None else window[0],
+                vmax=None if window is None else window[1],
+            )
             ax.set_title(f"{case.name} {title}" if col == 0 else title, fontsize=8)
             ax.axis("off")
     fig.tight_layout()
@@ -138,7 +164,9 @@ def main() -> None:
     parser.add_argument("--cases", default="", help="comma-separated case ids (each must be in the test split)")
     parser.add_argument("--dosimetry", action="store_true", help="also score WEPL, RED and bone Dice (evaluation)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     models = [m for m in args.models.split(",") if m]
     try:
         data_root = held_out_layout(args.data, args.out, args.split, [c for c in args.cases.split(",") if c])
@@ -149,20 +177,30 @@ def main() -> None:
     for model in models:
         LOG.info("running %s", model)
         seconds = run_model(model, data_root, args.out / model, args.manifest.resolve())
-        document, _ = run_evaluation(args.out / model, data_root, args.out / f"eval_{model}", plots=False, progress=False,
-                                     dosimetry=args.dosimetry)
+        document, _ = run_evaluation(
+            args.out / model,
+            data_root,
+            args.out / f"eval_{model}",
+            plots=False,
+            progress=False,
+            dosimetry=args.dosimetry,
+        )
         sharpness = []
         for result in document["results"]:
             case = next(data_root.glob(f"Task1/*/{result['case_id']}"))
             ct = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "ct.mha")))
             mask = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "mask.mha")))
-            sct = sitk.GetArrayFromImage(sitk.ReadImage(str(args.out / model / "images" / "synthetic-ct" / f"{case.name}.mha")))
+            sct = sitk.GetArrayFromImage(
+                sitk.ReadImage(str(args.out / model / "images" / "synthetic-ct" / f"{case.name}.mha"))
+            )
             sharpness.append(bone_edge_sharpness(sct, ct, mask))
         summary[model] = {
             "seconds_per_case": round(seconds, 2),
             "overall": {k: v["mean"] for k, v in document["aggregates"].items()},
-            "regions": {r: {k: v["mean"] for k, v in agg.items() if isinstance(v, dict)}
-                        for r, agg in document["regions"].items()},
+            "regions": {
+                r: {k: v["mean"] for k, v in agg.items() if isinstance(v, dict)}
+                for r, agg in document["regions"].items()
+            },
             "bone_edge_sharpness": round(float(np.nanmean(sharpness)), 3),
             "cases": len(document["results"]),
         }
@@ -171,10 +209,18 @@ def main() -> None:
     for region in sorted({r for s in summary.values() for r in s["regions"]}):
         for model in models:
             scores = summary[model]["regions"].get(region, {})
-            lines.append(f"| {region} | {model} | {scores.get('mae', float('nan')):.1f} | "
-                         f"{scores.get('psnr', float('nan')):.2f} | {scores.get('ms_ssim', float('nan')):.4f} |")
-    lines += ["", "| model | bone-edge sharpness (sCT/CT gradient) | seconds per case (CPU, process.py) |", "|---|---|---|"]
-    lines += [f"| {m} | {summary[m]['bone_edge_sharpness']:.3f} | {summary[m]['seconds_per_case']:.1f} |" for m in models]
+            lines.append(
+                f"| {region} | {model} | {scores.get('mae', float('nan')):.1f} | "
+                f"{scores.get('psnr', float('nan')):.2f} | {scores.get('ms_ssim', float('nan')):.4f} |"
+            )
+    lines += [
+        "",
+        "| model | bone-edge sharpness (sCT/CT gradient) | seconds per case (CPU, process.py) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {m} | {summary[m]['bone_edge_sharpness']:.3f} | {summary[m]['seconds_per_case']:.1f} |" for m in models
+    ]
     (args.out / "comparison.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     LOG.info("montage: %s", montage(models, args.out, data_root))

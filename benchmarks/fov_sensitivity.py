@@ -55,7 +55,7 @@ def main() -> int:
         for volume, reference in zip(volumes, references):
             mr = np.pad(volume.mr, ((0, 0), (pad, pad), (pad, pad)), constant_values=spec.normalisation.outside_value)
             pred = predict_volume(model, mr, spec, torch.device("cpu"), config.model.noise_channels)
-            pred = pred[:, pad: pred.shape[1] - pad, pad: pred.shape[2] - pad]
+            pred = pred[:, pad : pred.shape[1] - pad, pad : pred.shape[2] - pad]
             sct = finalise_hu(to_input_grid(pred, volume.prepared, spec.ct_window_hu), reference.mask, spec)
             maes.append(float(score_case(reference.ct, sct, reference.mask)["mae"]))
         report["pads"][pad] = {"val_mae": float(np.mean(maes)), "per_case": maes}

@@ -61,12 +61,32 @@ def run_case(folder: Path, out: Path, model: str, device: str, ddim_steps: int |
         manifest = out.parent / f"manifest_ldm{ddim_steps}.json"
         manifest.write_text(json.dumps(data))
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(folder), "--output", str(out),
-                           "--model", model, "--device", device, "--manifest", str(manifest), "--no-progress"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "process.py"),
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            "--model",
+            model,
+            "--device",
+            device,
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
-    record = {"model": model if ddim_steps is None else f"ldm N={ddim_steps}", "device": device,
-              "exit": done.returncode, "seconds": round(seconds, 2)}
+    record = {
+        "model": model if ddim_steps is None else f"ldm N={ddim_steps}",
+        "device": device,
+        "exit": done.returncode,
+        "seconds": round(seconds, 2),
+    }
     sct = sorted((out / "images" / "synthetic-ct").glob("*.mha"))
     if done.returncode == 0 and sct:
         record["array"] = sitk.GetArrayFromImage(sitk.ReadImage(str(sct[0]))).astype(np.float32)
@@ -79,8 +99,9 @@ def run_case(folder: Path, out: Path, model: str, device: str, ddim_steps: int |
 def peak_gpu_memory_mb() -> float | None:
     if shutil.which("nvidia-smi") is None:
         return None
-    done = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True
+    )
     try:
         return float(done.stdout.split()[0])
     except (IndexError, ValueError):
@@ -123,16 +144,28 @@ def main() -> int:
         report["runs"] = runs
     report["peak_gpu_memory_mb"] = peak_gpu_memory_mb()
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["| case | model | device | exit | s/case | s/slice | GPU-CPU max / mean HU |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | model | device | exit | s/case | s/slice | GPU-CPU max / mean HU |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["runs"]:
         parity = r.get("parity_hu")
         shown = "" if parity is None else "{:.2f} / {:.3f}".format(parity["max"], parity["mean"])
-        lines.append(f"| {r['case']} | {r['model']} | {r['device']} | {r['exit']} | {r['seconds']} | "
-                     f"{r.get('seconds_per_slice', '')} | {shown} |")
+        lines.append(
+            f"| {r['case']} | {r['model']} | {r['device']} | {r['exit']} | {r['seconds']} | "
+            f"{r.get('seconds_per_slice', '')} | {shown} |"
+        )
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps({"cuda_loads": report["cuda"]["cuda_loads"], "devices": devices,
-                      "runs": [{k: r[k] for k in ("case", "model", "device", "exit", "seconds")} for r in runs],
-                      "peak_gpu_memory_mb": report["peak_gpu_memory_mb"]}))
+    print(
+        json.dumps(
+            {
+                "cuda_loads": report["cuda"]["cuda_loads"],
+                "devices": devices,
+                "runs": [{k: r[k] for k in ("case", "model", "device", "exit", "seconds")} for r in runs],
+                "peak_gpu_memory_mb": report["peak_gpu_memory_mb"],
+            }
+        )
+    )
     return 0
 
 

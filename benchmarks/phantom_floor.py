@@ -41,8 +41,14 @@ def floor_scores(data: Path, split_path: Path, split_name: str) -> dict:
     per_case, per_region = {}, {}
     for case_dir, region in cases:
         meta = by_id[case_dir.name]
-        made = generate_case(meta["region"], meta["index"], seed=meta["seed"], spacing=tuple(info["spacing_xyz"]),
-                             size=meta["size"], clean_ct=True)
+        made = generate_case(
+            meta["region"],
+            meta["index"],
+            seed=meta["seed"],
+            spacing=tuple(info["spacing_xyz"]),
+            size=meta["size"],
+            clean_ct=True,
+        )
         stored = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "ct.mha")))
         if not np.array_equal(sitk.GetArrayFromImage(made.ct), stored):
             raise SystemExit(f"{case_dir}: regenerating the case does not reproduce its ct.mha; cannot compute a floor")
@@ -50,13 +56,26 @@ def floor_scores(data: Path, split_path: Path, split_name: str) -> dict:
         scores = score_case(stored, sitk.GetArrayFromImage(made.ct_clean), mask)
         per_case[case_dir.name] = {"region": region, **{k: float(v) for k, v in scores.items()}}
         per_region.setdefault(region, []).append(scores)
-        LOG.info("%s: floor MAE %.2f HU, PSNR %.2f dB, MS-SSIM %.4f", case_dir.name, scores["mae"], scores["psnr"],
-                 scores["ms_ssim"])
-    regions = {region: {key: float(np.mean([s[key] for s in rows])) for key in ("mae", "psnr", "ms_ssim")}
-               for region, rows in sorted(per_region.items())}
+        LOG.info(
+            "%s: floor MAE %.2f HU, PSNR %.2f dB, MS-SSIM %.4f",
+            case_dir.name,
+            scores["mae"],
+            scores["psnr"],
+            scores["ms_ssim"],
+        )
+    regions = {
+        region: {key: float(np.mean([s[key] for s in rows])) for key in ("mae", "psnr", "ms_ssim")}
+        for region, rows in sorted(per_region.items())
+    }
     overall = {key: float(np.mean([c[key] for c in per_case.values()])) for key in ("mae", "psnr", "ms_ssim")}
-    return {"split": split_name, "split_file": str(split_path), "cases": len(per_case), "overall": overall,
-            "regions": regions, "per_case": per_case}
+    return {
+        "split": split_name,
+        "split_file": str(split_path),
+        "cases": len(per_case),
+        "overall": overall,
+        "regions": regions,
+        "per_case": per_case,
+    }
 
 
 def main() -> int:

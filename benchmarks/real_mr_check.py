@@ -42,17 +42,38 @@ def run_models(case_dir: Path, models: list[str], manifest: Path, region: str, o
     for model in models:
         target = out / model / "sct.mha"
         start = time.perf_counter()
-        status = process.main(["--mr", str(case_dir / "mr.mha"), "--mask", str(case_dir / "mask.mha"),
-                               "--region", region, "--out", str(target), "--manifest", str(manifest),
-                               "--model", model, "--device", "cpu", "--no-progress"])
+        status = process.main(
+            [
+                "--mr",
+                str(case_dir / "mr.mha"),
+                "--mask",
+                str(case_dir / "mask.mha"),
+                "--region",
+                region,
+                "--out",
+                str(target),
+                "--manifest",
+                str(manifest),
+                "--model",
+                model,
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
         if status != 0:
             raise RuntimeError(f"process.py failed on the real head with model {model} (exit {status})")
         sct = sitk.GetArrayFromImage(sitk.ReadImage(str(target))).astype(np.float32)
         metrics = head_metrics(sct, brain, body, spacing_zyx)
         metrics["seconds"] = round(time.perf_counter() - start, 2)
-        save_figure(mr, sct, brain, out / f"{model}.png",
-                    title=f"{model}: brain > 300 HU {metrics['brain_above_bone_pct']:.2f}%, "
-                    f"mean {metrics['brain_mean_hu']:.0f} HU, shell bone {metrics['shell_bone_pct']:.1f}%")
+        save_figure(
+            mr,
+            sct,
+            brain,
+            out / f"{model}.png",
+            title=f"{model}: brain > 300 HU {metrics['brain_above_bone_pct']:.2f}%, "
+            f"mean {metrics['brain_mean_hu']:.0f} HU, shell bone {metrics['shell_bone_pct']:.1f}%",
+        )
         report[model] = metrics
         LOG.info("%s: %s", model, metrics)
     return report
@@ -60,12 +81,24 @@ def run_models(case_dir: Path, models: list[str], manifest: Path, region: str, o
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nilearn", type=Path, default=None,
-                        help="nilearn wheel or the MNI152 2009 T1 file (default: the installed package)")
-    parser.add_argument("--pydeface", type=Path, default=None,
-                        help="pydeface wheel or its mean_reg2mean.nii.gz (default: the installed package)")
-    parser.add_argument("--prepared", type=Path, default=None,
-                        help="a folder already holding mr.mha, mask.mha and brain.mha (skips the template)")
+    parser.add_argument(
+        "--nilearn",
+        type=Path,
+        default=None,
+        help="nilearn wheel or the MNI152 2009 T1 file (default: the installed package)",
+    )
+    parser.add_argument(
+        "--pydeface",
+        type=Path,
+        default=None,
+        help="pydeface wheel or its mean_reg2mean.nii.gz (default: the installed package)",
+    )
+    parser.add_argument(
+        "--prepared",
+        type=Path,
+        default=None,
+        help="a folder already holding mr.mha, mask.mha and brain.mha (skips the template)",
+    )
     parser.add_argument("--slices", default="", help="keep only axial slices START:STOP of the prepared head")
     parser.add_argument("--models", default="l1", help="comma-separated manifest entries (default: l1)")
     parser.add_argument("--manifest", type=Path, default=REPO / "model_weights" / "manifest.json")
@@ -84,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         case_dir = args.out / "case"
         head.write(case_dir)
     models = [m for m in args.models.split(",") if m]
-    report = {"case": str(case_dir), "region": args.region, "manifest": str(args.manifest),
-              "models": run_models(case_dir, models, args.manifest, args.region, args.out)}
+    report = {
+        "case": str(case_dir),
+        "region": args.region,
+        "manifest": str(args.manifest),
+        "models": run_models(case_dir, models, args.manifest, args.region, args.out),
+    }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     return 0

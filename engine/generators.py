@@ -69,7 +69,9 @@ class OnnxSliceGenerator:
         try:
             (output,) = self.session.run([self.output_name], feeds)
         except Exception as err:  # onnxruntime raises its own exception types
-            raise GeneratorError(f"{self.spec.file('generator')}: inference failed: {str(err).splitlines()[0]}") from err
+            raise GeneratorError(
+                f"{self.spec.file('generator')}: inference failed: {str(err).splitlines()[0]}"
+            ) from err
         if output.shape != (batch, 1, height, width):
             raise GeneratorError(
                 f"{self.spec.file('generator')}: output shape {output.shape} != expected {(batch, 1, height, width)}"

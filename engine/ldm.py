@@ -131,22 +131,33 @@ class LatentDiffusionGenerator:
             raise GeneratorError(f"{spec.file('encoder')}: ONNX encoder has no input 'mr' (has {list(encoder_inputs)})")
         channels = encoder_inputs["mr"].shape[1]
         if isinstance(channels, int) and channels != spec.context_slices:
-            raise GeneratorError(f"{spec.file('encoder')}: encoder reads {channels} slices but the manifest says "
-                                 f"context_slices={spec.context_slices}")
+            raise GeneratorError(
+                f"{spec.file('encoder')}: encoder reads {channels} slices but the manifest says "
+                f"context_slices={spec.context_slices}"
+            )
         denoiser_inputs = {item.name: item for item in self.denoiser.get_inputs()}
         if set(denoiser_inputs) != {"x", "t", "cond"}:
-            raise GeneratorError(f"{spec.file('denoiser')}: ONNX denoiser inputs must be x, t, cond "
-                                 f"(has {sorted(denoiser_inputs)})")
+            raise GeneratorError(
+                f"{spec.file('denoiser')}: ONNX denoiser inputs must be x, t, cond (has {sorted(denoiser_inputs)})"
+            )
         latent_channels = denoiser_inputs["x"].shape[1]
         if not isinstance(latent_channels, int):
             raise GeneratorError(f"{spec.file('denoiser')}: the latent channel count of input 'x' must be fixed")
         self.latent_channels = latent_channels
         self.prediction = self.denoiser.get_outputs()[0].name
         if self.prediction not in PREDICTIONS:
-            raise GeneratorError(f"{spec.file('denoiser')}: denoiser output must be named 'eps' or 'v' "
-                                 f"(what it predicts), got {self.prediction!r}")
-        LOG.debug("ldm %r: %d DDIM steps over %d, %s-prediction, latent scale %.4g", spec.name, self.steps,
-                  self.train_timesteps, self.prediction, self.latent_scale)
+            raise GeneratorError(
+                f"{spec.file('denoiser')}: denoiser output must be named 'eps' or 'v' "
+                f"(what it predicts), got {self.prediction!r}"
+            )
+        LOG.debug(
+            "ldm %r: %d DDIM steps over %d, %s-prediction, latent scale %.4g",
+            spec.name,
+            self.steps,
+            self.train_timesteps,
+            self.prediction,
+            self.latent_scale,
+        )
 
     def _run(self, session, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
@@ -160,10 +171,17 @@ class LatentDiffusionGenerator:
         batch, _, height, width = stacks.shape
         cond = self._run(self.encoder, "encoder", {"mr": np.ascontiguousarray(stacks, dtype=np.float32)})
         factor = height // cond.shape[2] if cond.ndim == 4 and cond.shape[2] else 0
-        if cond.ndim != 4 or cond.shape[0] != batch or factor < 1 or cond.shape[2:] != (height // factor, width // factor) \
-                or height % factor or width % factor:
-            raise GeneratorError(f"{self.spec.file('encoder')}: condition shape {cond.shape} does not fit "
-                                 f"slices of {height} x {width}")
+        if (
+            cond.ndim != 4
+            or cond.shape[0] != batch
+            or factor < 1
+            or cond.shape[2:] != (height // factor, width // factor)
+            or height % factor
+            or width % factor
+        ):
+            raise GeneratorError(
+                f"{self.spec.file('encoder')}: condition shape {cond.shape} does not fit slices of {height} x {width}"
+            )
         latent_hw = cond.shape[2:]
         noise = slice_noise(slice_seeds, self.latent_channels, *latent_hw)
 
@@ -174,7 +192,8 @@ class LatentDiffusionGenerator:
         latent /= np.float32(self.latent_scale)
         ct = self._run(self.decoder, "decoder", {"z": latent})
         if ct.shape != (batch, 1, height, width):
-            raise GeneratorError(f"{self.spec.file('decoder')}: output shape {ct.shape} != expected "
-                                 f"{(batch, 1, height, width)}")
+            raise GeneratorError(
+                f"{self.spec.file('decoder')}: output shape {ct.shape} != expected {(batch, 1, height, width)}"
+            )
         # The decoder is not bounded; the normalised CT space is [-1, 1] (NaN stays NaN for the sanity check).
         return np.clip(ct, -1.0, 1.0).astype(np.float32, copy=False)

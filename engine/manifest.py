@@ -193,7 +193,9 @@ def build_spec(
     if not isinstance(norm_entry, dict):
         raise ManifestError(f"{where}: mr_normalisation must be an object")
     _check_keys(f"{where}: mr_normalisation", norm_entry, _NORMALISATION_KEYS)
-    low_pct, high_pct = _number_pair(f"{where}: clip_percentiles", norm_entry.get("clip_percentiles", list(_NORM_DEFAULT.clip_percentiles)))
+    low_pct, high_pct = _number_pair(
+        f"{where}: clip_percentiles", norm_entry.get("clip_percentiles", list(_NORM_DEFAULT.clip_percentiles))
+    )
     if not 0.0 <= low_pct < high_pct <= 100.0:
         raise ManifestError(f"{where}: clip_percentiles must satisfy 0 <= low < high <= 100, got {[low_pct, high_pct]}")
     method = norm_entry.get("method", _NORM_DEFAULT.method)
@@ -331,14 +333,17 @@ def check_tarball(path: Path) -> Manifest:
     for spec in manifest.models.values():
         spec.verify_files()
         named.update(item.path.resolve() for item in spec.files)
-    extra = sorted(str(p.relative_to(path.parent)) for p in path.parent.rglob("*") if p.is_file() and p.resolve() not in named)
+    extra = sorted(
+        str(p.relative_to(path.parent)) for p in path.parent.rglob("*") if p.is_file() and p.resolve() not in named
+    )
     if extra:
         LOG.warning("%s: files the manifest does not name (ignored): %s", path.parent, ", ".join(extra[:10]))
     return manifest
 
 
-def choose_manifest(explicit: Path | None, tarball_dir: Path = MODEL_TARBALL_DIR,
-                    baked: Path = DEFAULT_MANIFEST) -> ManifestChoice:
+def choose_manifest(
+    explicit: Path | None, tarball_dir: Path = MODEL_TARBALL_DIR, baked: Path = DEFAULT_MANIFEST
+) -> ManifestChoice:
     """--manifest when given; else a model tarball's manifest.json in tarball_dir; else the baked-in manifest.
 
     A tarball that cannot be used (bad manifest, missing file, checksum mismatch) is one error line, and the

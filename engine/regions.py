@@ -77,16 +77,17 @@ def read_region_json(path: Path) -> str:
     except OSError as err:
         raise RegionError(f"{path}: cannot read region file ({err.strerror or err})") from err
     if len(data) > MAX_REGION_FILE_BYTES:
-        raise RegionError(f"{path}: region file is larger than {MAX_REGION_FILE_BYTES} bytes; expected one string "
-                          "such as \"Thorax\"")
+        raise RegionError(
+            f'{path}: region file is larger than {MAX_REGION_FILE_BYTES} bytes; expected one string such as "Thorax"'
+        )
     try:
         value = json.loads(data)  # bytes: json detects UTF-8/16/32 (BOMs included)
     except UnicodeDecodeError as err:
         raise RegionError(f"{path}: region file is not UTF-8 text ({err.reason} at byte {err.start})") from err
     except RecursionError as err:
-        raise RegionError(f"{path}: region file nests too deep; expected one string such as \"Thorax\"") from err
+        raise RegionError(f'{path}: region file nests too deep; expected one string such as "Thorax"') from err
     except json.JSONDecodeError as err:
-        raise RegionError(f"{path}: not valid JSON ({err.msg}); expected one string such as \"Thorax\"") from err
+        raise RegionError(f'{path}: not valid JSON ({err.msg}); expected one string such as "Thorax"') from err
     try:
         return canonical_region(value)
     except RegionError as err:

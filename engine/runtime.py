@@ -41,8 +41,13 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
       16 GB is not reserved by one large case.
     - do_copy_in_default_stream 1: copies and kernels in one stream (no races, no extra synchronisation).
     """
-    return {"device_id": str(device_id), "cudnn_conv_algo_search": "HEURISTIC", "cudnn_conv_use_max_workspace": "1",
-            "arena_extend_strategy": "kSameAsRequested", "do_copy_in_default_stream": "1"}
+    return {
+        "device_id": str(device_id),
+        "cudnn_conv_algo_search": "HEURISTIC",
+        "cudnn_conv_use_max_workspace": "1",
+        "arena_extend_strategy": "kSameAsRequested",
+        "do_copy_in_default_stream": "1",
+    }
 
 
 def providers_for(device: str, available: list[str] | None = None) -> list:

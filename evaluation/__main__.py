@@ -75,14 +75,20 @@ def score_pair(pair: CasePair, extras: Extras, montage_path: Path | None) -> tup
     scores = score_case(ct, pred, mask)
     spacing_zyx = tuple(reversed(ct_img.GetSpacing()))
     if extras.segmenter is not None:
-        scores.update(segmentation.segmentation_scores(
-            pair.prediction, pair.ct, pair.segmentation, pair.region, spacing_zyx, extras.segmenter))
+        scores.update(
+            segmentation.segmentation_scores(
+                pair.prediction, pair.ct, pair.segmentation, pair.region, spacing_zyx, extras.segmenter
+            )
+        )
     if extras.dosimetry:
         from evaluation import dosimetry
 
         maps: dict | None = {} if montage_path is not None else None
-        scores.update(dosimetry.dosimetric_scores(ct, pred, mask, spacing_zyx, extras.calibration, extras.beams,
-                                                  extras.bone_hu, maps))
+        scores.update(
+            dosimetry.dosimetric_scores(
+                ct, pred, mask, spacing_zyx, extras.calibration, extras.beams, extras.bone_hu, maps
+            )
+        )
         if maps:
             dosimetry.save_wepl_pictures(montage_path.with_name(f"{pair.case_id}_wepl.png"), pair.case_id, maps, mask)
     if montage_path is not None:
@@ -97,9 +103,16 @@ def score_pair(pair: CasePair, extras: Extras, montage_path: Path | None) -> tup
 
 
 def run_evaluation(
-    pred_dir: Path, gt_dir: Path, out_dir: Path, plots: bool = True, progress: bool | None = None,
-    segmenter: str = "auto", dosimetry: bool = False, calibration: Path | None = None,
-    beams: tuple[float, ...] | None = None, bone_hu: tuple[float, ...] | None = None,
+    pred_dir: Path,
+    gt_dir: Path,
+    out_dir: Path,
+    plots: bool = True,
+    progress: bool | None = None,
+    segmenter: str = "auto",
+    dosimetry: bool = False,
+    calibration: Path | None = None,
+    beams: tuple[float, ...] | None = None,
+    bone_hu: tuple[float, ...] | None = None,
 ) -> tuple[dict, int]:
     """Pair, score, summarise and write everything to `out_dir`; returns (metrics document, exit status).
 
@@ -119,8 +132,12 @@ def run_evaluation(
         extras.calibration = dosimetry_module.load_calibration(calibration or dosimetry_module.DEFAULT_CALIBRATION)
         extras.beams = tuple(beams or dosimetry_module.DEFAULT_BEAMS)
         extras.bone_hu = tuple(bone_hu or dosimetry_module.DEFAULT_BONE_HU)
-        log.info("dosimetric proxies: calibration %s, beams %s degrees, bone thresholds %s HU",
-                 extras.calibration.source, extras.beams, extras.bone_hu)
+        log.info(
+            "dosimetric proxies: calibration %s, beams %s degrees, bone thresholds %s HU",
+            extras.calibration.source,
+            extras.beams,
+            extras.bone_hu,
+        )
 
     case_dir = out_dir / "cases"
     if plots:
@@ -128,7 +145,9 @@ def run_evaluation(
     results, failed, warnings = [], [], []
     started = time.perf_counter()
     with logging_redirect_tqdm():
-        for pair in tqdm(pairing.pairs, desc="scoring", unit="case", disable=None if progress is None else not progress):
+        for pair in tqdm(
+            pairing.pairs, desc="scoring", unit="case", disable=None if progress is None else not progress
+        ):
             try:
                 result, warning = score_pair(pair, extras, case_dir / f"{pair.case_id}.png" if plots else None)
             except (ValueError, OSError) as err:
@@ -136,8 +155,12 @@ def run_evaluation(
                 failed.append({"case_id": pair.case_id, "region": pair.region, "reason": str(err)})
                 continue
             if warning:
-                log.warning("case %s: prediction geometry differs from the ground truth (ignored, as the "
-                            "official evaluator does): %s", pair.case_id, warning)
+                log.warning(
+                    "case %s: prediction geometry differs from the ground truth (ignored, as the "
+                    "official evaluator does): %s",
+                    pair.case_id,
+                    warning,
+                )
                 warnings.append({"case_id": pair.case_id, "warning": f"geometry differs: {warning}"})
             results.append(result)
             log.debug("case %s: %s", pair.case_id, result)
@@ -148,8 +171,11 @@ def run_evaluation(
         "aggregates": aggregates,
         "regions": regions,
         "segmentation_metrics": seg_status,
-        "dosimetry": ({"calibration": extras.calibration.source, "beams_deg": list(extras.beams),
-                       "bone_hu": list(extras.bone_hu)} if dosimetry else "not requested (--dosimetry)"),
+        "dosimetry": (
+            {"calibration": extras.calibration.source, "beams_deg": list(extras.beams), "bone_hu": list(extras.bone_hu)}
+            if dosimetry
+            else "not requested (--dosimetry)"
+        ),
         "pairing": {**pairing.report(), "failed": failed},
         "warnings": warnings,
         "run": {
@@ -169,8 +195,13 @@ def run_evaluation(
 
     for metric, agg in aggregates.items():
         if agg["count"]:
-            log.info("%-8s mean %.4f  std %s  (n=%d)", metric, agg["mean"],
-                     "n/a" if agg["std"] is None else f"{agg['std']:.4f}", agg["count"])
+            log.info(
+                "%-8s mean %.4f  std %s  (n=%d)",
+                metric,
+                agg["mean"],
+                "n/a" if agg["std"] is None else f"{agg['std']:.4f}",
+                agg["count"],
+            )
     log.info("wrote %s", out_dir / "metrics.json")
     status = 0 if results and not failed else 1
     if not results:
@@ -182,27 +213,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--pred", required=True, type=Path,
-                        help="predictions: the product's output folder (images/synthetic-ct/, results.json), "
-                             "a released-layout folder (<ID>/sct.mha) or a flat folder of <ID>.mha")
-    parser.add_argument("--gt", required=True, type=Path,
-                        help="ground truth: Task1/<REGION>/<ID>/{ct,mask}.mha (or a folder of region or case "
-                             "folders); an mr image beside them is shown in the montages")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="report folder: metrics.json, metrics_per_case.csv, metrics_per_region.csv, "
-                             "boxplots.png, cases/<ID>.png")
+    parser.add_argument(
+        "--pred",
+        required=True,
+        type=Path,
+        help="predictions: the product's output folder (images/synthetic-ct/, results.json), "
+        "a released-layout folder (<ID>/sct.mha) or a flat folder of <ID>.mha",
+    )
+    parser.add_argument(
+        "--gt",
+        required=True,
+        type=Path,
+        help="ground truth: Task1/<REGION>/<ID>/{ct,mask}.mha (or a folder of region or case "
+        "folders); an mr image beside them is shown in the montages",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="report folder: metrics.json, metrics_per_case.csv, metrics_per_region.csv, boxplots.png, cases/<ID>.png",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the montages and box plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit 1 when anything is left unpaired (predictions or ground-truth cases)")
-    parser.add_argument("--segmenter", choices=("auto", "totalsegmentator", "threshold"), default="auto",
-                        help="Dice/HD95: auto (TotalSegmentator when its weights are present, else skipped), "
-                             "totalsegmentator (required), threshold (a stand-in from HU thresholds)")
-    parser.add_argument("--dosimetry", action="store_true",
-                        help="add the dosimetric proxies: WEPL per beam, RED error, bone Dice (evaluation/dosimetry.py)")
-    parser.add_argument("--calibration", type=Path, help="HU -> RSP/RED table (CSV: hu,rsp,red; default: the "
-                        "generic Schneider-type curve in evaluation/calibration/)")
-    parser.add_argument("--beams", default="0,90,180,270", help="coplanar beam angles in degrees (default: %(default)s)")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when anything is left unpaired (predictions or ground-truth cases)",
+    )
+    parser.add_argument(
+        "--segmenter",
+        choices=("auto", "totalsegmentator", "threshold"),
+        default="auto",
+        help="Dice/HD95: auto (TotalSegmentator when its weights are present, else skipped), "
+        "totalsegmentator (required), threshold (a stand-in from HU thresholds)",
+    )
+    parser.add_argument(
+        "--dosimetry",
+        action="store_true",
+        help="add the dosimetric proxies: WEPL per beam, RED error, bone Dice (evaluation/dosimetry.py)",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="HU -> RSP/RED table (CSV: hu,rsp,red; default: the "
+        "generic Schneider-type curve in evaluation/calibration/)",
+    )
+    parser.add_argument(
+        "--beams", default="0,90,180,270", help="coplanar beam angles in degrees (default: %(default)s)"
+    )
     parser.add_argument("--bone-hu", default="250,600", help="bone Dice thresholds in HU (default: %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -222,10 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         log.error("--beams and --bone-hu take comma-separated numbers")
         return 2
     try:
-        document, status = run_evaluation(args.pred, args.gt, args.out, plots=not args.no_plots,
-                                          progress=False if args.no_progress else None, segmenter=args.segmenter,
-                                          dosimetry=args.dosimetry, calibration=args.calibration, beams=beams,
-                                          bone_hu=bone_hu)
+        document, status = run_evaluation(
+            args.pred,
+            args.gt,
+            args.out,
+            plots=not args.no_plots,
+            progress=False if args.no_progress else None,
+            segmenter=args.segmenter,
+            dosimetry=args.dosimetry,
+            calibration=args.calibration,
+            beams=beams,
+            bone_hu=bone_hu,
+        )
     except ValueError as err:  # a calibration table or a required segmenter that cannot be used
         log.error("%s", err)
         return 2

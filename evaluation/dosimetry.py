@@ -60,8 +60,10 @@ class Calibration:
 
     def __post_init__(self) -> None:
         whole_hu = np.arange(LUT_LOW, LUT_HIGH + 1, dtype=np.float64)
-        tables = {id(self.rsp): np.interp(whole_hu, self.hu, self.rsp).astype(np.float32),
-                  id(self.red): np.interp(whole_hu, self.hu, self.red).astype(np.float32)}
+        tables = {
+            id(self.rsp): np.interp(whole_hu, self.hu, self.rsp).astype(np.float32),
+            id(self.red): np.interp(whole_hu, self.hu, self.red).astype(np.float32),
+        }
         object.__setattr__(self, "_tables", tables)  # built once per table, not once per volume
 
     def _lookup(self, hu: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -121,7 +123,7 @@ def wepl_map(rsp: np.ndarray, spacing_zyx: tuple[float, float, float], angle_deg
     back = _rotate(path.astype(np.float32), -angle, 0.0)
     dy = (back.shape[1] - rsp.shape[1]) // 2
     dx = (back.shape[2] - rsp.shape[2]) // 2
-    return np.ascontiguousarray(back[:, dy: dy + rsp.shape[1], dx: dx + rsp.shape[2]])
+    return np.ascontiguousarray(back[:, dy : dy + rsp.shape[1], dx : dx + rsp.shape[2]])
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,9 +132,14 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def dosimetric_scores(
-    ct: np.ndarray, sct: np.ndarray, mask: np.ndarray, spacing_zyx: tuple[float, float, float],
-    calibration: Calibration | None = None, beams: tuple[float, ...] = DEFAULT_BEAMS,
-    bone_hu: tuple[float, ...] = DEFAULT_BONE_HU, maps: dict[float, np.ndarray] | None = None,
+    ct: np.ndarray,
+    sct: np.ndarray,
+    mask: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    calibration: Calibration | None = None,
+    beams: tuple[float, ...] = DEFAULT_BEAMS,
+    bone_hu: tuple[float, ...] = DEFAULT_BONE_HU,
+    maps: dict[float, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """WEPL, RED and bone-overlap scores of sct against ct inside mask (arrays z, y, x, in HU).
 
@@ -158,7 +165,8 @@ def dosimetric_scores(
         values = {
             "wepl_mae_mm": float(absolute.mean()),
             "wepl_p95_mm": float(np.percentile(absolute, 95)),
-            "range_error_pct": float(100.0 * np.mean(np.abs(difference[deep]) / wepl_ct[deep])) if deep.any()
+            "range_error_pct": float(100.0 * np.mean(np.abs(difference[deep]) / wepl_ct[deep]))
+            if deep.any()
             else float("nan"),
         }
         for key, value in values.items():

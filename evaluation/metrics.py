@@ -47,9 +47,7 @@ def _validate(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray) -> None:
     if gt.ndim != 3:
         raise ValueError(f"ground truth must be a 3-D array, got shape {gt.shape}")
     if gt.shape != pred.shape or gt.shape != mask.shape:
-        raise ValueError(
-            f"shape mismatch: ground truth {gt.shape}, prediction {pred.shape}, mask {mask.shape}"
-        )
+        raise ValueError(f"shape mismatch: ground truth {gt.shape}, prediction {pred.shape}, mask {mask.shape}")
     if not np.any(mask > 0):
         raise ValueError("the body mask is empty: the metrics are undefined")
 

@@ -140,8 +140,11 @@ def find_ground_truth(root: Path) -> tuple[dict[str, GroundTruthCase], list[dict
         region = REGION_FOLDERS.get(folder.parent.name.lower()) or region_from_id(case_id)
         if case_id in cases:
             problems.append(
-                {"case_id": case_id, "path": str(folder),
-                 "reason": f"duplicate ground-truth ID (also {cases[case_id].ct.parent})"}
+                {
+                    "case_id": case_id,
+                    "path": str(folder),
+                    "reason": f"duplicate ground-truth ID (also {cases[case_id].ct.parent})",
+                }
             )
             continue
         cases[case_id] = GroundTruthCase(
@@ -204,12 +207,16 @@ def read_results_json(pred_root: Path) -> dict[str, str]:
             continue
         outputs = [o.get("filename") for o in entry.get("outputs", []) if isinstance(o, dict)]
         images = [
-            i.get("filename") for i in entry.get("inputs", [])
+            i.get("filename")
+            for i in entry.get("inputs", [])
             if isinstance(i, dict) and i.get("type", "metaio_image") == "metaio_image" and i.get("filename")
         ]
         # The MR is the input under images/mri/ or named mr.*; failing that the first image input.
-        mri = [f for f in images if "/mri/" in f.replace("\\", "/") or
-               (strip_image_suffix(Path(f).name) or "").lower() in ("mr", "mri")]
+        mri = [
+            f
+            for f in images
+            if "/mri/" in f.replace("\\", "/") or (strip_image_suffix(Path(f).name) or "").lower() in ("mr", "mri")
+        ]
         mr_path = (mri or images or [None])[0]
         if mr_path is None:
             continue
@@ -266,7 +273,11 @@ def pair_cases(pred_root: Path, gt_root: Path) -> Pairing:
             continue
         if case_id in used:
             pairing.unpaired_predictions.append(
-                {"path": str(path), "name": name, "reason": f"another prediction for {case_id} came first: {used[case_id]}"}
+                {
+                    "path": str(path),
+                    "name": name,
+                    "reason": f"another prediction for {case_id} came first: {used[case_id]}",
+                }
             )
             continue
         used[case_id] = path

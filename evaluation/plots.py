@@ -57,21 +57,24 @@ def save_case_montage(
     """MR (when given), sCT, CT and |sCT - CT| inside the mask; middle axial slice above, coronal below."""
     inside = mask > 0
     error = np.where(inside, np.abs(sct.astype(np.float32) - ct.astype(np.float32)), 0.0)
-    panels = [("sCT", sct, "gray", CT_WINDOW), ("CT", ct, "gray", CT_WINDOW),
-              ("|sCT - CT| in mask (HU)", error, "magma", (0.0, ERROR_MAX_HU))]
+    panels = [
+        ("sCT", sct, "gray", CT_WINDOW),
+        ("CT", ct, "gray", CT_WINDOW),
+        ("|sCT - CT| in mask (HU)", error, "magma", (0.0, ERROR_MAX_HU)),
+    ]
     if mr is not None:
         panels.insert(0, ("MR", mr, "gray", _mr_window(mr, inside)))
     z, y = _centre(inside)
     sz, sy, sx = spacing_zyx
-    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 6.4), squeeze=False, layout="constrained")
     for col, (name, vol, cmap, (vmin, vmax)) in enumerate(panels):
         ax = axes[0, col]
         im = ax.imshow(vol[z], cmap=cmap, vmin=vmin, vmax=vmax, aspect=sy / sx, interpolation="nearest")
         ax.set_title(f"{name}, axial {z}", fontsize=9)
         ax = axes[1, col]
-        ax.imshow(vol[:, y, :], cmap=cmap, vmin=vmin, vmax=vmax, aspect=sz / sx, origin="lower",
-                  interpolation="nearest")
+        ax.imshow(
+            vol[:, y, :], cmap=cmap, vmin=vmin, vmax=vmax, aspect=sz / sx, origin="lower", interpolation="nearest"
+        )
         ax.set_title(f"coronal {y}", fontsize=9)
         if cmap == "magma":
             fig.colorbar(im, ax=axes[:, col].tolist(), shrink=0.5, label="HU")
@@ -88,9 +91,14 @@ def save_boxplots(path: Path, results: list[dict], metrics: list[str]) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
     rng = np.random.default_rng(0)  # jitter of the dots only
     for ax, metric in zip(axes[0], metrics):
-        data = [[r[metric] for r in results
-                 if r["region"] == reg and r.get(metric) is not None and math.isfinite(r[metric])]
-                for reg in regions]
+        data = [
+            [
+                r[metric]
+                for r in results
+                if r["region"] == reg and r.get(metric) is not None and math.isfinite(r[metric])
+            ]
+            for reg in regions
+        ]
         positions = [i + 1 for i, d in enumerate(data) if d]
         ax.boxplot([d for d in data if d], positions=positions, widths=0.5, showfliers=False)
         for pos, d in zip(positions, [d for d in data if d]):

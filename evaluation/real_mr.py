@@ -59,8 +59,9 @@ def find_file(package: str, source: Path | None = None) -> Path:
     else:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise TemplateNotFound(f"{package} is not installed: pip install --no-deps nilearn==0.14.1 "
-                                   "pydeface==2.1.0, or pass the wheels")
+            raise TemplateNotFound(
+                f"{package} is not installed: pip install --no-deps nilearn==0.14.1 pydeface==2.1.0, or pass the wheels"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
         raise TemplateNotFound(f"{package}: {path} missing")
@@ -73,6 +74,7 @@ def register_head(head: sitk.Image, brain_t1: sitk.Image) -> sitk.Transform:
     Only voxels inside the skull-stripped template count (fixed-image mask), so the head's skull and scalp do
     not pull; the pitch is searched because the head is stored tilted.
     """
+
     def shrink(image: sitk.Image, factor: int) -> sitk.Image:
         return sitk.Shrink(image, [factor] * 3)
 
@@ -90,8 +92,9 @@ def register_head(head: sitk.Image, brain_t1: sitk.Image) -> sitk.Transform:
     fixed = sitk.Cast(brain_t1, sitk.sitkFloat32)
     moving = sitk.Cast(head, sitk.sitkFloat32)
     mask = sitk.Cast(fixed > 10, sitk.sitkUInt8)
-    start = sitk.CenteredTransformInitializer(fixed, moving, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
+    start = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
     best: tuple[float, sitk.Transform] | None = None
     for pitch in (-60, -40, -20, 0, 20, 40, 60):
         for lift in (0.0, 30.0, 60.0):
@@ -115,8 +118,17 @@ def register_head(head: sitk.Image, brain_t1: sitk.Image) -> sitk.Transform:
 
 def _resample(image: sitk.Image, spacing: tuple[float, float, float], interpolator: int) -> sitk.Image:
     size = [max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize(), image.GetSpacing(), spacing)]
-    return sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
-                         image.GetDirection(), 0.0, sitk.sitkFloat32)
+    return sitk.Resample(
+        image,
+        size,
+        sitk.Transform(),
+        interpolator,
+        image.GetOrigin(),
+        spacing,
+        image.GetDirection(),
+        0.0,
+        sitk.sitkFloat32,
+    )
 
 
 def body_mask_of(mr: np.ndarray) -> np.ndarray:
@@ -150,8 +162,12 @@ class HeadCase:
         return paths
 
 
-def prepare_head(head_path: Path, brain_path: Path, spacing: tuple[float, float, float] = SPACING_MM,
-                 slices: tuple[int, int] | None = None) -> HeadCase:
+def prepare_head(
+    head_path: Path,
+    brain_path: Path,
+    spacing: tuple[float, float, float] = SPACING_MM,
+    slices: tuple[int, int] | None = None,
+) -> HeadCase:
     """The head on the brain template's grid at `spacing`, body and brain masks; `slices` keeps a z-range only."""
     head = sitk.ReadImage(str(head_path), sitk.sitkFloat32)
     template = sitk.ReadImage(str(brain_path), sitk.sitkFloat32)
@@ -177,8 +193,14 @@ def prepare_head(head_path: Path, brain_path: Path, spacing: tuple[float, float,
     return HeadCase(*images)
 
 
-def head_metrics(sct_hu: np.ndarray, brain: np.ndarray, body: np.ndarray, spacing_zyx: tuple[float, float, float],
-                 bone_hu: float = BONE_HU, shell_mm: tuple[float, float] = SHELL_MM) -> dict[str, float]:
+def head_metrics(
+    sct_hu: np.ndarray,
+    brain: np.ndarray,
+    body: np.ndarray,
+    spacing_zyx: tuple[float, float, float],
+    bone_hu: float = BONE_HU,
+    shell_mm: tuple[float, float] = SHELL_MM,
+) -> dict[str, float]:
     """What anatomy says of an sCT of a head: bone in the brain, the brain's mean HU, bone in the skull shell.
 
     The shell is measured in 3D (anisotropic voxels handled) and kept inside the body mask; slices whose brain

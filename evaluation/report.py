@@ -59,7 +59,9 @@ def metric_names(results: list[dict]) -> list[str]:
 
     fixed = (*IMAGE_METRICS, *SEGMENTATION_METRICS, *DOSIMETRY_METRICS)
     names = [m for m in fixed if any(m in r for r in results)]
-    extra = sorted({k for r in results for k in r if k.startswith(("bone_dice_", "wepl_", "range_error_pct_"))} - set(fixed))
+    extra = sorted(
+        {k for r in results for k in r if k.startswith(("bone_dice_", "wepl_", "range_error_pct_"))} - set(fixed)
+    )
     return names + extra
 
 
@@ -76,8 +78,12 @@ def summarise(results: list[dict]) -> tuple[dict, dict]:
 
 def case_result(case_id: str, region: str, scores: dict[str, float], prediction: Path) -> dict:
     """One entry of ``results``: the scores as floats (inf/NaN kept until writing), ID, region and file."""
-    return {"case_id": case_id, "region": region, **{k: float(v) for k, v in scores.items()},
-            "prediction": str(prediction)}
+    return {
+        "case_id": case_id,
+        "region": region,
+        **{k: float(v) for k, v in scores.items()},
+        "prediction": str(prediction),
+    }
 
 
 def _jsonable_results(results: list[dict]) -> list[dict]:

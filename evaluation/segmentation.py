@@ -29,10 +29,30 @@ TOTAL_FAST_MODEL = "Dataset297_TotalSegmentator_total_3mm_1559subj"
 # Structures scored per region (TotalSegmentator class-name prefixes); other regions score every structure.
 REGION_STRUCTURES: dict[str, tuple[str, ...]] = {
     "HN": ("esophagus", "trachea", "thyroid_gland", "vertebrae_", "spinal_cord", "brain", "skull"),
-    "AB": ("kidney_left", "kidney_right", "liver", "stomach", "lung_", "vertebrae_", "heart", "spinal_cord",
-           "rib_", "sternum"),
-    "TH": ("kidney_left", "kidney_right", "liver", "stomach", "lung_", "vertebrae_", "heart", "spinal_cord",
-           "rib_", "sternum"),
+    "AB": (
+        "kidney_left",
+        "kidney_right",
+        "liver",
+        "stomach",
+        "lung_",
+        "vertebrae_",
+        "heart",
+        "spinal_cord",
+        "rib_",
+        "sternum",
+    ),
+    "TH": (
+        "kidney_left",
+        "kidney_right",
+        "liver",
+        "stomach",
+        "lung_",
+        "vertebrae_",
+        "heart",
+        "spinal_cord",
+        "rib_",
+        "sternum",
+    ),
 }
 
 
@@ -68,8 +88,15 @@ def _run_totalsegmentator(image_path: Path) -> np.ndarray:
         sitk.WriteImage(sitk.ReadImage(str(image_path)), str(nifti))
         with torch.no_grad():
             seg = totalsegmentator(
-                input=nifti, output=None, ml=True, fast=True, skip_saving=True, quiet=True,
-                nr_thr_resamp=1, nr_thr_saving=1, device="gpu" if torch.cuda.is_available() else "cpu",
+                input=nifti,
+                output=None,
+                ml=True,
+                fast=True,
+                skip_saving=True,
+                quiet=True,
+                nr_thr_resamp=1,
+                nr_thr_saving=1,
+                device="gpu" if torch.cuda.is_available() else "cpu",
             )
     return np.asarray(seg.dataobj).astype(np.int16).transpose(2, 1, 0)
 
@@ -135,7 +162,11 @@ def make_segmenter(kind: str):
 
 
 def segmentation_scores(
-    sct_path: Path, ct_path: Path, gt_segmentation: Path | None, region: str, spacing_zyx: tuple[float, ...],
+    sct_path: Path,
+    ct_path: Path,
+    gt_segmentation: Path | None,
+    region: str,
+    spacing_zyx: tuple[float, ...],
     segmenter=None,
 ) -> dict[str, float]:
     """Mean Dice and HD95 (mm) over the scored structures present in the ground-truth segmentation.
@@ -163,8 +194,13 @@ def segmentation_scores(
         g_t = torch.from_numpy(g)[None, None]
         p_t = torch.from_numpy(pred == label)[None, None]
         dices.append(float(compute_dice(p_t, g_t, include_background=True).item()))
-        hd95s.append(float(compute_hausdorff_distance(
-            p_t, g_t, include_background=True, percentile=95, spacing=list(spacing_zyx)).item()))
+        hd95s.append(
+            float(
+                compute_hausdorff_distance(
+                    p_t, g_t, include_background=True, percentile=95, spacing=list(spacing_zyx)
+                ).item()
+            )
+        )
     if not dices:
         return {"dice": float("nan"), "hd95": float("nan")}
     return {"dice": float(np.mean(dices)), "hd95": float(np.mean(hd95s))}

@@ -61,42 +61,84 @@ def _rate(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     d = Rates()
-    parser = argparse.ArgumentParser(prog="python -m phantoms", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m phantoms", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    parser.add_argument("--regions", type=_regions, default=["HN", "TH", "AB"],
-                        help="comma-separated: HN, TH, AB (2025) and BRAIN, PELVIS (2023); default HN,TH,AB")
+    parser.add_argument(
+        "--regions",
+        type=_regions,
+        default=["HN", "TH", "AB"],
+        help="comma-separated: HN, TH, AB (2025) and BRAIN, PELVIS (2023); default HN,TH,AB",
+    )
     parser.add_argument("--cases", type=int, default=20, help="cases per region (default 20)")
     parser.add_argument("--start", type=int, default=0, help="index of the first case (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    parser.add_argument("--spacing", type=_spacing, default=(1.0, 1.0, 3.0),
-                        help="voxel size x,y,z in mm (default 1,1,3 as the 2025 release; the 2023 release used "
-                             "1,1,1 for brain and 1,1,2.5 for pelvis)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="full",
-                        help="full: real-size cases; small: ~5x coarser voxels and margins scaled down, for tests")
-    parser.add_argument("--template-layout", action="store_true",
-                        help="also write each case as a grand-challenge input folder under <out>/template/<ID>/")
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        default=(1.0, 1.0, 3.0),
+        help="voxel size x,y,z in mm (default 1,1,3 as the 2025 release; the 2023 release used "
+        "1,1,1 for brain and 1,1,2.5 for pelvis)",
+    )
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="full",
+        help="full: real-size cases; small: ~5x coarser voxels and margins scaled down, for tests",
+    )
+    parser.add_argument(
+        "--template-layout",
+        action="store_true",
+        help="also write each case as a grand-challenge input folder under <out>/template/<ID>/",
+    )
     parser.add_argument("--overview", action="store_true", help="also write <out>/overview/<ID>.png per case")
-    parser.add_argument("--misalign-rate", type=_rate, default=d.misalign,
-                        help=f"fraction of cases with a small rigid MR-CT misalignment (default {d.misalign})")
-    parser.add_argument("--metal-rate", type=_rate, default=d.metal,
-                        help=f"fraction with metal: dental fillings, hip implant/spinal fixation, sternal wires "
-                             f"(default {d.metal})")
-    parser.add_argument("--arms-rate", type=_rate, default=d.arms,
-                        help=f"fraction of TH/AB cases with the arms in the field of view (default {d.arms})")
-    parser.add_argument("--couch-rate", type=_rate, default=d.couch,
-                        help=f"fraction of cases whose CT shows the couch top (default {d.couch})")
-    parser.add_argument("--banding-rate", type=_rate, default=d.banding,
-                        help=f"fraction of low-field (0.35 T bSSFP) cases with banding (default {d.banding})")
-    parser.add_argument("--mr-randomisation", choices=LEVELS, default="off",
-                        help="MR domain randomisation (phantoms/randomise.py): off (default; the per-centre sequence "
-                             "models), physics (wider sequence parameters plus gamma, resolution, Gibbs ringing and "
-                             "motion ghosts) or full (as physics, with a random contrast per tissue); the CT is "
-                             "unchanged")
-    parser.add_argument("--variability", action="store_true",
-                        help="anatomical variability (phantoms/variability.py): a random elastic deformation of the "
-                             "labels (MR and CT alike) and textures inside tissues (fat septa, lung vessels, "
-                             "trabeculae)")
+    parser.add_argument(
+        "--misalign-rate",
+        type=_rate,
+        default=d.misalign,
+        help=f"fraction of cases with a small rigid MR-CT misalignment (default {d.misalign})",
+    )
+    parser.add_argument(
+        "--metal-rate",
+        type=_rate,
+        default=d.metal,
+        help=f"fraction with metal: dental fillings, hip implant/spinal fixation, sternal wires (default {d.metal})",
+    )
+    parser.add_argument(
+        "--arms-rate",
+        type=_rate,
+        default=d.arms,
+        help=f"fraction of TH/AB cases with the arms in the field of view (default {d.arms})",
+    )
+    parser.add_argument(
+        "--couch-rate",
+        type=_rate,
+        default=d.couch,
+        help=f"fraction of cases whose CT shows the couch top (default {d.couch})",
+    )
+    parser.add_argument(
+        "--banding-rate",
+        type=_rate,
+        default=d.banding,
+        help=f"fraction of low-field (0.35 T bSSFP) cases with banding (default {d.banding})",
+    )
+    parser.add_argument(
+        "--mr-randomisation",
+        choices=LEVELS,
+        default="off",
+        help="MR domain randomisation (phantoms/randomise.py): off (default; the per-centre sequence "
+        "models), physics (wider sequence parameters plus gamma, resolution, Gibbs ringing and "
+        "motion ghosts) or full (as physics, with a random contrast per tissue); the CT is "
+        "unchanged",
+    )
+    parser.add_argument(
+        "--variability",
+        action="store_true",
+        help="anatomical variability (phantoms/variability.py): a random elastic deformation of the "
+        "labels (MR and CT alike) and textures inside tissues (fat septa, lung vessels, "
+        "trabeculae)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -108,13 +150,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cases < 0 or args.start < 0:
         parser.error("--cases and --start must be >= 0")
-    rates = Rates(misalign=args.misalign_rate, metal=args.metal_rate, arms=args.arms_rate, couch=args.couch_rate,
-                  banding=args.banding_rate)
+    rates = Rates(
+        misalign=args.misalign_rate,
+        metal=args.metal_rate,
+        arms=args.arms_rate,
+        couch=args.couch_rate,
+        banding=args.banding_rate,
+    )
     try:
-        folders = write_dataset(args.out, args.regions, args.cases, seed=args.seed, spacing=args.spacing,
-                                size=args.size, template_layout=args.template_layout, overview=args.overview,
-                                rates=rates, start=args.start, progress=False if args.no_progress else None,
-                                mr_randomisation=args.mr_randomisation, variability=args.variability)
+        folders = write_dataset(
+            args.out,
+            args.regions,
+            args.cases,
+            seed=args.seed,
+            spacing=args.spacing,
+            size=args.size,
+            template_layout=args.template_layout,
+            overview=args.overview,
+            rates=rates,
+            start=args.start,
+            progress=False if args.no_progress else None,
+            mr_randomisation=args.mr_randomisation,
+            variability=args.variability,
+        )
     except PhantomError as err:
         log.error("%s", err)
         return 1

@@ -86,12 +86,18 @@ class Body:
         self.arms_in_body = True  # False: arms are painted separately (present in one modality only)
         s, ws, ap = p.hs, p.ws, p.ap
         shoulder = (1.0, 1.0) if p.arms_down else (0.78, 0.88)
-        zk = np.array([-130, -175, -215, -245, -262, -282, -310, -345, -400, -470, -560, -650, -720, -790, -850, -885]) * s
+        zk = (
+            np.array([-130, -175, -215, -245, -262, -282, -310, -345, -400, -470, -560, -650, -720, -790, -850, -885])
+            * s
+        )
         self.muscle = profile(
             zk,
             np.zeros(zk.size),
             [15, 16, 17, 20, 22, 25, 28, 28, 25, 20, 18, 18, 20, 25, 28, 30],
-            np.array([53, 53, 53, 57, 72, 118 * shoulder[0], 158 * shoulder[1], 162, 150, 148, 140, 140, 150, 165, 160, 130]) * ws,
+            np.array(
+                [53, 53, 53, 57, 72, 118 * shoulder[0], 158 * shoulder[1], 162, 150, 148, 140, 140, 150, 165, 160, 130]
+            )
+            * ws,
             np.array([48, 46, 45, 46, 52, 65, 80, 92, 100, 100, 95, 90, 85, 85, 80, 60]) * ws * ap,
             np.array([58, 58, 57, 56, 60, 70, 85, 95, 100, 95, 85, 85, 90, 105, 110, 85]) * ws * ap,
         )
@@ -99,8 +105,10 @@ class Body:
         belly = profile(np.array([-470, -560, -650, -760, -820]) * s, [0.0, 0.6, 1.0, 0.6, 0.0])
         self.fat_rel, self.belly_rel = fat_rel, belly
         # back: depth of the spine's body centre from the posterior muscle outline
-        self.back = profile(np.array([-140, -200, -260, -300, -420, -520, -600, -700, -760, -820, -860]) * s,
-                            np.array([40, 38, 40, 55, 58, 60, 66, 68, 62, 45, 30]) * ap)
+        self.back = profile(
+            np.array([-140, -200, -260, -300, -420, -520, -600, -700, -760, -820, -860]) * s,
+            np.array([40, 38, 40, 55, 58, 60, 66, 68, 62, 45, 30]) * ap,
+        )
         self.z_dome_r = -455 * s - p.breath
         self.z_dome_l = -470 * s - p.breath
         self.z_apex = -262 * s
@@ -157,8 +165,17 @@ class Body:
 
     def paint(self, cv: Canvas) -> None:
         """Everything, in an order where later structures overwrite earlier ones."""
-        for name in ("paint_outline", "paint_head", "paint_neck", "paint_thorax", "paint_abdomen", "paint_pelvis",
-                     "paint_spine", "paint_ribs", "paint_shoulders"):
+        for name in (
+            "paint_outline",
+            "paint_head",
+            "paint_neck",
+            "paint_thorax",
+            "paint_abdomen",
+            "paint_pelvis",
+            "paint_spine",
+            "paint_ribs",
+            "paint_shoulders",
+        ):
             self.rng = self._stream(name)
             getattr(self, name)(cv)
 
@@ -179,10 +196,12 @@ class Body:
         # thighs below the groin
         for side in (-1, 1):
             cxt = side * (66 * p.ws + 0.6 * p.fat)
+
             def thigh(z, cxt=cxt, outer=True):
                 f = p.fat * 0.9 if outer else 0.0
                 r = 72 * p.ws + f - 0.05 * (-870 * s - z)
                 return [np.full_like(z, cxt), np.full_like(z, 15.0), r, r * 0.95, r]
+
             box, F = cv.ztube(-840 * s, -1300 * s, thigh)
             if box is not None:
                 cv.fill(T.FAT_SC, box, F <= 1, only=(T.AIR,))
@@ -193,20 +212,29 @@ class Body:
                 if cv.texture is not None:
                     cv.fill(T.FAT, box, (F <= 1) & fat_planes(cv.tex(box), 1.1, 0.08), only=(T.MUSCLE,))
             bx = side * 95 * p.ws
-            cv.tube([(bx + side * 20, 10, -865 * s), (bx, 8, -1100 * s), (bx - side * 10, 5, -1300 * s)], 14,
-                    [(0, T.CORTICAL_DENSE), (5, T.MARROW)])
-            cv.tube([(side * 70 * p.ws, -40, -840 * s), (side * 72 * p.ws, -30, -1300 * s)], 4.5, [(0, T.BLOOD)],
-                    only=(T.MUSCLE, T.FAT))
+            cv.tube(
+                [(bx + side * 20, 10, -865 * s), (bx, 8, -1100 * s), (bx - side * 10, 5, -1300 * s)],
+                14,
+                [(0, T.CORTICAL_DENSE), (5, T.MARROW)],
+            )
+            cv.tube(
+                [(side * 70 * p.ws, -40, -840 * s), (side * 72 * p.ws, -30, -1300 * s)],
+                4.5,
+                [(0, T.BLOOD)],
+                only=(T.MUSCLE, T.FAT),
+            )
         # body cavity: visceral fat (later filled by lungs and organs)
         box, F = cv.ztube(self.z_apex, self.z_floor, self.cavity, p=2)
         if box is not None:
             cv.fill(T.FAT, box, F <= 1, only=(T.MUSCLE, T.FAT, T.FAT_SC))
         # paraspinal muscles (erector spinae), outside the cavity behind the spine
         for side in (-1, 1):
+
             def para(z, side=side):
                 x, y = self.spine_xy(z)
                 r = 18 + 6 * (z < -450 * s)
                 return [x + side * (20 + 14 * p.ws), y + 44, r * p.ws, 20.0 + 0 * z, 22.0 + 0 * z]
+
             box, F = cv.ztube(-150 * s, -790 * s, para)
             if box is not None:
                 cv.fill(T.MUSCLE, box, F <= 1, only=(T.FAT_SC, T.FAT, T.MUSCLE))
@@ -220,8 +248,14 @@ class Body:
                 rr = (r * 1.35, r * 0.55, r * 0.9)
                 cv.ellipsoid(T.SKIN, c, [v + 1.5 for v in rr], rot, only=(T.AIR,))
                 cv.ellipsoid(T.FAT_SC, c, rr, rot, only=(T.AIR, T.SKIN))
-                cv.ellipsoid(T.GLAND, (c[0], c[1] - 0.15 * r, c[2]), (r * 0.7, r * 0.3, r * 0.5), rot,
-                             only=(T.FAT_SC,), where=lambda b: cv.tex(b) > -0.4)
+                cv.ellipsoid(
+                    T.GLAND,
+                    (c[0], c[1] - 0.15 * r, c[2]),
+                    (r * 0.7, r * 0.3, r * 0.5),
+                    rot,
+                    only=(T.FAT_SC,),
+                    where=lambda b: cv.tex(b) > -0.4,
+                )
         if p.arms_down and self.arms_in_body:
             self.paint_arms(cv)
 
@@ -231,9 +265,11 @@ class Body:
         p, s = self.p, self.p.hs
         gap = float(self._stream("arms").uniform(8, 35))
         for side in (-1, 1):
+
             def at(z):
                 _, cy, a, _, _ = self.outline(np.array([z]))
                 return cy[0], a[0]
+
             pts, rad = [], []
             for z, r in ((-318, 34), (-400, 45), (-500, 40), (-590, 36), (-700, 36), (-820, 28), (-900, 22)):
                 zz = z * s
@@ -249,8 +285,11 @@ class Body:
             hum = [pts[0], pts[1], (pts[2][0], pts[2][1] + 5, pts[2][2]), (pts[3][0], pts[3][1] + 8, pts[3][2])]
             cv.tube(hum, 11, [(0, T.CORTICAL_DENSE), (3.5, T.MARROW)], only=(T.MUSCLE, T.FAT_SC, T.FAT))
             for dy, r in ((-9, 7), (9, 7.5)):
-                fore = [(pts[3][0], pts[3][1] + dy, pts[3][2]), (pts[4][0], pts[4][1] + dy, pts[4][2]),
-                        (pts[5][0], pts[5][1] + dy * 0.8, pts[5][2])]
+                fore = [
+                    (pts[3][0], pts[3][1] + dy, pts[3][2]),
+                    (pts[4][0], pts[4][1] + dy, pts[4][2]),
+                    (pts[5][0], pts[5][1] + dy * 0.8, pts[5][2]),
+                ]
                 cv.tube(fore, r, [(0, T.CORTICAL), (2.2, T.MARROW)], only=(T.MUSCLE, T.FAT_SC, T.FAT))
 
     # ------------------------------------------------------------------------------------- head
@@ -286,8 +325,9 @@ class Body:
         cv.ellipsoid(T.MUSCLE, face_c, [v - 7 for v in face_r], p=2.5, only=(T.FAT_SC,))
         cv.ellipsoid(T.SOFT, (0, -96 * hc, -128 * s), (12 * hc, 14 * hc, 25 * s), rotation(pitch=-12), only=(T.AIR,))
         for side in (-1, 1):
-            cv.ellipsoid(T.SOFT, (side * 76 * hc, 8 * hc, -118 * s), (5, 13 * hc, 27 * s), rotation(yaw=side * 10),
-                         only=(T.AIR,))
+            cv.ellipsoid(
+                T.SOFT, (side * 76 * hc, 8 * hc, -118 * s), (5, 13 * hc, 27 * s), rotation(yaw=side * 10), only=(T.AIR,)
+            )
         # skin over the whole head
         for c, r, pw in ((cran_c, cran_r, 2.0), (face_c, face_r, 2.5)):
             box, F = cv.superquadric(c, r, None, pw)
@@ -295,10 +335,12 @@ class Body:
                 cv.fill(T.SKIN, box, (F <= 1) & (F > (1 - 1.8 / min(r)) ** pw), only=(T.FAT_SC,))
         # parotid glands, masseters
         for side in (-1, 1):
-            cv.ellipsoid(T.PAROTID, (side * 46 * hc, -2 * hc, -152 * s), (11 * hc, 17 * hc, 22 * s),
-                         only=(T.MUSCLE, T.FAT_SC))
-            cv.ellipsoid(T.MUSCLE, (side * 47 * hc, -30 * hc, -165 * s), (8 * hc, 16 * hc, 25 * s),
-                         only=(T.FAT_SC, T.MUSCLE))
+            cv.ellipsoid(
+                T.PAROTID, (side * 46 * hc, -2 * hc, -152 * s), (11 * hc, 17 * hc, 22 * s), only=(T.MUSCLE, T.FAT_SC)
+            )
+            cv.ellipsoid(
+                T.MUSCLE, (side * 47 * hc, -30 * hc, -165 * s), (8 * hc, 16 * hc, 25 * s), only=(T.FAT_SC, T.MUSCLE)
+            )
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
         thick = float(rng.uniform(5.5, 8.0))
@@ -310,7 +352,7 @@ class Body:
         box, F = cv.superquadric(cran_c, inner)
         if box is not None:
             zb = self.zb(box.X, box.Y)
-            fm = (box.X ** 2 + (box.Y - 22 * hc) ** 2) < (15 * hc) ** 2  # foramen magnum
+            fm = (box.X**2 + (box.Y - 22 * hc) ** 2) < (15 * hc) ** 2  # foramen magnum
             plate = (F <= 1) & (box.Z <= zb) & (box.Z > zb - 7 * s) & ~fm
             cv.fill(T.CORTICAL_DENSE, box, plate)
             cv.fill(T.MARROW, box, plate & (box.Z < zb - 2.0) & (box.Z > zb - 5.0 * s) & (cv.tex(box) > -0.5))
@@ -331,18 +373,31 @@ class Body:
                 cv.fill(T.CSF, box, brain & (np.abs(fold) < 0.13) & (F > 0.66) & (tex > -1.2), only=(T.GM, T.WM))
             else:
                 cv.fill(T.WM, box, (F <= 0.78) & (box.Z > zb + 8), only=(T.GM,))
-            cv.fill(T.CSF, box, brain & (np.abs(box.X) < 0.8) & (box.Z > -88 * s) & (tex > -0.6 if cv.texture is not None
-                    else True), only=(T.GM, T.WM))
+            cv.fill(
+                T.CSF,
+                box,
+                brain & (np.abs(box.X) < 0.8) & (box.Z > -88 * s) & (tex > -0.6 if cv.texture is not None else True),
+                only=(T.GM, T.WM),
+            )
         for side in (-1, 1):
-            cv.ellipsoid(T.CSF, (side * 10 * hc, 0, -82 * s), (6.5 * hc, 30 * hc, 7 * s), rotation(yaw=side * 8),
-                         only=(T.WM, T.GM))
+            cv.ellipsoid(
+                T.CSF,
+                (side * 10 * hc, 0, -82 * s),
+                (6.5 * hc, 30 * hc, 7 * s),
+                rotation(yaw=side * 8),
+                only=(T.WM, T.GM),
+            )
         cv.ellipsoid(T.CSF, (0, 5 * hc, -100 * s), (2 * hc, 14 * hc, 9 * s), only=(T.WM, T.GM))
         for side in (-1, 1):  # cerebellum (folia from the texture)
             c = (side * 22 * hc, 52 * hc, -138 * s)
             cv.ellipsoid(T.GM, c, (40 * hc, 32 * hc, 21 * s), only=(T.CSF, T.GM, T.WM))
             cv.ellipsoid(T.WM, c, (18 * hc, 14 * hc, 10 * s), only=(T.GM,))
-        cv.tube([(0, 5 * hc, -95 * s), (0, 12 * hc, -125 * s), (0, 22 * hc, -158 * s)], [11, 14, 10],
-                [(0, T.CORD)], only=(T.CSF, T.GM, T.WM, T.CORTICAL_DENSE, T.MARROW))
+        cv.tube(
+            [(0, 5 * hc, -95 * s), (0, 12 * hc, -125 * s), (0, 22 * hc, -158 * s)],
+            [11, 14, 10],
+            [(0, T.CORD)],
+            only=(T.CSF, T.GM, T.WM, T.CORTICAL_DENSE, T.MARROW),
+        )
         # orbits: bony cone, fat, globe, lens, optic nerve
         for side in (-1, 1):
             oc = (side * 30 * hc, -52 * hc, -108 * s)
@@ -352,23 +407,42 @@ class Body:
             cv.ellipsoid(T.SOFT, g, (12.8 * hc,) * 3)
             cv.ellipsoid(T.VITREOUS, g, (12 * hc,) * 3)
             cv.ellipsoid(T.LENS, (g[0], g[1] - 9 * hc, g[2]), (4.5, 2.0, 4.5))
-            cv.tube([(g[0], g[1] + 11 * hc, g[2]), (side * 12 * hc, -22 * hc, -114 * s)], 2.3, [(0, T.CORD)],
-                    only=(T.FAT, T.CORTICAL))
+            cv.tube(
+                [(g[0], g[1] + 11 * hc, g[2]), (side * 12 * hc, -22 * hc, -114 * s)],
+                2.3,
+                [(0, T.CORD)],
+                only=(T.FAT, T.CORTICAL),
+            )
         # maxilla and hard palate (bone block, carved by the sinuses and the nasal cavity below)
         cv.bone((0, -52 * hc, -145 * s), (40 * hc, 35 * hc, 22 * s), 2.0, only=(T.MUSCLE, T.FAT_SC, T.SOFT, T.FAT))
         cv.bone((0, -48 * hc, -157 * s), (26 * hc, 32 * hc, 4 * s), 1.2)
         for side in (-1, 1):  # zygomatic arches, petrous bones, mastoids, ear canals
-            cv.tube([(side * 40 * hc, -60 * hc, -118 * s), (side * 58 * hc, -25 * hc, -125 * s),
-                     (side * 62 * hc, 0, -128 * s)], 4, [(0, T.CORTICAL), (2, T.MARROW)], only=SOFT_LIKE + (T.PAROTID,))
-            cv.tube([(side * 50 * hc, 12 * hc, -128 * s), (side * 18 * hc, -8 * hc, -126 * s)], [6, 4],
-                    [(0, T.CORTICAL_DENSE)])
+            cv.tube(
+                [
+                    (side * 40 * hc, -60 * hc, -118 * s),
+                    (side * 58 * hc, -25 * hc, -125 * s),
+                    (side * 62 * hc, 0, -128 * s),
+                ],
+                4,
+                [(0, T.CORTICAL), (2, T.MARROW)],
+                only=SOFT_LIKE + (T.PAROTID,),
+            )
+            cv.tube(
+                [(side * 50 * hc, 12 * hc, -128 * s), (side * 18 * hc, -8 * hc, -126 * s)],
+                [6, 4],
+                [(0, T.CORTICAL_DENSE)],
+            )
             mc = (side * 54 * hc, 18 * hc, -130 * s)
             box, F = cv.superquadric(mc, (10 * hc, 12 * hc, 13 * s))
             if box is not None:
                 cv.fill(T.CORTICAL_DENSE, box, F <= 1)
                 cv.fill(T.GAS, box, (F <= 0.8) & (cv.tex(box) < 0.3))
-            cv.tube([(side * 74 * hc, 6 * hc, -124 * s), (side * 58 * hc, 6 * hc, -126 * s)], [3.2, 2.5], [(0, T.GAS)],
-                    only=SOFT_LIKE + (T.CORTICAL_DENSE, T.CORTICAL, T.MARROW))
+            cv.tube(
+                [(side * 74 * hc, 6 * hc, -124 * s), (side * 58 * hc, 6 * hc, -126 * s)],
+                [3.2, 2.5],
+                [(0, T.GAS)],
+                only=SOFT_LIKE + (T.CORTICAL_DENSE, T.CORTICAL, T.MARROW),
+            )
         # sinuses and nasal cavity (bony walls, then air)
         sinuses = [((side * 27 * hc, -50 * hc, -137 * s), (13 * hc, 16 * hc, 16 * s)) for side in (-1, 1)]
         sinuses.append(((0, -18 * hc, -140 * s), (11 * hc, 10 * hc, 9 * s)))
@@ -405,8 +479,11 @@ class Body:
         hc, s = p.hc, p.hs
         pts = []
         for side in (-1, 1):
-            half = [(side * 50 * hc, 8 * hc, -125 * s, 5.0), (side * 48 * hc, 2 * hc, -150 * s, 6.0),
-                    (side * 46 * hc, -5 * hc, -186 * s, 7.5)]
+            half = [
+                (side * 50 * hc, 8 * hc, -125 * s, 5.0),
+                (side * 48 * hc, 2 * hc, -150 * s, 6.0),
+                (side * 46 * hc, -5 * hc, -186 * s, 7.5),
+            ]
             for th in np.linspace(1.35, 0.2, 5):
                 x, y = self._arch(side * th, upper=False)
                 half.append((x * 1.02, y, -188 * s, 8.0))
@@ -414,8 +491,9 @@ class Body:
                 pts += half
             else:
                 pts += [(0, -87 * hc, -193 * s, 9.5)] + half[::-1]
-        cv.tube([q[:3] for q in pts], [q[3] for q in pts], [(0, T.CORTICAL), (2.5, T.MARROW)],
-                only=SOFT_LIKE + (T.PAROTID,))
+        cv.tube(
+            [q[:3] for q in pts], [q[3] for q in pts], [(0, T.CORTICAL), (2.5, T.MARROW)], only=SOFT_LIKE + (T.PAROTID,)
+        )
         cv.ellipsoid(T.MUSCLE, (0, -42 * hc, -172 * s), (24 * hc, 32 * hc, 13 * s), only=(T.MUSCLE, T.FAT_SC, T.SOFT))
         if p.mouth_air:
             cv.ellipsoid(T.GAS, (0, -50 * hc, -168 * s), (16 * hc, 24 * hc, 2.5), only=(T.MUSCLE, T.SOFT, T.FAT_SC))
@@ -442,13 +520,30 @@ class Body:
         if cv.z[-1] < -380 * s or cv.z[0] > -120 * s:
             return
         for side in (-1, 1):
-            cv.tube([(side * 56 * hc, 20 * hc, -130 * s), (side * 45, -10, -210 * s), (side * 18, -36, -292 * s)],
-                    [10, 11, 8], [(0, T.FAT), (2, T.MUSCLE)], only=(T.MUSCLE, T.FAT))
-            cv.tube([(side * 20, -8, -150 * s), (side * 21, -4, -200 * s), (side * 22, -6, -260 * s),
-                     (side * 14, -8, -320 * s)], 3.6, [(0, T.BLOOD)], only=(T.MUSCLE, T.FAT, T.SOFT, T.PAROTID))
+            cv.tube(
+                [(side * 56 * hc, 20 * hc, -130 * s), (side * 45, -10, -210 * s), (side * 18, -36, -292 * s)],
+                [10, 11, 8],
+                [(0, T.FAT), (2, T.MUSCLE)],
+                only=(T.MUSCLE, T.FAT),
+            )
+            cv.tube(
+                [
+                    (side * 20, -8, -150 * s),
+                    (side * 21, -4, -200 * s),
+                    (side * 22, -6, -260 * s),
+                    (side * 14, -8, -320 * s),
+                ],
+                3.6,
+                [(0, T.BLOOD)],
+                only=(T.MUSCLE, T.FAT, T.SOFT, T.PAROTID),
+            )
             jr = float(self.rng.uniform(4, 7))
-            cv.tube([(side * 30, 2, -140 * s), (side * 28, -2, -230 * s), (side * 24, -8, -300 * s)], jr,
-                    [(0, T.BLOOD)], only=(T.MUSCLE, T.FAT, T.SOFT, T.PAROTID))
+            cv.tube(
+                [(side * 30, 2, -140 * s), (side * 28, -2, -230 * s), (side * 24, -8, -300 * s)],
+                jr,
+                [(0, T.BLOOD)],
+                only=(T.MUSCLE, T.FAT, T.SOFT, T.PAROTID),
+            )
             cv.ellipsoid(T.GLAND, (side * 17 * hc, -14 * hc, -262 * s), (8, 9, 18 * s), only=(T.MUSCLE, T.FAT))
             cv.ellipsoid(T.SOFT, (side * 28 * hc, -38 * hc, -200 * s), (10, 12, 9), only=(T.MUSCLE, T.FAT_SC))
         cv.ellipsoid(T.GLAND, (0, -24 * hc, -265 * s), (12, 4, 5), only=(T.MUSCLE, T.FAT))
@@ -461,14 +556,32 @@ class Body:
                 cv.fill(T.CORTICAL, box, (F <= 1) & (cv.tex(box) > 1.0 - p.age))
         box, F = cv.ztube(-218 * s, -240 * s, lambda z: lar(z, 14.5, 13.5))
         cv.fill(T.SOFT, box, F <= 1) if box is not None else None
-        cv.tube([(-22 * hc, 0, -210 * s), (-16 * hc, -22 * hc, -212 * s), (0, -30 * hc, -212 * s),
-                 (16 * hc, -22 * hc, -212 * s), (22 * hc, 0, -210 * s)], 3, [(0, T.CORTICAL), (1.5, T.MARROW)])
+        cv.tube(
+            [
+                (-22 * hc, 0, -210 * s),
+                (-16 * hc, -22 * hc, -212 * s),
+                (0, -30 * hc, -212 * s),
+                (16 * hc, -22 * hc, -212 * s),
+                (22 * hc, 0, -210 * s),
+            ],
+            3,
+            [(0, T.CORTICAL), (1.5, T.MARROW)],
+        )
         # oesophagus, then the airway (pharynx, larynx, trachea with cartilage wall)
         _, ys = self.spine_xy(np.array([-300 * s, -360 * s]))
-        cv.tube([(0, 14, -225 * s), (2, 15, -262 * s), (4, ys[0] - 20, -300 * s), (6, ys[1] - 22, -360 * s)], 6.5,
-                [(0, T.SOFT)])
-        air = [(0, -22 * hc, -138 * s, 8), (0, -2 * hc, -160 * s, 6.5), (0, 2, -185 * s, 6.5), (0, 4, -205 * s, 6),
-               (0, -8, -228 * s, 5.5), (0, -14, -250 * s, 8)]
+        cv.tube(
+            [(0, 14, -225 * s), (2, 15, -262 * s), (4, ys[0] - 20, -300 * s), (6, ys[1] - 22, -360 * s)],
+            6.5,
+            [(0, T.SOFT)],
+        )
+        air = [
+            (0, -22 * hc, -138 * s, 8),
+            (0, -2 * hc, -160 * s, 6.5),
+            (0, 2, -185 * s, 6.5),
+            (0, 4, -205 * s, 6),
+            (0, -8, -228 * s, 5.5),
+            (0, -14, -250 * s, 8),
+        ]
         cv.tube([q[:3] for q in air], [q[3] for q in air], [(0, T.GAS)])
         trachea = [(0, -14, -250 * s), (0, -12, -290 * s), (0, -4, -330 * s), (0, 6, -362 * s)]
         cv.tube(trachea, 10.3, [(0, T.CARTILAGE), (1.8, T.GAS)])
@@ -488,8 +601,13 @@ class Body:
         if box is not None:
             lung = (F <= 1) & (box.Z > self.dome(box.X, box.Y))
             cv.fill(T.LUNG, box, lung, only=(T.FAT,))
-            cv.fill(T.MUSCLE, box, (F <= 1) & (box.Z <= self.dome(box.X, box.Y)) &
-                    (box.Z > self.dome(box.X, box.Y) - 4), only=(T.FAT,))  # diaphragm
+            cv.fill(
+                T.MUSCLE,
+                box,
+                (F <= 1) & (box.Z <= self.dome(box.X, box.Y)) & (box.Z > self.dome(box.X, box.Y) - 4),
+                only=(T.FAT,),
+            )  # diaphragm
+
         # mediastinum: a fatty band between sternum and spine
         def med(z):
             cx, cy, ac, bac, bpc = self.cavity(z)
@@ -497,6 +615,7 @@ class Body:
             _, ys = self.spine_xy(z)
             front = cy - bac
             return [cx + 4, (front + ys) / 2, w, (ys - front) / 2, (ys - front) / 2]
+
         box, F = cv.ztube(self.z_apex - 5, self.z_dome_r, med, p=4)
         if box is not None:
             cv.fill(T.FAT, box, F <= 1, only=(T.LUNG,))
@@ -512,11 +631,22 @@ class Body:
         # great vessels
         _, ys = self.spine_xy(np.array([zd + 40, zd - 100, zd - 250]))
         aorta_r = float(rng.uniform(12, 16))
-        ao = [(8, -20, zd + 65), (8, -15, -335 * s), (18, 8, -322 * s), (22, 30, -335 * s),
-              (20, ys[0] - 18, zd + 40), (14, ys[1] - 20, zd - 100), (6, ys[2] - 24, zd - 250),
-              (4, ys[2] - 26, -705 * s)]
-        cv.tube(ao, [aorta_r, aorta_r, aorta_r, aorta_r * 0.9, aorta_r * 0.85, aorta_r * 0.75, 10, 9], [(0, T.BLOOD)],
-                only=(T.LUNG, T.FAT, T.SOFT, T.MUSCLE))
+        ao = [
+            (8, -20, zd + 65),
+            (8, -15, -335 * s),
+            (18, 8, -322 * s),
+            (22, 30, -335 * s),
+            (20, ys[0] - 18, zd + 40),
+            (14, ys[1] - 20, zd - 100),
+            (6, ys[2] - 24, zd - 250),
+            (4, ys[2] - 26, -705 * s),
+        ]
+        cv.tube(
+            ao,
+            [aorta_r, aorta_r, aorta_r, aorta_r * 0.9, aorta_r * 0.85, aorta_r * 0.75, 10, 9],
+            [(0, T.BLOOD)],
+            only=(T.LUNG, T.FAT, T.SOFT, T.MUSCLE),
+        )
         if p.age > 0.4:  # calcified plaques on the aortic wall
             for _ in range(int(12 * (p.age - 0.4))):
                 i = int(rng.integers(3, len(ao) - 1))
@@ -536,8 +666,12 @@ class Body:
         cv.tube([(-24, -15, -310 * s), (-22, -10, zd + 70)], 10, [(0, T.BLOOD)], only=(T.LUNG, T.FAT))
         cv.tube([(-18, ys[1] - 10, zd - 10), (-15, 5, zd + 40)], 12, [(0, T.BLOOD)], only=(T.LUNG, T.FAT, T.LIVER))
         # oesophagus down to the stomach
-        cv.tube([(6, ys[0] - 12, -360 * s), (10, ys[0] - 14, zd), (30, ys[1] - 40, zd - 25)], 7,
-                [(0, T.SOFT)], only=(T.LUNG, T.FAT))
+        cv.tube(
+            [(6, ys[0] - 12, -360 * s), (10, ys[0] - 14, zd), (30, ys[1] - 40, zd - 25)],
+            7,
+            [(0, T.SOFT)],
+            only=(T.LUNG, T.FAT),
+        )
         # main bronchi and the vessel/bronchus trees of each lung
         carina = np.array([0, 6, -362 * s])
         for side in (-1, 1):
@@ -552,11 +686,13 @@ class Body:
             rnd = np.frombuffer(self.rng.bytes(region.size), dtype=np.uint8).reshape(region.shape)
             dots = lung & (rnd < 3)  # ~1.2 % of lung voxels
             region[dots] = T.BLOOD
+
         # sternum (manubrium to xiphoid)
         def stern(z):
             cx, cy, ac, bac, bpc = self.cavity(z)
             a = np.interp(z, np.array([-470, -330, -300]) * s, [12, 15, 24])
             return [cx, cy - bac - 7, a, 6 + 0 * z, 6 + 0 * z]
+
         box, F = cv.ztube(-298 * s, self.z_dome_r - 25, stern, p=3)
         if box is not None:
             cv.fill(T.CORTICAL, box, F <= 1)
@@ -566,16 +702,21 @@ class Body:
         """Pulmonary vessels (and, for the first generations, bronchi beside them), branching into the lung."""
         rng, p = self.rng, self.p
         s = p.hs
-        targets = [np.array([side * 90 * p.ws, 20, -300 * s]), np.array([side * 110 * p.ws, -30, -400 * s]),
-                   np.array([side * 100 * p.ws, 40, -430 * s]), np.array([side * 80 * p.ws, 10, self.z_dome_l + 20]),
-                   np.array([side * 70 * p.ws, -50, -360 * s]), np.array([side * 110 * p.ws, 50, self.z_dome_l - 10])]
+        targets = [
+            np.array([side * 90 * p.ws, 20, -300 * s]),
+            np.array([side * 110 * p.ws, -30, -400 * s]),
+            np.array([side * 100 * p.ws, 40, -430 * s]),
+            np.array([side * 80 * p.ws, 10, self.z_dome_l + 20]),
+            np.array([side * 70 * p.ws, -50, -360 * s]),
+            np.array([side * 110 * p.ws, 50, self.z_dome_l - 10]),
+        ]
         stack = []
         for t in targets:
             d = t - hilum
             stack.append((hilum, d / np.linalg.norm(d), 5.5, 0))
         while stack:
             start, direction, r, gen = stack.pop()
-            length = float(rng.uniform(22, 40)) * (0.82 ** gen)
+            length = float(rng.uniform(22, 40)) * (0.82**gen)
             end = start + direction * length
             cv.tube([start, end], [r, r * 0.85], [(0, T.BLOOD)], only=(T.LUNG,))
             if gen < 2 and r > 2.5:
@@ -602,19 +743,35 @@ class Body:
         lc = np.array([-58 * ws, 5, zr - 82])
         lr = np.array([80 * ws, 76 * ap, 88]) * rng.uniform(0.88, 1.1)
         cv.ellipsoid(T.LIVER, lc, lr, rotation(yaw=10), p=2.3, only=(T.FAT,), where=below)
-        cv.ellipsoid(T.LIVER, (22 * ws, -45 * ap, zr - 45), (55 * ws, 32 * ap, 34), rotation(yaw=-15), only=(T.FAT,),
-                     where=below)
+        cv.ellipsoid(
+            T.LIVER, (22 * ws, -45 * ap, zr - 45), (55 * ws, 32 * ap, 34), rotation(yaw=-15), only=(T.FAT,), where=below
+        )
         for end in ((-95 * ws, -20, zr - 60), (-60 * ws, 30, zr - 40), (-30 * ws, -40, zr - 50)):
             cv.tube([(-18, 8, zr - 15), end], [6, 2.5], [(0, T.BLOOD)], only=(T.LIVER,))
-        cv.tube([(-20, 0, zr - 110), (-55 * ws, -10, zr - 80), (-80 * ws, -5, zr - 75)], [8, 5, 3], [(0, T.BLOOD)],
-                only=(T.LIVER,))
+        cv.tube(
+            [(-20, 0, zr - 110), (-55 * ws, -10, zr - 80), (-80 * ws, -5, zr - 75)],
+            [8, 5, 3],
+            [(0, T.BLOOD)],
+            only=(T.LIVER,),
+        )
         if rng.random() < 0.75:
-            cv.ellipsoid(T.URINE, (-48 * ws, -55 * ap, zr - 130), (14, 14, 33), rotation(pitch=30), only=(T.FAT, T.LIVER))
+            cv.ellipsoid(
+                T.URINE, (-48 * ws, -55 * ap, zr - 130), (14, 14, 33), rotation(pitch=30), only=(T.FAT, T.LIVER)
+            )
         # spleen, stomach (wall, content, gas cap in front: the patient lies supine)
-        cv.ellipsoid(T.SPLEEN, (88 * ws, 48 * ap, zl - 55), np.array([25, 55, 55]) * rng.uniform(0.8, 1.2),
-                     rotation(yaw=30), only=(T.FAT,), where=below)
-        sc, sr, srot = np.array([52 * ws, -28 * ap, zl - 60]), np.array([45, 38, 58]) * rng.uniform(0.8, 1.15), \
-            rotation(yaw=-20, pitch=20)
+        cv.ellipsoid(
+            T.SPLEEN,
+            (88 * ws, 48 * ap, zl - 55),
+            np.array([25, 55, 55]) * rng.uniform(0.8, 1.2),
+            rotation(yaw=30),
+            only=(T.FAT,),
+            where=below,
+        )
+        sc, sr, srot = (
+            np.array([52 * ws, -28 * ap, zl - 60]),
+            np.array([45, 38, 58]) * rng.uniform(0.8, 1.15),
+            rotation(yaw=-20, pitch=20),
+        )
         cv.ellipsoid(T.SOFT, sc, sr, srot, only=(T.FAT,), where=below)
         cv.ellipsoid(T.BOWEL, sc, sr - 4, srot, only=(T.SOFT,))
         gas_front = sc[1] - sr[1] * (1 - 1.2 * p.gas * rng.uniform(0.2, 1.0))
@@ -630,17 +787,39 @@ class Body:
             cv.ellipsoid(T.FAT, kc + krot @ np.array([-side * 8, -4, 0]), (9, 7, 25), krot, only=(T.KIDNEY, T.MEDULLA))
             cv.ellipsoid(T.URINE, kc + krot @ np.array([-side * 12, -6, 0]), (5, 4, 10), krot, only=(T.FAT,))
             # psoas
-            cv.tube([(side * 25, ysk - 5, -570 * s), (side * 42, ysk - 10, -660 * s), (side * 55, ysk - 20, -740 * s),
-                     (side * 72, -15, -820 * s), (side * 80, -25, -870 * s)], [8, 18, 24, 20, 14], [(0, T.MUSCLE)],
-                    only=(T.FAT, T.MUSCLE))
+            cv.tube(
+                [
+                    (side * 25, ysk - 5, -570 * s),
+                    (side * 42, ysk - 10, -660 * s),
+                    (side * 55, ysk - 20, -740 * s),
+                    (side * 72, -15, -820 * s),
+                    (side * 80, -25, -870 * s),
+                ],
+                [8, 18, 24, 20, 14],
+                [(0, T.MUSCLE)],
+                only=(T.FAT, T.MUSCLE),
+            )
         # pancreas, duodenum
-        cv.tube([(-35, ysk - 38, -590 * s), (0, ysk - 42, -580 * s), (40, ysk - 32, -572 * s), (75 * ws, ysk - 10, -565 * s)],
-                [12, 11, 10, 8], [(0, T.PANCREAS)], only=(T.FAT,))
+        cv.tube(
+            [
+                (-35, ysk - 38, -590 * s),
+                (0, ysk - 42, -580 * s),
+                (40, ysk - 32, -572 * s),
+                (75 * ws, ysk - 10, -565 * s),
+            ],
+            [12, 11, 10, 8],
+            [(0, T.PANCREAS)],
+            only=(T.FAT,),
+        )
         box = cv.box((-60, ysk - 80, -610 * s), (100 * ws, ysk + 10, -550 * s))
         if box is not None and cv.texture is not None:
             cv.fill(T.FAT, box, cv.tex(box) > 1.0, only=(T.PANCREAS,))
-        cv.tube([(-40, -30, -555 * s), (-58, ysk - 35, -585 * s), (-45, ysk - 40, -625 * s), (0, ysk - 45, -630 * s)],
-                11, [(0, T.SOFT), (2.5, T.BOWEL)], only=(T.FAT,))
+        cv.tube(
+            [(-40, -30, -555 * s), (-58, ysk - 35, -585 * s), (-45, ysk - 40, -625 * s), (0, ysk - 45, -630 * s)],
+            11,
+            [(0, T.SOFT), (2.5, T.BOWEL)],
+            only=(T.FAT,),
+        )
         # colon frame with stool and gas, then small-bowel loops in the remaining space
         self._paint_colon(cv)
         self._paint_small_bowel(cv)
@@ -649,10 +828,21 @@ class Body:
         p, rng = self.p, self.rng
         s, ws, ap = p.hs, p.ws, p.ap
         j = lambda: rng.uniform(-8, 8)
-        path = [(-82 * ws, -5, -770 * s), (-92 * ws, 10 + j(), -690 * s), (-88 * ws, 5, -610 * s),
-                (-70 * ws, -25 * ap, -585 * s), (-30, -65 * ap + j(), -630 * s + j()), (30, -68 * ap + j(), -625 * s + j()),
-                (80 * ws, -10, -570 * s), (95 * ws, 20, -640 * s), (92 * ws, 15 + j(), -730 * s),
-                (55, -15, -790 * s), (15, 35, -800 * s), (0, 65 * ap, -830 * s), (0, 72 * ap, -870 * s)]
+        path = [
+            (-82 * ws, -5, -770 * s),
+            (-92 * ws, 10 + j(), -690 * s),
+            (-88 * ws, 5, -610 * s),
+            (-70 * ws, -25 * ap, -585 * s),
+            (-30, -65 * ap + j(), -630 * s + j()),
+            (30, -68 * ap + j(), -625 * s + j()),
+            (80 * ws, -10, -570 * s),
+            (95 * ws, 20, -640 * s),
+            (92 * ws, 15 + j(), -730 * s),
+            (55, -15, -790 * s),
+            (15, 35, -800 * s),
+            (0, 65 * ap, -830 * s),
+            (0, 72 * ap, -870 * s),
+        ]
         radii = [26, 23, 22, 21, 20, 20, 20, 19, 18, 17, 16, 18, 15]
         cv.tube(path, [r + 2 for r in radii], [(0, T.SOFT), (2, T.STOOL)], only=(T.FAT,))
         box = cv.box((-130 * ws, -120, -900 * s), (130 * ws, 120, -540 * s))
@@ -690,8 +880,12 @@ class Body:
         cv.ellipsoid(T.SOFT, bc, br + 3, only=(T.FAT, T.BOWEL, T.SOFT))
         cv.ellipsoid(T.URINE, bc, br, only=(T.SOFT,))
         if p.male:
-            cv.ellipsoid(T.PROSTATE, (0, -28 * ap, -868 * s), np.array([20, 16, 17]) * rng.uniform(0.85, 1.3),
-                         only=(T.FAT, T.SOFT, T.MUSCLE))
+            cv.ellipsoid(
+                T.PROSTATE,
+                (0, -28 * ap, -868 * s),
+                np.array([20, 16, 17]) * rng.uniform(0.85, 1.3),
+                only=(T.FAT, T.SOFT, T.MUSCLE),
+            )
             for side in (-1, 1):
                 cv.ellipsoid(T.GLAND, (side * 16, -5, -845 * s), (12, 5, 6), rotation(yaw=side * 30), only=(T.FAT,))
         elif p.uterus:
@@ -701,15 +895,27 @@ class Body:
         for side in (-1, 1):
             sx = side
             # gluteal and obturator muscles (before the bones)
-            cv.ellipsoid(T.MUSCLE, (sx * 88 * ws, 80 * ap, -805 * s), (58 * ws, 42 * ap, 75), only=(T.FAT_SC, T.FAT, T.MUSCLE))
+            cv.ellipsoid(
+                T.MUSCLE, (sx * 88 * ws, 80 * ap, -805 * s), (58 * ws, 42 * ap, 75), only=(T.FAT_SC, T.FAT, T.MUSCLE)
+            )
             cv.ellipsoid(T.MUSCLE, (sx * 60 * ws, 5, -835 * s), (10, 35, 30), only=(T.FAT,))
-            cv.ellipsoid(T.MUSCLE, (sx * 105 * ws, 30, -735 * s), (16, 45, 35), rotation(yaw=sx * 40),
-                         only=(T.FAT_SC, T.FAT, T.MUSCLE))
+            cv.ellipsoid(
+                T.MUSCLE,
+                (sx * 105 * ws, 30, -735 * s),
+                (16, 45, 35),
+                rotation(yaw=sx * 40),
+                only=(T.FAT_SC, T.FAT, T.MUSCLE),
+            )
             # iliac wing: a section of an ellipsoidal shell (the bowl of the false pelvis), crest on top
             wc = np.array([sx * 12 * ws, 12 * ap, -705 * s])
             wr = np.array([118 * ws, 72 * ap, 112 * s])
-            wing = lambda b, sx=sx: (sx * b.X > 28 * ws) & (b.Z < -688 * s) & (b.Z > -800 * s) & (b.Y > -58 * ap) \
+            wing = (
+                lambda b, sx=sx: (sx * b.X > 28 * ws)
+                & (b.Z < -688 * s)
+                & (b.Z > -800 * s)
+                & (b.Y > -58 * ap)
                 & (b.Y < 78 * ap)
+            )
             self._shell_bone(cv, wc, wr, 9.0, wing)
             hip = np.array([sx * 88 * ws, -5 * ap, -815 * s])
             cv.bone(hip + np.array([sx * 4, 6, 18]), (30, 33, 38), 2.0)
@@ -718,14 +924,23 @@ class Body:
             neck_end = hip + np.array([sx * 32, 10, -35])
             cv.tube([hip, neck_end], [15, 16], [(0, T.CORTICAL), (2.5, T.MARROW)])
             cv.bone(neck_end + np.array([sx * 8, 2, 0]), (16, 20, 22), 1.6)
-            cv.tube([neck_end + np.array([0, 0, -10]), (sx * 100 * ws, 8, -1100 * s)], 14,
-                    [(0, T.CORTICAL_DENSE), (5, T.MARROW)])
+            cv.tube(
+                [neck_end + np.array([0, 0, -10]), (sx * 100 * ws, 8, -1100 * s)],
+                14,
+                [(0, T.CORTICAL_DENSE), (5, T.MARROW)],
+            )
             # ischium and pubic rami
             cv.bone((sx * 62 * ws, 35 * ap, -862 * s), (14, 22, 32), 1.8, rotation(pitch=15))
-            cv.tube([hip + np.array([-sx * 10, -18, -2]), (sx * 40, -50 * ap, -830 * s), (sx * 6, -58 * ap, -838 * s)],
-                    [10, 9, 9], [(0, T.CORTICAL), (2, T.MARROW)])
-            cv.tube([(sx * 6, -55 * ap, -855 * s), (sx * 40, -30 * ap, -870 * s), (sx * 60 * ws, 25 * ap, -878 * s)],
-                    [8, 7, 8], [(0, T.CORTICAL), (2, T.MARROW)])
+            cv.tube(
+                [hip + np.array([-sx * 10, -18, -2]), (sx * 40, -50 * ap, -830 * s), (sx * 6, -58 * ap, -838 * s)],
+                [10, 9, 9],
+                [(0, T.CORTICAL), (2, T.MARROW)],
+            )
+            cv.tube(
+                [(sx * 6, -55 * ap, -855 * s), (sx * 40, -30 * ap, -870 * s), (sx * 60 * ws, 25 * ap, -878 * s)],
+                [8, 7, 8],
+                [(0, T.CORTICAL), (2, T.MARROW)],
+            )
         box = cv.box((-2.5, -70, -870 * s), (2.5, -40, -820 * s))
         cv.fill(T.CARTILAGE, box, np.ones((1, 1, 1), bool), only=(T.CORTICAL, T.MARROW)) if box is not None else None
 
@@ -801,11 +1016,20 @@ class Body:
             ang = math.degrees(math.atan2(sd * s, sp))
             half = math.hypot(sp, sd * s) / 2
             h = {"C": 4.5, "T": 5.0, "L": 10.0}[kind]
-            cv.bone((x0, yc + cb + 3 + sp / 2, zm - sd * s / 2), (3.2, half, h), 1.2, rotation(pitch=-ang),
-                    only=BODY_FILL + (T.LUNG, T.DISC))
+            cv.bone(
+                (x0, yc + cb + 3 + sp / 2, zm - sd * s / 2),
+                (3.2, half, h),
+                1.2,
+                rotation(pitch=-ang),
+                only=BODY_FILL + (T.LUNG, T.DISC),
+            )
             for side in (-1, 1):
-                cv.tube([(x0 + side * (ca + 2), yc, zm), (x0 + side * (ca + tp), yc + tb, zm)], [5, 4],
-                        [(0, T.CORTICAL), (1.5, T.MARROW)], only=BODY_FILL + (T.LUNG, T.DISC))
+                cv.tube(
+                    [(x0 + side * (ca + 2), yc, zm), (x0 + side * (ca + tp), yc + tb, zm)],
+                    [5, 4],
+                    [(0, T.CORTICAL), (1.5, T.MARROW)],
+                    only=BODY_FILL + (T.LUNG, T.DISC),
+                )
         # C1 ring and the dens of C2
         x0, y0 = (float(v) for v in self.spine_xy(-152 * s))
         box, F = cv.ztube(-147 * s, -158 * s, lambda z: [x0, y0 + 12, 22, 20, 18])
@@ -817,14 +1041,21 @@ class Body:
         _, yl5 = self.spine_xy(-740 * s)
         yl5 = float(yl5)
         sk = np.array([-744, -765, -790, -815, -835]) * s
-        sac = profile(sk, [0, 0, 0, 0, 0], yl5 + np.array([10, 20, 33, 45, 52]),
-                      np.array([50, 46, 34, 22, 13]) * p.ws, [17, 15, 12, 9, 7], [17, 15, 12, 9, 7])
+        sac = profile(
+            sk,
+            [0, 0, 0, 0, 0],
+            yl5 + np.array([10, 20, 33, 45, 52]),
+            np.array([50, 46, 34, 22, 13]) * p.ws,
+            [17, 15, 12, 9, 7],
+            [17, 15, 12, 9, 7],
+        )
         box, F = cv.ztube(sk[0], sk[-1], sac, p=2.5)
         if box is not None:
             cv.fill(T.CORTICAL, box, F <= 1)
             cv.fill(T.MARROW, box, F <= 0.62)
             cv.fill(T.CSF, box, (np.abs(box.X) < 6) & (F <= 0.1))  # sacral canal
         cv.tube([(0, yl5 + 55, -840 * s), (0, yl5 + 52, -870 * s)], 5, [(0, T.CORTICAL), (2, T.MARROW)])
+
         # spinal canal (continuous) with the cord down to L1
         def canal(z):
             x, y = self.spine_xy(z)
@@ -834,6 +1065,7 @@ class Body:
             cb = np.where(isc, 8, np.where(isl, 9, 8))
             b = np.where(isc, 8, np.where(isl, 17, 11 + 6 * np.clip((-z - 264 * s) / (300 * s), 0, 1)))
             return [x, y + b * (0.9 + 0.1 * p.ws) + cb + 2, ca, cb, cb]
+
         box, F = cv.ztube(-150 * s, -760 * s, canal)
         if box is not None:
             cv.fill(T.CSF, box, F <= 1)
@@ -849,7 +1081,20 @@ class Body:
             n = k + 1
             zh = (zt + zbt) / 2
             x0, y0 = (float(v) for v in self.spine_xy(zh))
-            end = {1: 2.9, 2: 2.9, 3: 2.9, 4: 2.9, 5: 2.85, 6: 2.8, 7: 2.75, 8: 2.5, 9: 2.35, 10: 2.2, 11: 1.8, 12: 1.45}[n]
+            end = {
+                1: 2.9,
+                2: 2.9,
+                3: 2.9,
+                4: 2.9,
+                5: 2.85,
+                6: 2.8,
+                7: 2.75,
+                8: 2.5,
+                9: 2.35,
+                10: 2.2,
+                11: 1.8,
+                12: 1.45,
+            }[n]
             drop = (25 + 9 * min(n, 7) + (n > 7) * 5 * (n - 7)) * s
             for side in (-1, 1):
                 pts = [(x0 + side * 16, y0 + 14, zh), (x0 + side * 32, y0 + 26, zh - 2)]
@@ -864,7 +1109,7 @@ class Body:
                 bone_pts = pts if ncart == 0 else pts[: len(pts) - ncart + 1]
                 cv.tube(bone_pts, r, [(0, T.CORTICAL), (1.3, T.MARROW)], only=BODY_FILL + (T.LUNG, T.SKIN))
                 if ncart:
-                    cv.tube(pts[len(pts) - ncart:], r * 0.9, [(0, T.CARTILAGE)], only=BODY_FILL + (T.LIVER,))
+                    cv.tube(pts[len(pts) - ncart :], r * 0.9, [(0, T.CARTILAGE)], only=BODY_FILL + (T.LIVER,))
 
     def paint_shoulders(self, cv: Canvas) -> None:
         """Clavicles, scapulae and (with the arms down) the humeral heads."""
@@ -875,12 +1120,23 @@ class Body:
         for side in (-1, 1):
             _, cy, a, ba, bp = (float(v[0]) for v in self.muscle(np.array([-300 * s])))
             lat = a - 30 if p.arms_down else a - 15
-            cv.tube([(side * 18, cy - ba + 8, -300 * s), (side * 80 * ws, cy - ba + 12, -290 * s),
-                     (side * lat, cy - 5, -282 * s)], [7, 6.5, 7], [(0, T.CORTICAL), (2, T.MARROW)],
-                    only=BODY_FILL + (T.SKIN,))
+            cv.tube(
+                [
+                    (side * 18, cy - ba + 8, -300 * s),
+                    (side * 80 * ws, cy - ba + 12, -290 * s),
+                    (side * lat, cy - 5, -282 * s),
+                ],
+                [7, 6.5, 7],
+                [(0, T.CORTICAL), (2, T.MARROW)],
+                only=BODY_FILL + (T.SKIN,),
+            )
             sc = (side * 95 * ws, 72 * ap, -360 * s)
             cv.bone(sc, (5, 55 * ws, 80 * s), 1.5, rotation(yaw=-side * 35), p=2.5, only=BODY_FILL)
-            cv.tube([(side * 60 * ws, 92 * ap, -300 * s), (side * lat, 30, -285 * s)], 6,
-                    [(0, T.CORTICAL), (2, T.MARROW)], only=BODY_FILL + (T.SKIN,))
+            cv.tube(
+                [(side * 60 * ws, 92 * ap, -300 * s), (side * lat, 30, -285 * s)],
+                6,
+                [(0, T.CORTICAL), (2, T.MARROW)],
+                only=BODY_FILL + (T.SKIN,),
+            )
             if p.arms_down:
                 cv.bone((side * (lat + 8), 10, -305 * s), (23, 23, 23), 1.5, only=BODY_FILL)

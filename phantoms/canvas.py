@@ -89,8 +89,14 @@ class Canvas:
         return 0.0 if self.texture is None else self.texture[box.sl]
 
     # ------------------------------------------------------------------------------------------ painting
-    def fill(self, label: int, box: Box | None, inside: np.ndarray, only: Sequence[int] | None = None,
-             keep: Sequence[int] | None = None) -> None:
+    def fill(
+        self,
+        label: int,
+        box: Box | None,
+        inside: np.ndarray,
+        only: Sequence[int] | None = None,
+        keep: Sequence[int] | None = None,
+    ) -> None:
         """Set `label` where `inside` (broadcastable to the box); `only`: just over these labels; `keep`: never over these."""
         if box is None:
             return
@@ -103,8 +109,9 @@ class Canvas:
         np.copyto(region, np.uint8(label), where=inside)
 
     # ------------------------------------------------------------------------------------------ shapes
-    def superquadric(self, c: Vec, r: Vec, rot: np.ndarray | None = None, p: float = 2.0, box: Box | None = None
-                     ) -> tuple[Box | None, np.ndarray | None]:
+    def superquadric(
+        self, c: Vec, r: Vec, rot: np.ndarray | None = None, p: float = 2.0, box: Box | None = None
+    ) -> tuple[Box | None, np.ndarray | None]:
         """F = sum |u_i / r_i|^p in the shape's own axes (F <= 1 inside); on `box` when given (nested shells)."""
         c = np.asarray(c, dtype=np.float64)
         r = np.maximum(np.asarray(r, dtype=np.float64), 1e-3)
@@ -128,9 +135,17 @@ class Canvas:
                 F = term if F is None else F + term
         return box, F
 
-    def ellipsoid(self, label: int, c: Vec, r: Vec, rot: np.ndarray | None = None, p: float = 2.0,
-                  only: Sequence[int] | None = None, keep: Sequence[int] | None = None,
-                  where: Callable[[Box], np.ndarray] | None = None) -> None:
+    def ellipsoid(
+        self,
+        label: int,
+        c: Vec,
+        r: Vec,
+        rot: np.ndarray | None = None,
+        p: float = 2.0,
+        only: Sequence[int] | None = None,
+        keep: Sequence[int] | None = None,
+        where: Callable[[Box], np.ndarray] | None = None,
+    ) -> None:
         """Paint a (super-)ellipsoid; `where(box)` can restrict it further (e.g. below the diaphragm)."""
         box, F = self.superquadric(c, r, rot, p)
         if box is None:
@@ -140,9 +155,18 @@ class Canvas:
             inside = inside & where(box)
         self.fill(label, box, inside, only, keep)
 
-    def bone(self, c: Vec, r: Vec, cortex: float, rot: np.ndarray | None = None, p: float = 2.0,
-             outer: int = T.CORTICAL, inner: int = T.MARROW, only: Sequence[int] | None = None,
-             where: Callable[[Box], np.ndarray] | None = None) -> None:
+    def bone(
+        self,
+        c: Vec,
+        r: Vec,
+        cortex: float,
+        rot: np.ndarray | None = None,
+        p: float = 2.0,
+        outer: int = T.CORTICAL,
+        inner: int = T.MARROW,
+        only: Sequence[int] | None = None,
+        where: Callable[[Box], np.ndarray] | None = None,
+    ) -> None:
         """A bone: shell of cortical bone `cortex` mm thick around marrow."""
         cortex = max(cortex, 0.6 * self.min_step)
         self.ellipsoid(outer, c, r, rot, p, only=only, where=where)
@@ -150,8 +174,9 @@ class Canvas:
         if min(ri) > 0.3 * self.min_step:
             self.ellipsoid(inner, c, ri, rot, p, only=(outer,), where=where)
 
-    def ztube(self, z0: float, z1: float, prof: Callable[[np.ndarray], tuple], p: float = 2.0
-              ) -> tuple[Box | None, np.ndarray | None]:
+    def ztube(
+        self, z0: float, z1: float, prof: Callable[[np.ndarray], tuple], p: float = 2.0
+    ) -> tuple[Box | None, np.ndarray | None]:
         """Tube along z with a super-elliptic cross-section; prof(z) -> (cx, cy, a, b_ant, b_post) arrays.
 
         b_ant is the semi-axis toward the anterior (y < cy), b_post toward the posterior, so a torso can be
@@ -200,8 +225,14 @@ class Canvas:
         dist = np.sqrt((qx * qx + qy * qy) + qz * qz)
         return box, dist - (r0 + t * (r1 - r0))
 
-    def tube(self, points: Sequence[Vec], radii: Sequence[float] | float, layers: Sequence[tuple[float, int]],
-             only: Sequence[int] | None = None, keep: Sequence[int] | None = None) -> None:
+    def tube(
+        self,
+        points: Sequence[Vec],
+        radii: Sequence[float] | float,
+        layers: Sequence[tuple[float, int]],
+        only: Sequence[int] | None = None,
+        keep: Sequence[int] | None = None,
+    ) -> None:
         """A tube through `points`; layers = [(offset_mm, label), ...] painted outer to inner over all segments.
 
         Offset 0 is the tube surface, a positive offset paints a core that much thinner (cortex then marrow,
@@ -250,8 +281,9 @@ def _spline_matrix(n: int, step: float, corr: float) -> np.ndarray:
     return m.astype(np.float32)
 
 
-def smooth_field(shape: tuple[int, int, int], spacing_zyx: Vec, corr_mm: float | Vec,
-                 rng: np.random.Generator) -> np.ndarray:
+def smooth_field(
+    shape: tuple[int, int, int], spacing_zyx: Vec, corr_mm: float | Vec, rng: np.random.Generator
+) -> np.ndarray:
     """A smooth Gaussian random field (float32, zero mean, unit variance) with correlation length ~corr_mm.
 
     Coarse white noise is interpolated with separable cubic B-splines by three matrix products (BLAS), which

@@ -114,7 +114,9 @@ class PhantomCase:
 
 
 def _rng(seed: int, region: str, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(REGION_INDEX[region], int(index), stream)))
+    return np.random.default_rng(
+        np.random.SeedSequence(int(seed), spawn_key=(REGION_INDEX[region], int(index), stream))
+    )
 
 
 def centre_of(region: str, index: int, seed: int) -> str:
@@ -159,8 +161,9 @@ def _body_extent(body: Body, z0: float, z1: float, arms: bool) -> tuple[float, f
     return x0, x1, y0, y1
 
 
-def _orient(arrays: list[np.ndarray], spacing: Seq[float], origin: Seq[float], choice: tuple
-            ) -> tuple[list[np.ndarray], tuple, tuple, tuple]:
+def _orient(
+    arrays: list[np.ndarray], spacing: Seq[float], origin: Seq[float], choice: tuple
+) -> tuple[list[np.ndarray], tuple, tuple, tuple]:
     """Re-express canonical (identity-direction) arrays as a scanner would store them: axes swapped/flipped.
 
     The physical content is unchanged: every voxel keeps its physical position; only the index order, the
@@ -206,8 +209,11 @@ def _add_metal(cv: Canvas, body: Body, spec: RegionSpec, region: str, rng: np.ra
             x, y = (float(v) for v in body.spine_xy(-400 * s))
             _, cy, _, ba, _ = (float(v[0]) for v in body.cavity(np.array([-400 * s])))
             for z in np.linspace(-320 * s, -450 * s, int(rng.integers(4, 7))):
-                cv.tube([(-14, cy - ba - 14, z), (0, cy - ba - 1, z), (14, cy - ba - 14, z)],
-                        max(1.0, 0.9 * cv.max_step), [(0, T.METAL)])
+                cv.tube(
+                    [(-14, cy - ba - 14, z), (0, cy - ba - 1, z), (14, cy - ba - 14, z)],
+                    max(1.0, 0.9 * cv.max_step),
+                    [(0, T.METAL)],
+                )
             placed.append("sternal wires")
         elif cv.z[0] <= hip_z <= cv.z[-1]:
             side = 1 if rng.random() < 0.5 else -1
@@ -220,11 +226,13 @@ def _add_metal(cv: Canvas, body: Body, spec: RegionSpec, region: str, rng: np.ra
             cv.tube([hip, neck, (side * 100 * body.p.ws, 8, hip_z - 160)], [7, 8, 5], [(0, T.METAL)])
             placed.append("hip implant")
         else:
-            levels = [lv for lv in body.levels() if lv[0].startswith(("L", "T")) and cv.z[0] < lv[2] and lv[1] < cv.z[-1]]
+            levels = [
+                lv for lv in body.levels() if lv[0].startswith(("L", "T")) and cv.z[0] < lv[2] and lv[1] < cv.z[-1]
+            ]
             if len(levels) >= 2:
                 k = int(rng.integers(0, len(levels) - 1))
                 heads = {-1: [], 1: []}
-                for name, zt, zb in levels[k:k + 2]:
+                for name, zt, zb in levels[k : k + 2]:
                     zm = (zt + zb) / 2
                     x, y = (float(v) for v in body.spine_xy(zm))
                     for side in (-1, 1):
@@ -265,12 +273,12 @@ def _box_mask(shape: tuple, box: tuple[slice, slice, slice], broadcast: bool = F
 def _outside_box(a: np.ndarray, box: tuple[slice, slice, slice], value: float) -> None:
     """Set everything outside an index box to `value` (in place), by slicing."""
     zs, ys, xs = box
-    a[:zs.start] = value
-    a[zs.stop:] = value
-    a[:, :ys.start] = value
-    a[:, ys.stop:] = value
-    a[:, :, :xs.start] = value
-    a[:, :, xs.stop:] = value
+    a[: zs.start] = value
+    a[zs.stop :] = value
+    a[:, : ys.start] = value
+    a[:, ys.stop :] = value
+    a[:, :, : xs.start] = value
+    a[:, :, xs.stop :] = value
 
 
 def _misalign(labels: np.ndarray, spacing_zyx: tuple, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -280,18 +288,27 @@ def _misalign(labels: np.ndarray, spacing_zyx: tuple, rng: np.random.Generator) 
     sz, sy, sx = spacing_zyx
     c = np.array(labels.shape, dtype=float) / 2
     # rotation in the (y, x) plane expressed in voxel units (anisotropic in-plane spacing handled)
-    m = np.array([[1, 0, 0],
-                  [0, math.cos(ang), -math.sin(ang) * sx / sy],
-                  [0, math.sin(ang) * sy / sx, math.cos(ang)]])
+    m = np.array([[1, 0, 0], [0, math.cos(ang), -math.sin(ang) * sx / sy], [0, math.sin(ang) * sy / sx, math.cos(ang)]])
     offset = c - m @ c - shift_mm / np.array(spacing_zyx)
     out = ndimage.affine_transform(labels, m, offset=offset, order=0, mode="nearest")
     return out, {"rotation_deg": round(math.degrees(ang), 3), "shift_mm_zyx": [round(float(v), 2) for v in shift_mm]}
 
 
-def _render_mr_volume(labels: np.ndarray, *, tex: np.ndarray, marrow: tuple[float, float], seq, metal: list,
-                      with_banding: bool, spacing_zyx: tuple, blur_w: tuple,
-                      voxel_mm3: float, rng: np.random.Generator, level: str = "off",
-                      randomiser: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
+def _render_mr_volume(
+    labels: np.ndarray,
+    *,
+    tex: np.ndarray,
+    marrow: tuple[float, float],
+    seq,
+    metal: list,
+    with_banding: bool,
+    spacing_zyx: tuple,
+    blur_w: tuple,
+    voxel_mm3: float,
+    rng: np.random.Generator,
+    level: str = "off",
+    randomiser: np.random.Generator | None = None,
+) -> tuple[np.ndarray, float]:
     """The MR of a case (float32, scaled) and its scale: sequence signal, metal voids, blur, bias, Rician noise.
 
     `level` "physics" or "full" draws the sequence from wide ranges ("full": a random contrast per tissue) and
@@ -308,8 +325,12 @@ def _render_mr_volume(labels: np.ndarray, *, tex: np.ndarray, marrow: tuple[floa
     else:
         mr, sig = render_mr(labels, tex, marrow, mr_seq, rng, jitter)
     if metal:
-        _metal_void(mr, labels == T.METAL, spacing_zyx, float(rng.uniform(6, 10)) if "hip implant" in metal
-                    else float(rng.uniform(4, 7)))
+        _metal_void(
+            mr,
+            labels == T.METAL,
+            spacing_zyx,
+            float(rng.uniform(6, 10)) if "hip implant" in metal else float(rng.uniform(4, 7)),
+        )
     mr = blur3(mr, (0.12, min(0.45, blur_w[1] + mr_seq.blur), min(0.45, blur_w[2] + mr_seq.blur)))
     bias = smooth_field(shape, spacing_zyx, 180.0, rng)
     if with_banding:
@@ -330,9 +351,17 @@ def _render_mr_volume(labels: np.ndarray, *, tex: np.ndarray, marrow: tuple[floa
 
 
 # ---------------------------------------------------------------------------------------------- main
-def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = (1.0, 1.0, 3.0),
-                  size: str = "full", rates: Rates | None = None, clean_ct: bool = False,
-                  mr_randomisation: str = "off", variability: bool = False) -> PhantomCase:
+def generate_case(
+    region: str,
+    index: int,
+    seed: int = 0,
+    spacing: Seq[float] = (1.0, 1.0, 3.0),
+    size: str = "full",
+    rates: Rates | None = None,
+    clean_ct: bool = False,
+    mr_randomisation: str = "off",
+    variability: bool = False,
+) -> PhantomCase:
     """Generate case number `index` (0-based) of a region; identical arguments give identical images.
 
     clean_ct also renders the CT without its noise, from the same labels (so without the MR-CT misregistration,
@@ -410,8 +439,10 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
     mz = preset.margin_z + 1
     z = z_bot + (np.arange(n_fov + 2 * mz) + 0.5 - mz) * sz
     shape = (z.size, y.size, x.size)
-    fov_box = tuple(slice(int(np.searchsorted(c, lo)), int(np.searchsorted(c, hi, side="right")))
-                    for c, lo, hi in ((z, z_bot, z_top), (y, fy0, fy1), (x, fx0, fx1)))
+    fov_box = tuple(
+        slice(int(np.searchsorted(c, lo)), int(np.searchsorted(c, hi, side="right")))
+        for c, lo, hi in ((z, z_bot, z_top), (y, fy0, fy1), (x, fx0, fx1))
+    )
     fov = _box_mask(shape, fov_box, broadcast=True)
     spacing_zyx = (sz, sy, sx)
     timings = {}
@@ -486,8 +517,16 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
 
     # --- MR
     t0 = time.perf_counter()
-    render = dict(tex=tex, marrow=marrow, seq=seq, metal=metal, with_banding=has["banding"],
-                  spacing_zyx=spacing_zyx, blur_w=blur_w, voxel_mm3=sx * sy * sz)
+    render = dict(
+        tex=tex,
+        marrow=marrow,
+        seq=seq,
+        metal=metal,
+        with_banding=has["banding"],
+        spacing_zyx=spacing_zyx,
+        blur_w=blur_w,
+        voxel_mm3=sx * sy * sz,
+    )
     mr, scale = _render_mr_volume(mr_labels, rng=_rng(seed, code, index, 7), **render)
     timings["mr_s"] = time.perf_counter() - t0
 
@@ -524,8 +563,13 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
         # crop, not on the whole canvas. Stream 7 gives the plain draws, stream 8 the randomisation's.
         t1 = time.perf_counter()
         render["tex"] = take(tex, box, 0)
-        mr, scale = _render_mr_volume(take(mr_labels, box, 0), rng=_rng(seed, code, index, 7),
-                                      level=mr_randomisation, randomiser=_rng(seed, code, index, 8), **render)
+        mr, scale = _render_mr_volume(
+            take(mr_labels, box, 0),
+            rng=_rng(seed, code, index, 7),
+            level=mr_randomisation,
+            randomiser=_rng(seed, code, index, 8),
+            **render,
+        )
         if face is not None:
             mr[take(face, box, False)] = 0
         mr[~fov_a] = 0
@@ -537,8 +581,9 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
 
     # --- geometry: physical position of the crop's first voxel, then the scanner's axis order
     origin = np.array([x[0] + box[2].start * sx, y[0] + box[1].start * sy, z[0] + box[0].start * sz]) + table
-    (ct_a, mr_a, mask_a, labels_a, fov_a), sp, org, direction = _orient([ct_a, mr_a, mask_a, labels_a, fov_a],
-                                                                         (sx, sy, sz), origin, orient)
+    (ct_a, mr_a, mask_a, labels_a, fov_a), sp, org, direction = _orient(
+        [ct_a, mr_a, mask_a, labels_a, fov_a], (sx, sy, sz), origin, orient
+    )
     if clean_ct:
         clean_a = _orient([clean_a], (sx, sy, sz), origin, orient)[0][0]
     images = []
@@ -562,8 +607,12 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
         "spacing_xyz": list(sp),
         "orientation": orient[0],
         "slab_mm_below_vertex": [round(-z_top, 1), round(-z_bot, 1)],
-        "patient": {"sex": "M" if patient.male else "F", "height_scale": round(patient.hs, 3),
-                    "girth_scale": round(patient.ws, 3), "fat_mm": round(patient.fat, 1)},
+        "patient": {
+            "sex": "M" if patient.male else "F",
+            "height_scale": round(patient.hs, 3),
+            "girth_scale": round(patient.ws, 3),
+            "fat_mm": round(patient.fat, 1),
+        },
         "imperfections": {
             "misalignment": mis,
             "metal": metal or None,
@@ -578,5 +627,15 @@ def generate_case(region: str, index: int, seed: int = 0, spacing: Seq[float] = 
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
     log.debug("%s: %s", cid, info)
-    return PhantomCase(cid, code, centre, images[0], images[1], images[2], info, labels=labels_a, fov=fov_a,
-                       ct_clean=images[3] if clean_ct else None)
+    return PhantomCase(
+        cid,
+        code,
+        centre,
+        images[0],
+        images[1],
+        images[2],
+        info,
+        labels=labels_a,
+        fov=fov_a,
+        ct_clean=images[3] if clean_ct else None,
+    )

@@ -36,15 +36,28 @@ class Sequence:
     blur: float  # extra in-plane blur weight (coarser effective resolution)
 
 
-SEQUENCES: dict[str, Sequence] = {s.key: s for s in (
-    Sequence("t1_gre_3t", "T1-weighted spoiled gradient echo, 3 T", "gre", 3.0, 7.0, 2.4, 12, 38, 0.22, 0.0),
-    Sequence("t1_gre_1.5t", "T1-weighted spoiled gradient echo, 1.5 T", "gre", 1.5, 8.0, 2.2, 15, 28, 0.16, 0.0),
-    Sequence("t1_se_1.5t", "T1-weighted spin echo, 1.5 T", "se", 1.5, 550, 12, 90, 24, 0.15, 0.05),
-    Sequence("t2_tse_1.5t", "T2-weighted turbo spin echo, 1.5 T", "se", 1.5, 4000, 95, 90, 22, 0.16, 0.05),
-    Sequence("t2_tse_3t", "T2-weighted turbo spin echo, 3 T", "se", 3.0, 4500, 100, 90, 32, 0.24, 0.0),
-    Sequence("bssfp_0.35t", "balanced SSFP (TrueFISP) on a 0.35 T MR-linac: low field, noisy", "bssfp", 0.35, 3.4,
-             1.45, 60, 12, 0.10, 0.22),
-)}
+SEQUENCES: dict[str, Sequence] = {
+    s.key: s
+    for s in (
+        Sequence("t1_gre_3t", "T1-weighted spoiled gradient echo, 3 T", "gre", 3.0, 7.0, 2.4, 12, 38, 0.22, 0.0),
+        Sequence("t1_gre_1.5t", "T1-weighted spoiled gradient echo, 1.5 T", "gre", 1.5, 8.0, 2.2, 15, 28, 0.16, 0.0),
+        Sequence("t1_se_1.5t", "T1-weighted spin echo, 1.5 T", "se", 1.5, 550, 12, 90, 24, 0.15, 0.05),
+        Sequence("t2_tse_1.5t", "T2-weighted turbo spin echo, 1.5 T", "se", 1.5, 4000, 95, 90, 22, 0.16, 0.05),
+        Sequence("t2_tse_3t", "T2-weighted turbo spin echo, 3 T", "se", 3.0, 4500, 100, 90, 32, 0.24, 0.0),
+        Sequence(
+            "bssfp_0.35t",
+            "balanced SSFP (TrueFISP) on a 0.35 T MR-linac: low field, noisy",
+            "bssfp",
+            0.35,
+            3.4,
+            1.45,
+            60,
+            12,
+            0.10,
+            0.22,
+        ),
+    )
+}
 
 
 # ------------------------------------------------------------------------------------------------ noise
@@ -103,8 +116,15 @@ def _fat_fraction(tex: np.ndarray, marrow_fat: tuple[float, float]) -> np.ndarra
     return np.clip(marrow_fat[0] + marrow_fat[1] * tex, 0.05, 0.95)
 
 
-def render_ct(labels: np.ndarray, tex: np.ndarray, marrow_fat: tuple[float, float] | None, y_rel: np.ndarray,
-              rng: np.random.Generator, noise_hu: float, blur_w: tuple[float, float, float]) -> np.ndarray:
+def render_ct(
+    labels: np.ndarray,
+    tex: np.ndarray,
+    marrow_fat: tuple[float, float] | None,
+    y_rel: np.ndarray,
+    rng: np.random.Generator,
+    noise_hu: float,
+    blur_w: tuple[float, float, float],
+) -> np.ndarray:
     """Float32 CT (HU, unclipped) from labels; y_rel: (1, ny, 1) 0 anterior .. 1 posterior for the lung gradient."""
     mean, tex_amp = ct_lookup(rng)
     lung_gain = np.float32(rng.uniform(40, 90))
@@ -137,8 +157,9 @@ def _blur_noise_gain(w: tuple[float, float, float]) -> float:
     return math.sqrt(g)
 
 
-def metal_streaks(ct: np.ndarray, metal: np.ndarray, spacing_xy: tuple[float, float], rng: np.random.Generator,
-                  strength: float) -> None:
+def metal_streaks(
+    ct: np.ndarray, metal: np.ndarray, spacing_xy: tuple[float, float], rng: np.random.Generator, strength: float
+) -> None:
     """Bright and dark streaks radiating from metal in the slices that hold it (in place).
 
     Streak lines pass through each metal object at random angles and fade with distance; between two metal
@@ -168,7 +189,7 @@ def metal_streaks(ct: np.ndarray, metal: np.ndarray, spacing_xy: tuple[float, fl
             weight = min(1.0, math.sqrt(size * sx * sy) / 6.0)
             for ang, amp in zip(angles, amps):
                 perp = np.abs(dx * np.sin(ang) - dy * np.cos(ang))
-                add += (amp * weight) * np.exp(-(perp / 1.2) ** 2) * np.exp(-r / 90.0)
+                add += (amp * weight) * np.exp(-((perp / 1.2) ** 2)) * np.exp(-r / 90.0)
             add -= (120 * strength * weight) * np.exp(-r / 12.0)  # dark halo next to the metal
         if len(centres) > 1:
             (y0, x0), (y1, x1) = centres[0], centres[1]
@@ -236,8 +257,14 @@ def marrow_signal(seq: Sequence, fat_fraction: np.ndarray, sig: np.ndarray) -> n
     return (1 - fat_fraction) * sig[T.SOFT] * 0.9 + fat_fraction * sig[T.FAT]
 
 
-def render_mr(labels: np.ndarray, tex: np.ndarray, marrow_fat: tuple[float, float] | None, seq: Sequence,
-              rng: np.random.Generator, jitter: float = 0.08) -> tuple[np.ndarray, np.ndarray]:
+def render_mr(
+    labels: np.ndarray,
+    tex: np.ndarray,
+    marrow_fat: tuple[float, float] | None,
+    seq: Sequence,
+    rng: np.random.Generator,
+    jitter: float = 0.08,
+) -> tuple[np.ndarray, np.ndarray]:
     """Noise-free MR signal (float32, unscaled) before bias and noise; also returns the signal table."""
     sig, tex_amp = mr_lookup(seq, rng, jitter)
     mr = np.empty(labels.shape, dtype=np.float32)
@@ -255,8 +282,9 @@ def render_mr(labels: np.ndarray, tex: np.ndarray, marrow_fat: tuple[float, floa
     return mr, sig
 
 
-def banding(shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float], rng: np.random.Generator,
-            field: np.ndarray) -> np.ndarray:
+def banding(
+    shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float], rng: np.random.Generator, field: np.ndarray
+) -> np.ndarray:
     """bSSFP off-resonance banding: dark bands where the off-resonance phase crosses pi (far from the isocentre)."""
     nz, ny, nx = shape
     sz, sy, sx = spacing_zyx
@@ -267,7 +295,7 @@ def banding(shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float]
     # ... and varies irregularly with the anatomy (the smooth field), so the bands are curved, not spheres
     phase = k * ((x * x + y * y) + z * z) * np.float32(np.pi) + np.float32(4.0) * field + np.float32(rng.uniform(0, 6))
     d = np.mod(phase, np.float32(2 * np.pi)) - np.float32(np.pi)
-    return 1 - np.float32(0.8) * np.exp(-(d / np.float32(0.18)) ** 2)
+    return 1 - np.float32(0.8) * np.exp(-((d / np.float32(0.18)) ** 2))
 
 
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -292,6 +320,11 @@ def widened(seq: Sequence, rng: np.random.Generator) -> Sequence:
     import dataclasses
 
     return dataclasses.replace(
-        seq, tr=seq.tr * float(rng.uniform(0.6, 1.6)), te=seq.te * float(rng.uniform(0.6, 1.6)),
-        flip=min(90.0, seq.flip * float(rng.uniform(0.6, 1.6))), snr=seq.snr * float(rng.uniform(0.5, 1.5)),
-        bias=seq.bias * float(rng.uniform(0.5, 2.5)), blur=min(0.3, seq.blur + float(rng.uniform(0.0, 0.15))))
+        seq,
+        tr=seq.tr * float(rng.uniform(0.6, 1.6)),
+        te=seq.te * float(rng.uniform(0.6, 1.6)),
+        flip=min(90.0, seq.flip * float(rng.uniform(0.6, 1.6))),
+        snr=seq.snr * float(rng.uniform(0.5, 1.5)),
+        bias=seq.bias * float(rng.uniform(0.5, 2.5)),
+        blur=min(0.3, seq.blur + float(rng.uniform(0.0, 0.15))),
+    )

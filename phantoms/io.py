@@ -94,10 +94,12 @@ def save_overview(case: PhantomCase, path: Path) -> Path:
     def views(a: np.ndarray) -> list[tuple[np.ndarray, float]]:
         return [(a[zc], sy / sx), (a[:, yc, :][::-1], sz / sx), (a[:, :, xc][::-1], sz / sy)]
 
-    rows = [("MR", mr, dict(cmap="gray", vmin=0, vmax=hi)),
-            ("CT [-1000, 1500]", ct, dict(cmap="gray", vmin=-1000, vmax=1500)),
-            ("CT [-160, 240]", ct, dict(cmap="gray", vmin=-160, vmax=240)),
-            ("mask on MR", None, None)]
+    rows = [
+        ("MR", mr, dict(cmap="gray", vmin=0, vmax=hi)),
+        ("CT [-1000, 1500]", ct, dict(cmap="gray", vmin=-1000, vmax=1500)),
+        ("CT [-160, 240]", ct, dict(cmap="gray", vmin=-160, vmax=240)),
+        ("mask on MR", None, None),
+    ]
     fig, axes = plt.subplots(4, 3, figsize=(13, 16))
     for r, (title, arr, kw) in enumerate(rows):
         for c, name in enumerate(("axial", "coronal", "sagittal")):
@@ -113,9 +115,12 @@ def save_overview(case: PhantomCase, path: Path) -> Path:
             ax.set_title(f"{title} {name}", fontsize=9)
             ax.axis("off")
     imp = {k: v for k, v in case.info.get("imperfections", {}).items() if v}
-    fig.suptitle(f"{case.case_id}  {case.spec.display_name}, centre {case.centre}: {case.info.get('sequence', '')}\n"
-                 f"{nx}x{ny}x{nz} voxels, spacing {sx:g}x{sy:g}x{sz:g} mm, orientation {case.info.get('orientation')}; "
-                 f"imperfections: {imp or 'none'}", fontsize=10)
+    fig.suptitle(
+        f"{case.case_id}  {case.spec.display_name}, centre {case.centre}: {case.info.get('sequence', '')}\n"
+        f"{nx}x{ny}x{nz} voxels, spacing {sx:g}x{sy:g}x{sz:g} mm, orientation {case.info.get('orientation')}; "
+        f"imperfections: {imp or 'none'}",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=70)
@@ -123,10 +128,21 @@ def save_overview(case: PhantomCase, path: Path) -> Path:
     return path
 
 
-def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int = 0,
-                  spacing: Sequence[float] = (1.0, 1.0, 3.0), size: str = "full", template_layout: bool = False,
-                  overview: bool = False, rates: Rates | None = None, start: int = 0,
-                  progress: bool | None = None, mr_randomisation: str = "off", variability: bool = False) -> list[Path]:
+def write_dataset(
+    out_dir: Path,
+    regions: Sequence[str],
+    cases: int,
+    seed: int = 0,
+    spacing: Sequence[float] = (1.0, 1.0, 3.0),
+    size: str = "full",
+    template_layout: bool = False,
+    overview: bool = False,
+    rates: Rates | None = None,
+    start: int = 0,
+    progress: bool | None = None,
+    mr_randomisation: str = "off",
+    variability: bool = False,
+) -> list[Path]:
     """Generate and write `cases` cases per region (indices start..start+cases-1); returns the case folders.
 
     Also writes `<out_dir>/phantoms.json`: arguments and, per case, what was drawn (sequence, imperfections,
@@ -139,8 +155,16 @@ def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int =
     started = time.perf_counter()
     with logging_redirect_tqdm():
         for code, i in tqdm(jobs, desc="phantoms", unit="case", disable=None if progress is None else not progress):
-            case = generate_case(code, i, seed=seed, spacing=spacing, size=size, rates=rates,
-                                 mr_randomisation=mr_randomisation, variability=variability)
+            case = generate_case(
+                code,
+                i,
+                seed=seed,
+                spacing=spacing,
+                size=size,
+                rates=rates,
+                mr_randomisation=mr_randomisation,
+                variability=variability,
+            )
             folders.append(write_case(case, out_dir, template=template_layout, overview=overview))
             infos.append(case.info)
             log.debug("wrote %s (%s)", folders[-1], case.info["timings"])
@@ -161,4 +185,3 @@ def write_dataset(out_dir: Path, regions: Sequence[str], cases: int, seed: int =
     (out_dir / "phantoms.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     log.info("wrote %d cases to %s in %.1f s", len(folders), out_dir, manifest["seconds"])
     return folders
-

@@ -63,7 +63,7 @@ def dilate_disk_xy(mask: np.ndarray, radius: int) -> np.ndarray:
     if radius <= 0:
         return mask.astype(bool, copy=True)
     if radius <= 3:  # too small for the octagon decomposition: use the exact digital disk
-        yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+        yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
         return ndimage.binary_dilation(mask, structure=(yy * yy + xx * xx <= radius * radius)[None])
     b = int(round(radius / (2 + math.sqrt(2))))
     a = radius - 2 * b

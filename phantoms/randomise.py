@@ -101,8 +101,13 @@ def smooth_noise(shape: tuple[int, int, int], rng: np.random.Generator, cells: t
     return out / np.float32(std if std > 1e-6 else 1.0)
 
 
-def random_contrast(labels: np.ndarray, rng: np.random.Generator, texture: tuple[float, float] = (0.0, 0.15),
-                    partial_volume_px: tuple[float, float] = (0.3, 1.0), air_label: int = 0) -> np.ndarray:
+def random_contrast(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    texture: tuple[float, float] = (0.0, 0.15),
+    partial_volume_px: tuple[float, float] = (0.3, 1.0),
+    air_label: int = 0,
+) -> np.ndarray:
     """Signal in [0, ~1] from labels: a random mean and spread per label, smooth texture, blurred borders."""
     mean = rng.uniform(0.0, 1.0, 256).astype(np.float32)
     mean[air_label] = np.float32(rng.uniform(0.0, 0.05))  # air stays dark: the body mask is drawn on the MR
@@ -128,8 +133,9 @@ def gamma(signal: np.ndarray, rng: np.random.Generator, log_std: float) -> np.nd
     return (np.clip(signal / np.float32(scale), 0.0, None) ** np.float32(g) * np.float32(scale)).astype(np.float32)
 
 
-def resolution(signal: np.ndarray, rng: np.random.Generator, blur_px: tuple[float, float],
-               slice_blur: tuple[float, float]) -> np.ndarray:
+def resolution(
+    signal: np.ndarray, rng: np.random.Generator, blur_px: tuple[float, float], slice_blur: tuple[float, float]
+) -> np.ndarray:
     """Coarser acquisition: anisotropic in-plane blur and a thicker slice profile, back on the same grid."""
     sigmas = (_uniform(rng, slice_blur) if signal.shape[0] > 1 else 0.0, _uniform(rng, blur_px), _uniform(rng, blur_px))
     return ndimage.gaussian_filter(signal, sigmas, mode="nearest").astype(np.float32)
@@ -214,8 +220,9 @@ def ct_classes(ct_hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     return classes
 
 
-def randomise_signal(signal: np.ndarray, labels: Labels, body: np.ndarray, rng: np.random.Generator,
-                     settings: Randomisation) -> tuple[np.ndarray, str]:
+def randomise_signal(
+    signal: np.ndarray, labels: Labels, body: np.ndarray, rng: np.random.Generator, settings: Randomisation
+) -> tuple[np.ndarray, str]:
     """A randomised version of a non-negative MR signal (z, y, x) and what was done ("", "physics", "full").
 
     `labels` (same shape; tissue labels or `ct_classes`) are needed only for "full" contrast redraws; a callable
@@ -227,14 +234,21 @@ def randomise_signal(signal: np.ndarray, labels: Labels, body: np.ndarray, rng: 
         return np.asarray(signal, dtype=np.float32), ""
     done = "physics"
     if settings.level == "full" and labels is not None and decide.random() < settings.contrast_probability:
-        signal = random_contrast(labels() if callable(labels) else labels, rng, settings.texture,
-                                 settings.partial_volume_px)
+        signal = random_contrast(
+            labels() if callable(labels) else labels, rng, settings.texture, settings.partial_volume_px
+        )
         done = "full"
     return artefacts(signal, body.astype(bool), rng, settings), done
 
 
-def randomise_normalised(mr: np.ndarray, labels: Labels, body: np.ndarray, rng: np.random.Generator,
-                         settings: Randomisation, outside_value: float = 0.0) -> tuple[np.ndarray, str]:
+def randomise_normalised(
+    mr: np.ndarray,
+    labels: Labels,
+    body: np.ndarray,
+    rng: np.random.Generator,
+    settings: Randomisation,
+    outside_value: float = 0.0,
+) -> tuple[np.ndarray, str]:
     """Randomise an already normalised MR crop (the trainer's), returning it normalised the same way.
 
     The crop is mapped to a non-negative signal (body minimum -> 0), randomised, then given back the body mean,

@@ -33,20 +33,66 @@ class RegionSpec:
         return REGION_NAMES[self.code]
 
 
-REGIONS: dict[str, RegionSpec] = {r.code: r for r in (
-    RegionSpec("HN", "HN", "HN", {"A": 91, "C": 65, "D": 65}, {"A": "t1_gre_3t", "C": "t2_tse_1.5t", "D": "t1_se_1.5t"},
-               top=(-25.0, 10.0), length=(215.0, 330.0), defaced=True, metal="dental"),
-    RegionSpec("TH", "TH", "TH", {"A": 91, "B": 91}, {"A": "t1_gre_1.5t", "B": "bssfp_0.35t"},
-               top=(-300.0, -255.0), length=(255.0, 340.0), arms_possible=True),
-    RegionSpec("AB", "AB", "AB", {"A": 65, "B": 91, "C": 19}, {"A": "t1_gre_1.5t", "B": "bssfp_0.35t", "C": "t2_tse_1.5t"},
-               top=(-490.0, -430.0), length=(160.0, 290.0), low_top=(-660.0, -610.0), low_rate=0.2,
-               arms_possible=True, metal="hip"),
-    RegionSpec("BRAIN", "brain", "B", {"A": 60, "B": 60, "C": 60}, {"A": "t1_gre_3t", "B": "t1_gre_1.5t", "C": "t1_se_1.5t"},
-               top=(5.0, 20.0), length=(160.0, 215.0), defaced=True, metal="dental"),
-    RegionSpec("PELVIS", "pelvis", "P", {"A": 60, "B": 60, "C": 60},
-               {"A": "t2_tse_1.5t", "B": "t1_gre_1.5t", "C": "t2_tse_3t"},
-               top=(-725.0, -680.0), length=(170.0, 250.0), metal="hip"),
-)}
+REGIONS: dict[str, RegionSpec] = {
+    r.code: r
+    for r in (
+        RegionSpec(
+            "HN",
+            "HN",
+            "HN",
+            {"A": 91, "C": 65, "D": 65},
+            {"A": "t1_gre_3t", "C": "t2_tse_1.5t", "D": "t1_se_1.5t"},
+            top=(-25.0, 10.0),
+            length=(215.0, 330.0),
+            defaced=True,
+            metal="dental",
+        ),
+        RegionSpec(
+            "TH",
+            "TH",
+            "TH",
+            {"A": 91, "B": 91},
+            {"A": "t1_gre_1.5t", "B": "bssfp_0.35t"},
+            top=(-300.0, -255.0),
+            length=(255.0, 340.0),
+            arms_possible=True,
+        ),
+        RegionSpec(
+            "AB",
+            "AB",
+            "AB",
+            {"A": 65, "B": 91, "C": 19},
+            {"A": "t1_gre_1.5t", "B": "bssfp_0.35t", "C": "t2_tse_1.5t"},
+            top=(-490.0, -430.0),
+            length=(160.0, 290.0),
+            low_top=(-660.0, -610.0),
+            low_rate=0.2,
+            arms_possible=True,
+            metal="hip",
+        ),
+        RegionSpec(
+            "BRAIN",
+            "brain",
+            "B",
+            {"A": 60, "B": 60, "C": 60},
+            {"A": "t1_gre_3t", "B": "t1_gre_1.5t", "C": "t1_se_1.5t"},
+            top=(5.0, 20.0),
+            length=(160.0, 215.0),
+            defaced=True,
+            metal="dental",
+        ),
+        RegionSpec(
+            "PELVIS",
+            "pelvis",
+            "P",
+            {"A": 60, "B": 60, "C": 60},
+            {"A": "t2_tse_1.5t", "B": "t1_gre_1.5t", "C": "t2_tse_3t"},
+            top=(-725.0, -680.0),
+            length=(170.0, 250.0),
+            metal="hip",
+        ),
+    )
+}
 
 REGION_INDEX = {"HN": 1, "TH": 2, "AB": 3, "BRAIN": 4, "PELVIS": 5}
 

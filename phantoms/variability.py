@@ -18,8 +18,9 @@ DEFORMATION_MM = (2.0, 7.0)  # peak-ish displacement (standard deviation of the 
 TEXTURE_CORRELATION_MM = 4.0
 
 
-def deformation(shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float],
-                rng: np.random.Generator) -> np.ndarray:
+def deformation(
+    shape: tuple[int, int, int], spacing_zyx: tuple[float, float, float], rng: np.random.Generator
+) -> np.ndarray:
     """Flat source indices (int32) of a smooth random displacement (nearest voxel), ready for `warp`.
 
     Float32 in place, then one int32 pass per axis: 5x cheaper than int64 index arithmetic on a 15 Mvoxel case.

@@ -56,8 +56,11 @@ def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(
-        p for p in folder.iterdir()
-        if not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES) and not (p.is_dir() and not p.is_symlink())
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+        and p.name.lower().endswith(IMAGE_SUFFIXES)
+        and not (p.is_dir() and not p.is_symlink())
     )
 
 
@@ -89,13 +92,17 @@ def check_collisions(cases: list[Case]) -> list[Case]:
         if len(group) > 1:
             where = ", ".join(printable(c.mr, 120) for c in group)
             for case in group:
-                case.input_error = (f"{printable(case.mr, 400)}: case id {printable(case.case_id)} appears {len(group)} "
-                                    f"times ({where}); their sCTs would overwrite each other as {output.name}: "
-                                    "rename one")
+                case.input_error = (
+                    f"{printable(case.mr, 400)}: case id {printable(case.case_id)} appears {len(group)} "
+                    f"times ({where}); their sCTs would overwrite each other as {output.name}: "
+                    "rename one"
+                )
     for case in cases:
         for path in (case.output, case.uncertainty_output):
             if path is not None and (same_file(path, case.mr) or same_file(path, case.mask)):
-                case.input_error = f"{printable(path, 400)}: the output would overwrite an input of the case; choose another path"
+                case.input_error = (
+                    f"{printable(path, 400)}: the output would overwrite an input of the case; choose another path"
+                )
     return cases
 
 
@@ -149,7 +156,9 @@ def released_cases(root: Path, out_dir: Path, region_override: str | None = None
             try:
                 region = canonical_region(case_dir.parent.name)
             except RegionError as err:
-                region_error = f"{case_dir}: region folder {case_dir.parent.name!r} is not a region ({err}); pass --region"
+                region_error = (
+                    f"{case_dir}: region folder {case_dir.parent.name!r} is not a region ({err}); pass --region"
+                )
         output, uncertainty = _output_paths(out_dir, case_dir.name, samples)
         cases.append(
             Case(
@@ -210,8 +219,10 @@ def _socket_entries(path: Path) -> dict[str, dict]:
         found[role] = {**entry, "_socket": socket}
     missing = [role for role in ("mr", "mask") if role not in found]
     if missing:
-        raise InputsJsonError(f"{path}: no socket for the {' and the '.join(missing)} (slugs accepted: "
-                              f"{', '.join(SOCKET_SLUGS[missing[0]])})")
+        raise InputsJsonError(
+            f"{path}: no socket for the {' and the '.join(missing)} (slugs accepted: "
+            f"{', '.join(SOCKET_SLUGS[missing[0]])})"
+        )
     return found
 
 
@@ -219,13 +230,16 @@ def _socket_file(in_dir: Path, entry: dict, role: str, source: Path) -> Path:
     """The one image a socket's relative_path holds (a folder with one image, or the image file itself)."""
     relative = entry["_socket"].get("relative_path")
     if not isinstance(relative, str) or not relative or Path(relative).is_absolute() or ".." in Path(relative).parts:
-        raise InputsJsonError(f"{source}: the {role} socket's relative_path {printable(relative, 80)!s} is not a "
-                              "path inside /input")
+        raise InputsJsonError(
+            f"{source}: the {role} socket's relative_path {printable(relative, 80)!s} is not a path inside /input"
+        )
     target = in_dir / relative
     if target.is_dir():
         images = _image_files(target)
         if len(images) != 1:
-            raise InputsJsonError(f"{source}: the {role} socket's folder {relative} holds {len(images)} images, not one")
+            raise InputsJsonError(
+                f"{source}: the {role} socket's folder {relative} holds {len(images)} images, not one"
+            )
         return images[0]
     if os.path.lexists(target):
         return target
@@ -239,8 +253,13 @@ def _socket_region(in_dir: Path, entry: dict | None, source: Path) -> str | None
     value = entry.get("value")
     relative = entry["_socket"].get("relative_path")
     from_file = None
-    if isinstance(relative, str) and relative and not Path(relative).is_absolute() and ".." not in Path(relative).parts \
-            and (in_dir / relative).is_file():
+    if (
+        isinstance(relative, str)
+        and relative
+        and not Path(relative).is_absolute()
+        and ".." not in Path(relative).parts
+        and (in_dir / relative).is_file()
+    ):
         try:
             from_file = read_region_json(in_dir / relative)
         except RegionError as err:
@@ -251,8 +270,9 @@ def _socket_region(in_dir: Path, entry: dict | None, source: Path) -> str | None
         except RegionError as err:
             raise InputsJsonError(f"{source}: region socket: {err}") from err
         if from_file is not None and from_file != code:
-            raise InputsJsonError(f"{source}: the region socket says {printable(value, 60)!s} but {relative} says "
-                                  f"{from_file}")
+            raise InputsJsonError(
+                f"{source}: the region socket says {printable(value, 60)!s} but {relative} says {from_file}"
+            )
         return code
     if from_file is None:
         raise InputsJsonError(f"{source}: the region socket has no value and no readable file")
@@ -277,10 +297,30 @@ def inputs_json_cases(in_dir: Path, out_dir: Path, region_override: str | None =
         return [Case("inputs", source.absolute(), None, output, input_error=str(err), uncertainty_output=uncertainty)]
     output, uncertainty = _output_paths(out_dir, case_id_of(mr), samples)
     region_entry = entries.get("region", {})
-    region_input = {"type": "String", "value": region} if region_entry.get("value") is not None or region_override \
-        else {"type": "String", "filename": str((in_dir / str(region_entry.get("_socket", {}).get("relative_path", "region.json"))).absolute())}
-    return check_collisions([Case(case_id_of(mr), mr.absolute(), mask.absolute(), output, region=region,
-                                  region_error=region_error, region_input=region_input, uncertainty_output=uncertainty)])
+    region_input = (
+        {"type": "String", "value": region}
+        if region_entry.get("value") is not None or region_override
+        else {
+            "type": "String",
+            "filename": str(
+                (in_dir / str(region_entry.get("_socket", {}).get("relative_path", "region.json"))).absolute()
+            ),
+        }
+    )
+    return check_collisions(
+        [
+            Case(
+                case_id_of(mr),
+                mr.absolute(),
+                mask.absolute(),
+                output,
+                region=region,
+                region_error=region_error,
+                region_input=region_input,
+                uncertainty_output=uncertainty,
+            )
+        ]
+    )
 
 
 def discover_cases(in_dir: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
@@ -297,12 +337,16 @@ def single_case(mr: Path, mask: Path, region: str, out: Path, samples: int = 1) 
     """The one case given with --mr/--mask/--region/--out (a .mha file, never one of the inputs)."""
     out = out.absolute()
     uncertainty = out.with_name(f"{case_id_of(out)}_std.mha") if samples > 1 else None
-    return check_collisions([Case(
-        case_id=case_id_of(mr),
-        mr=mr.absolute(),
-        mask=mask.absolute(),
-        output=out,
-        region=region,
-        region_input={"type": "String", "value": region},
-        uncertainty_output=uncertainty,
-    )])[0]
+    return check_collisions(
+        [
+            Case(
+                case_id=case_id_of(mr),
+                mr=mr.absolute(),
+                mask=mask.absolute(),
+                output=out,
+                region=region,
+                region_input={"type": "String", "value": region},
+                uncertainty_output=uncertainty,
+            )
+        ]
+    )[0]

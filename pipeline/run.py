@@ -85,8 +85,9 @@ class GeneratorPool:
             except (ManifestError, GeneratorError, DeviceError, OSError) as err:
                 self._failed[key] = str(err)
                 raise GeneratorError(str(err)) from err
-            LOG.info("model %r (%s, sampler %s) ready on %s", spec.name, spec.kind, spec.sampler,
-                     self._loaded[key].device)
+            LOG.info(
+                "model %r (%s, sampler %s) ready on %s", spec.name, spec.kind, spec.sampler, self._loaded[key].device
+            )
         return self._loaded[key]
 
 
@@ -200,8 +201,9 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
         except (GeneratorError, UnusableOutput) as err:
             if route.fallback is None:
                 raise CaseError(None, str(err)) from err
-            result.fallback_reason = "; ".join(filter(None, [options.manifest_note,
-                                                             f"primary model {route.primary.name!r} failed: {err}"]))
+            result.fallback_reason = "; ".join(
+                filter(None, [options.manifest_note, f"primary model {route.primary.name!r} failed: {err}"])
+            )
             LOG.warning("%s: %s; running fallback %r", case.case_id, result.fallback_reason, route.fallback.name)
             try:
                 generated = _run_model(case, route.fallback, pool, options)
@@ -222,7 +224,9 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
         result.errors.append(str(err))
     except Exception as err:  # noqa: BLE001 - one case must never stop the others or the results.json
         LOG.debug("%s: unexpected failure", case.case_id, exc_info=True)
-        result.errors.append(f"{printable(case.mr, 400)}: {type(err).__name__}: {printable(' '.join(str(err).split()), 400)}")
+        result.errors.append(
+            f"{printable(case.mr, 400)}: {type(err).__name__}: {printable(' '.join(str(err).split()), 400)}"
+        )
     if not result.ok:
         remove_stale_outputs(case)
     result.seconds = time.perf_counter() - started
@@ -240,4 +244,3 @@ def remove_stale_outputs(case: Case) -> None:
                 LOG.info("%s: removed the earlier run's %s (this run failed for the case)", case.case_id, path.name)
         except OSError as err:
             LOG.warning("%s: cannot remove the stale output %s (%s)", case.case_id, path, err.strerror or err)
-

@@ -24,8 +24,18 @@ from preprocessing.errors import CaseError
 
 MAX_HEADER_BYTES = 65536  # a MetaImage header is a few hundred bytes; more is not a header
 ELEMENT_BYTES = {
-    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-    "MET_LONG": 8, "MET_ULONG": 8, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+    "MET_CHAR": 1,
+    "MET_UCHAR": 1,
+    "MET_SHORT": 2,
+    "MET_USHORT": 2,
+    "MET_INT": 4,
+    "MET_UINT": 4,
+    "MET_LONG": 8,
+    "MET_ULONG": 8,
+    "MET_LONG_LONG": 8,
+    "MET_ULONG_LONG": 8,
+    "MET_FLOAT": 4,
+    "MET_DOUBLE": 8,
 }
 CHUNK = 1 << 20
 
@@ -78,7 +88,9 @@ def _parse_meta_header(path: Path, what: str) -> tuple[dict[str, str], int]:
         fields[key.strip()] = value.strip()
         if key.strip() == "ElementDataFile":
             return fields, offset
-    raise CaseError(path, f"cannot read {what}: not a MetaImage header (no ElementDataFile in its first {MAX_HEADER_BYTES} bytes)")
+    raise CaseError(
+        path, f"cannot read {what}: not a MetaImage header (no ElementDataFile in its first {MAX_HEADER_BYTES} bytes)"
+    )
 
 
 def _ints(path: Path, what: str, fields: dict[str, str], key: str, count: int | None = None) -> list[int]:
@@ -94,18 +106,25 @@ def _ints(path: Path, what: str, fields: dict[str, str], key: str, count: int | 
 def _data_file(path: Path, what: str, name: str) -> Path:
     """The detached data file: a plain name or relative path that resolves inside the header's folder."""
     if name.upper() == "LIST" or "%" in name or " " in name.strip():
-        raise CaseError(path, f"cannot read {what}: header: ElementDataFile {name[:80]!r} (a list or pattern of files) is not supported")
+        raise CaseError(
+            path,
+            f"cannot read {what}: header: ElementDataFile {name[:80]!r} (a list or pattern of files) is not supported",
+        )
     relative = Path(name)
     folder = path.absolute().parent
     if relative.is_absolute() or ".." in relative.parts:
-        raise CaseError(path, f"cannot read {what}: header: ElementDataFile {name[:80]!r} points outside the case folder")
+        raise CaseError(
+            path, f"cannot read {what}: header: ElementDataFile {name[:80]!r} points outside the case folder"
+        )
     target = folder / relative
     try:
         real, real_folder = target.resolve(strict=False), folder.resolve()
     except (OSError, RuntimeError) as err:
         raise CaseError(path, f"cannot read {what}: header: ElementDataFile {name[:80]!r} cannot be resolved") from err
     if real_folder not in real.parents:
-        raise CaseError(path, f"cannot read {what}: header: ElementDataFile {name[:80]!r} resolves outside the case folder")
+        raise CaseError(
+            path, f"cannot read {what}: header: ElementDataFile {name[:80]!r} resolves outside the case folder"
+        )
     return target
 
 
@@ -165,16 +184,24 @@ def _meta_facts(path: Path, what: str, budget: int, working_bytes) -> ImageFacts
     else:
         source, offset = _data_file(path, what, name), int(fields.get("HeaderSize", "0") or 0)
         if offset < 0:
-            raise CaseError(path, f"cannot read {what}: header: HeaderSize {offset} (skip to the end of file) is not supported")
+            raise CaseError(
+                path, f"cannot read {what}: header: HeaderSize {offset} (skip to the end of file) is not supported"
+            )
     available = _regular_file(source, what, "data file", named=None if source == path else path).st_size - offset
     if fields.get("CompressedData", "False").lower() == "true":
         inflated = _inflated_length(source, offset, claimed, path, what)
         if inflated != claimed:
-            raise CaseError(path, f"cannot read {what}: data hold {inflated} bytes, the header claims {claimed} "
-                                  f"({' x '.join(map(str, size))} {element}): truncated")
+            raise CaseError(
+                path,
+                f"cannot read {what}: data hold {inflated} bytes, the header claims {claimed} "
+                f"({' x '.join(map(str, size))} {element}): truncated",
+            )
     elif available < claimed:
-        raise CaseError(path, f"cannot read {what}: data hold {max(available, 0)} bytes, the header claims {claimed} "
-                              f"({' x '.join(map(str, size))} {element}): truncated")
+        raise CaseError(
+            path,
+            f"cannot read {what}: data hold {max(available, 0)} bytes, the header claims {claimed} "
+            f"({' x '.join(map(str, size))} {element}): truncated",
+        )
     return facts
 
 
@@ -186,8 +213,12 @@ def _other_facts(path: Path, what: str, budget: int, working_bytes) -> ImageFact
     except RuntimeError as err:
         raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image") from err
     pixel_bytes = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkFloat32: 4}
-    facts = ImageFacts(tuple(reader.GetSize()), tuple(reader.GetSpacing()), reader.GetNumberOfComponents(),
-                       pixel_bytes.get(reader.GetPixelID(), 8))
+    facts = ImageFacts(
+        tuple(reader.GetSize()),
+        tuple(reader.GetSpacing()),
+        reader.GetNumberOfComponents(),
+        pixel_bytes.get(reader.GetPixelID(), 8),
+    )
     if not all(np.isfinite(v) and v > 0 for v in facts.spacing):
         raise CaseError(path, f"cannot read {what}: spacing {facts.spacing} must be positive numbers")
     if len(facts.size) == 3 and facts.components == 1:
@@ -199,10 +230,13 @@ def check_budget(path: Path, what: str, facts: ImageFacts, budget: int, working_
     """Refuse, before allocating, a case whose estimated working memory exceeds the budget."""
     need = int(working_bytes(facts))
     if need > budget:
-        raise CaseError(path, f"{what} of {' x '.join(map(str, facts.size))} voxels at "
-                              f"{' x '.join(f'{s:g}' for s in facts.spacing)} mm needs about {need / 2**30:.1f} GB "
-                              f"to process, over the memory budget of {budget / 2**30:.1f} GB "
-                              "(--memory-budget-gb / SCT_MEMORY_BUDGET_GB)")
+        raise CaseError(
+            path,
+            f"{what} of {' x '.join(map(str, facts.size))} voxels at "
+            f"{' x '.join(f'{s:g}' for s in facts.spacing)} mm needs about {need / 2**30:.1f} GB "
+            f"to process, over the memory budget of {budget / 2**30:.1f} GB "
+            "(--memory-budget-gb / SCT_MEMORY_BUDGET_GB)",
+        )
 
 
 def inspect_image(path: Path, what: str, budget: int, working_bytes) -> ImageFacts:

@@ -54,13 +54,17 @@ def working_bytes(spacing_xy_mm: tuple[float, float] | None) -> Callable[[ImageF
         if spacing_xy_mm is not None and len(facts.spacing) >= 2:
             sx, sy = (abs(v) for v in facts.spacing[:2])
             model_voxels = nz * math.ceil(nx * sx / spacing_xy_mm[0]) * math.ceil(ny * sy / spacing_xy_mm[1])
-        return voxels * (INPUT_GRID_BYTES_PER_VOXEL + facts.bytes_per_component) + model_voxels * MODEL_GRID_BYTES_PER_VOXEL
+        return (
+            voxels * (INPUT_GRID_BYTES_PER_VOXEL + facts.bytes_per_component)
+            + model_voxels * MODEL_GRID_BYTES_PER_VOXEL
+        )
 
     return estimate
 
 
-def read_image(path: Path, what: str, budget: int | None = None,
-               estimate: Callable[[ImageFacts], int] | None = None) -> sitk.Image:
+def read_image(
+    path: Path, what: str, budget: int | None = None, estimate: Callable[[ImageFacts], int] | None = None
+) -> sitk.Image:
     """Read a scalar 3-D image; any other image (or none) is a CaseError naming the file.
 
     The file is inspected first (preprocessing.inspect): a header that lies about its data, data outside the
@@ -80,7 +84,8 @@ def read_image(path: Path, what: str, budget: int | None = None,
         raise CaseError(path, f"{what} is {image.GetDimension()}-D; a 3-D volume is required")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise CaseError(
-            path, f"{what} is a vector image ({image.GetNumberOfComponentsPerPixel()} components); a scalar image is required"
+            path,
+            f"{what} is a vector image ({image.GetNumberOfComponentsPerPixel()} components); a scalar image is required",
         )
     if min(image.GetSize()) < 1:
         raise CaseError(path, f"{what} is empty (size {image.GetSize()})")
@@ -94,8 +99,9 @@ def _check_finite(path: Path, what: str, array: np.ndarray) -> None:
             raise CaseError(path, f"{what} has {bad} NaN/inf voxel(s)")
 
 
-def load_mr(path: Path, budget: int | None = None, spacing_xy_mm: tuple[float, float] | None = None
-            ) -> tuple[sitk.Image, np.ndarray]:
+def load_mr(
+    path: Path, budget: int | None = None, spacing_xy_mm: tuple[float, float] | None = None
+) -> tuple[sitk.Image, np.ndarray]:
     """The MR image (for its geometry) and its voxels as float32 (z, y, x).
 
     spacing_xy_mm (the model's in-plane spacing) enters the memory estimate: resampling can grow a volume.
@@ -136,8 +142,11 @@ def load_mask(path: Path, mr: sitk.Image, budget: int | None = None) -> np.ndarr
         LOG.warning(
             "%s: mask grid differs from the MR grid (size %s vs %s, spacing %s vs %s); resampling it onto the MR "
             "grid with nearest neighbour",
-            path, image.GetSize(), mr.GetSize(),
-            tuple(round(s, 4) for s in image.GetSpacing()), tuple(round(s, 4) for s in mr.GetSpacing()),
+            path,
+            image.GetSize(),
+            mr.GetSize(),
+            tuple(round(s, 4) for s in image.GetSpacing()),
+            tuple(round(s, 4) for s in mr.GetSpacing()),
         )
         binary = sitk.Cast(image > 0, sitk.sitkUInt8) if image.GetPixelID() != sitk.sitkUInt8 else image > 0
         image = sitk.Resample(binary, mr, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)

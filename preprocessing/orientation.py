@@ -53,7 +53,5 @@ def canonical_reorientation(direction: tuple[float, ...]) -> Reorientation:
     index_of_physical = {phys: index for index, phys in enumerate(physical_of_index)}
     # numpy axis k of the new array is physical axis 2 - k, taken from old numpy axis 2 - index.
     axes = tuple(2 - index_of_physical[2 - k] for k in range(3))
-    flips = tuple(
-        k for k in range(3) if matrix[2 - k, index_of_physical[2 - k]] < 0
-    )
+    flips = tuple(k for k in range(3) if matrix[2 - k, index_of_physical[2 - k]] < 0)
     return Reorientation(axes=axes, flips=flips)

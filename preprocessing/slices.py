@@ -17,7 +17,10 @@ def needs_resampling(spacing_xy: tuple[float, float], target_xy: tuple[float, fl
 
 
 def resample_inplane(
-    volume: np.ndarray, spacing_xyz: tuple[float, float, float], target_xy: tuple[float, float], size_xy: tuple[int, int] | None = None
+    volume: np.ndarray,
+    spacing_xyz: tuple[float, float, float],
+    target_xy: tuple[float, float],
+    size_xy: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Linear in-plane resampling of a (z, y, x) float32 volume; slices (z) stay where they are.
 
@@ -27,7 +30,9 @@ def resample_inplane(
     image = sitk.GetImageFromArray(volume)
     image.SetSpacing(tuple(float(s) for s in spacing_xyz))
     if size_xy is None:
-        size_xy = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize()[:2], spacing_xyz[:2], target_xy))
+        size_xy = tuple(
+            max(1, int(round(n * s / t))) for n, s, t in zip(image.GetSize()[:2], spacing_xyz[:2], target_xy)
+        )
     resampler = sitk.ResampleImageFilter()
     resampler.SetOutputSpacing((float(target_xy[0]), float(target_xy[1]), float(spacing_xyz[2])))
     resampler.SetSize((int(size_xy[0]), int(size_xy[1]), image.GetSize()[2]))

@@ -30,13 +30,24 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cases = find_cases(args.data)
-    earlier = {case_name(region, index, args.seed)[0] for region in {r for _, r in cases}
-               for index in range(args.trained_cases)}
-    legacy = create_split([c for c in cases if c[0].name in earlier], val_per_region=2, test_per_region=0, seed=args.seed)
-    split = extend_split(legacy, cases, test_per_region=3, description=(
-        "Phantoms `python -m phantoms --regions HN,TH,AB --cases 15 --seed 0`. train/val: case indices 0-11 per region "
-        "(val = the earlier trainer's seeded draw, 2 per region); test: indices 12-14, generated after every earlier "
-        "model was trained and never used for training or selection. Written by scripts/make_phantom_split.py."))
+    earlier = {
+        case_name(region, index, args.seed)[0]
+        for region in {r for _, r in cases}
+        for index in range(args.trained_cases)
+    }
+    legacy = create_split(
+        [c for c in cases if c[0].name in earlier], val_per_region=2, test_per_region=0, seed=args.seed
+    )
+    split = extend_split(
+        legacy,
+        cases,
+        test_per_region=3,
+        description=(
+            "Phantoms `python -m phantoms --regions HN,TH,AB --cases 15 --seed 0`. train/val: case indices 0-11 per region "
+            "(val = the earlier trainer's seeded draw, 2 per region); test: indices 12-14, generated after every earlier "
+            "model was trained and never used for training or selection. Written by scripts/make_phantom_split.py."
+        ),
+    )
     write_split(split, args.out)
     for region, row in split.counts().items():
         print(region, row)

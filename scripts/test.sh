@@ -8,4 +8,5 @@ pip install --quiet --upgrade pip
 pip install --quiet torch==2.13.0
 pip install --quiet -r requirements-train.txt
 ruff check .  # lint (pyproject.toml [tool.ruff])
+ruff format --check .  # formatting (ruff format . fixes it)
 python -m pytest test -q "$@"

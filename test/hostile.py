@@ -15,17 +15,29 @@ import numpy as np
 
 from sct_testing import body_phantom
 
-MET_TYPES = {np.dtype(np.int16): "MET_SHORT", np.dtype(np.uint8): "MET_UCHAR", np.dtype(np.float32): "MET_FLOAT",
-             np.dtype(np.float64): "MET_DOUBLE", np.dtype(np.int32): "MET_INT"}
+MET_TYPES = {
+    np.dtype(np.int16): "MET_SHORT",
+    np.dtype(np.uint8): "MET_UCHAR",
+    np.dtype(np.float32): "MET_FLOAT",
+    np.dtype(np.float64): "MET_DOUBLE",
+    np.dtype(np.int32): "MET_INT",
+}
 
 
 def header(array: np.ndarray, **fields: object) -> dict[str, str]:
     """The fields of a plain 3-D MetaImage header for `array` (z, y, x); keyword arguments replace or drop (None)."""
     z, y, x = array.shape[-3:]
     base = {
-        "ObjectType": "Image", "NDims": "3", "BinaryData": "True", "BinaryDataByteOrderMSB": "False",
-        "CompressedData": "False", "TransformMatrix": "1 0 0 0 1 0 0 0 1", "Offset": "0 0 0",
-        "ElementSpacing": "1 1 3", "DimSize": f"{x} {y} {z}", "ElementType": MET_TYPES[array.dtype],
+        "ObjectType": "Image",
+        "NDims": "3",
+        "BinaryData": "True",
+        "BinaryDataByteOrderMSB": "False",
+        "CompressedData": "False",
+        "TransformMatrix": "1 0 0 0 1 0 0 0 1",
+        "Offset": "0 0 0",
+        "ElementSpacing": "1 1 3",
+        "DimSize": f"{x} {y} {z}",
+        "ElementType": MET_TYPES[array.dtype],
         "ElementDataFile": "LOCAL",
     }
     for key, value in fields.items():
@@ -40,7 +52,9 @@ def header(array: np.ndarray, **fields: object) -> dict[str, str]:
     return base
 
 
-def write_meta(path: Path, array: np.ndarray, data: bytes | None = None, compress: bool = False, **fields: object) -> Path:
+def write_meta(
+    path: Path, array: np.ndarray, data: bytes | None = None, compress: bool = False, **fields: object
+) -> Path:
     """Write a MetaImage with the given header fields; `data` replaces the array's bytes (after compression)."""
     payload = np.ascontiguousarray(array).tobytes()
     if compress:
@@ -63,7 +77,7 @@ def good_pair(shape=(6, 20, 18), seed=0) -> tuple[np.ndarray, np.ndarray]:
 def _corrupt_stream(array: np.ndarray) -> bytes:
     payload = bytearray(zlib.compress(np.ascontiguousarray(array).tobytes()))
     middle = len(payload) // 2
-    payload[middle - 32: middle + 32] = bytes(64)
+    payload[middle - 32 : middle + 32] = bytes(64)
     return bytes(payload)
 
 
@@ -88,6 +102,7 @@ def _mask(folder: Path, name: str) -> Path:
 def _detached(target: str) -> Breaker:
     def make(folder, name, mr, mask):
         return write_meta(_mr(folder, name), mr, ElementDataFile=target)
+
     return make
 
 
@@ -135,22 +150,29 @@ def _bytes(content: bytes) -> Breaker:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         return path
+
     return make
 
 
 def _fields(compress: bool = False, data: Callable[[np.ndarray], bytes] | None = None, array=None, **fields) -> Breaker:
     def make(folder, name, mr, mask):
         source = mr if array is None else array(mr)
-        return write_meta(_mr(folder, name), source, data=None if data is None else data(source), compress=compress,
-                          **fields)
+        return write_meta(
+            _mr(folder, name), source, data=None if data is None else data(source), compress=compress, **fields
+        )
+
     return make
 
 
-def _mask_fields(compress: bool = False, data: Callable[[np.ndarray], bytes] | None = None, array=None, **fields) -> Breaker:
+def _mask_fields(
+    compress: bool = False, data: Callable[[np.ndarray], bytes] | None = None, array=None, **fields
+) -> Breaker:
     def make(folder, name, mr, mask):
         source = mask if array is None else array(mask)
-        return write_meta(_mask(folder, name), source, data=None if data is None else data(source), compress=compress,
-                          **fields)
+        return write_meta(
+            _mask(folder, name), source, data=None if data is None else data(source), compress=compress, **fields
+        )
+
     return make
 
 
@@ -215,7 +237,11 @@ FUZZ_CASES: dict[str, tuple[str, Breaker, str]] = {
     "corrupt zlib stream": ("mr", _fields(compress=True, data=_corrupt_stream), "corrupt"),
     "compressed claims more slices": ("mr", _fields(compress=True, DimSize="{dims+6}"), "truncated"),
     "compressed claims fewer slices": ("mr", _fields(compress=True, DimSize="{dims-2}"), "more than"),
-    "compressed file cut in half": ("mr", _fields(compress=True, data=lambda a: zlib.compress(a.tobytes())[:40]), "truncated"),
+    "compressed file cut in half": (
+        "mr",
+        _fields(compress=True, data=lambda a: zlib.compress(a.tobytes())[:40]),
+        "truncated",
+    ),
     "compressed flag over raw data": ("mr", _fields(data=lambda a: a.tobytes(), CompressedData="True"), "corrupt"),
     "compressed 1500 x 1500 x 1000 claim": ("mr", _fields(compress=True, DimSize="1500 1500 1000"), "memory budget"),
     "uncompressed 10^6 cube claim": ("mr", _fields(DimSize="1000000 1000000 1000000"), "memory budget"),
@@ -223,13 +249,30 @@ FUZZ_CASES: dict[str, tuple[str, Breaker, str]] = {
     "zero spacing": ("mr", _fields(ElementSpacing="0 1 3"), "spacing"),
     "negative spacing": ("mr", _fields(ElementSpacing="1 -1 3"), "spacing"),
     "spacing not numbers": ("mr", _fields(ElementSpacing="x y z"), "ElementSpacing"),
-    "three channels": ("mr", _fields(ElementNumberOfChannels=3, data=lambda a: np.repeat(a, 3).tobytes()), "vector image"),
+    "three channels": (
+        "mr",
+        _fields(ElementNumberOfChannels=3, data=lambda a: np.repeat(a, 3).tobytes()),
+        "vector image",
+    ),
     "NaN voxel": ("mr", _fields(array=_nan), "NaN/inf"),
     "inf voxel": ("mr", _fields(array=_inf), "NaN/inf"),
     "float64 near 1e300": ("mr", _fields(array=_huge), "float32"),
-    "2-D header": ("mr", _fields(NDims=2, DimSize="18 120", ElementSpacing="1 1", TransformMatrix="1 0 0 1", Offset="0 0"), "2-D"),
-    "4-D header": ("mr", _fields(NDims=4, DimSize="18 20 3 2", ElementSpacing="1 1 3 1",
-                                 TransformMatrix="1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 1", Offset="0 0 0 0"), "4-D"),
+    "2-D header": (
+        "mr",
+        _fields(NDims=2, DimSize="18 120", ElementSpacing="1 1", TransformMatrix="1 0 0 1", Offset="0 0"),
+        "2-D",
+    ),
+    "4-D header": (
+        "mr",
+        _fields(
+            NDims=4,
+            DimSize="18 20 3 2",
+            ElementSpacing="1 1 3 1",
+            TransformMatrix="1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 1",
+            Offset="0 0 0 0",
+        ),
+        "4-D",
+    ),
     "nifti garbage": ("mr", _bytes(b"\x5c\x01" + bytes(600)), "cannot read MR"),
     "mask missing": ("mask", _mask_missing, "mask missing"),
     "mask empty": ("mask", _mask_fields(array=lambda m: np.zeros_like(m)), "mask is empty"),
@@ -237,10 +280,17 @@ FUZZ_CASES: dict[str, tuple[str, Breaker, str]] = {
     "mask corrupt stream": ("mask", _mask_fields(compress=True, data=_corrupt_stream), "corrupt"),
     "mask truncated": ("mask", _mask_fields(DimSize="{dims+3}"), "truncated"),
     "mask data outside": ("mask", _mask_outside, "outside the case folder"),
-    "mask 2-D": ("mask", _mask_fields(NDims=2, DimSize="18 120", ElementSpacing="1 1", TransformMatrix="1 0 0 1",
-                                      Offset="0 0"), "2-D"),
+    "mask 2-D": (
+        "mask",
+        _mask_fields(NDims=2, DimSize="18 120", ElementSpacing="1 1", TransformMatrix="1 0 0 1", Offset="0 0"),
+        "2-D",
+    ),
     "mask NaN": ("mask", _mask_fields(array=lambda m: np.where(m > 0, np.float32(1), np.float32(np.nan))), "NaN/inf"),
-    "mask vector": ("mask", _mask_fields(ElementNumberOfChannels=2, data=lambda a: np.repeat(a, 2).tobytes()), "vector image"),
+    "mask vector": (
+        "mask",
+        _mask_fields(ElementNumberOfChannels=2, data=lambda a: np.repeat(a, 2).tobytes()),
+        "vector image",
+    ),
     "mask huge claim": ("mask", _mask_fields(compress=True, DimSize="1500 1500 1000"), "memory budget"),
 }
 

@@ -16,7 +16,9 @@ ROTATED = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)  # x and y swapped, one
 PERMUTED = (0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # slices along a physical in-plane axis
 
 
-def write_volume(path: Path, array: np.ndarray, spacing=(0.9, 1.1, 3.0), origin=(12.5, -30.0, 7.0), direction=ROTATED) -> Path:
+def write_volume(
+    path: Path, array: np.ndarray, spacing=(0.9, 1.1, 3.0), origin=(12.5, -30.0, 7.0), direction=ROTATED
+) -> Path:
     """Write a (z, y, x) array as a compressed image with the given geometry."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image = sitk.GetImageFromArray(array)

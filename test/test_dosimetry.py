@@ -57,7 +57,7 @@ def test_an_oblique_beam_through_a_uniform_disc_matches_the_chord():
     calibration = _calibration()
     n = 121
     yy, xx = np.mgrid[:n, :n] - n // 2
-    disc = (yy ** 2 + xx ** 2) <= 40 ** 2
+    disc = (yy**2 + xx**2) <= 40**2
     hu = np.where(disc, 0.0, -1000.0)[None].astype(np.float32)
     path = wepl_map(calibration.to_rsp(hu), (3.0, 1.0, 1.0), 45.0)
     # the beam at 45 degrees through the centre: the diameter (80 mm) at the exit point along the diagonal
@@ -88,12 +88,15 @@ def test_bone_dice_on_known_masks():
     assert np.isnan(scores["bone_dice_900hu"])  # no bone at all above 900 HU in either
 
 
-@pytest.mark.parametrize("text, words", [
-    ("hu,rsp,red\n0,1,1\n-100,0.9,0.9\n", "increase strictly"),
-    ("hu,rsp,red\n0,1,1\n100,0.9,1.1\n", "never decrease"),
-    ("hu,rsp\n0,1\n100,1.1\n", "columns"),
-    ("hu,rsp,red\n0,one,1\n100,1.1,1.1\n", "number"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("hu,rsp,red\n0,1,1\n-100,0.9,0.9\n", "increase strictly"),
+        ("hu,rsp,red\n0,1,1\n100,0.9,1.1\n", "never decrease"),
+        ("hu,rsp\n0,1\n100,1.1\n", "columns"),
+        ("hu,rsp,red\n0,one,1\n100,1.1,1.1\n", "number"),
+    ],
+)
 def test_calibration_tables_are_checked(tmp_path, text, words):
     path = tmp_path / "table.csv"
     path.write_text(text)
@@ -118,12 +121,36 @@ def test_the_evaluator_writes_dosimetry_and_stand_in_dice_hd95_into_metrics_json
 
     image = sitk.ReadImage(str(case / "ct.mha"))
     sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16) + 30, str(pred / "1THA001.mha"))
-    assert main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "report"),
-                 "--dosimetry", "--segmenter", "threshold", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--pred",
+                str(tmp_path / "pred"),
+                "--gt",
+                str(tmp_path / "gt"),
+                "--out",
+                str(tmp_path / "report"),
+                "--dosimetry",
+                "--segmenter",
+                "threshold",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     document = json.loads((tmp_path / "report" / "metrics.json").read_text())
     (result,) = document["results"]
-    for key in ("wepl_mae_mm", "wepl_p95_mm", "range_error_pct", "red_mae", "red_me", "bone_dice_250hu",
-                "wepl_mae_mm_90deg", "dice", "hd95"):
+    for key in (
+        "wepl_mae_mm",
+        "wepl_p95_mm",
+        "range_error_pct",
+        "red_mae",
+        "red_me",
+        "bone_dice_250hu",
+        "wepl_mae_mm_90deg",
+        "dice",
+        "hd95",
+    ):
         assert key in result and result[key] is not None, key
     assert result["wepl_mae_mm"] > 0 and 0 < result["dice"] <= 1
     assert "wepl_mae_mm" in document["aggregates"] and "threshold" in document["segmentation_metrics"]

@@ -329,7 +329,12 @@ def test_network_uses_its_noise_and_refuses_bad_sizes() -> None:
 
 def test_conv_macs_match_a_hand_count() -> None:
     model = DriftingUNet(
-        context_slices=1, noise_channels=1, width=4, depth=1, channel_mult=(1, 2), convs_per_block=1,
+        context_slices=1,
+        noise_channels=1,
+        width=4,
+        depth=1,
+        channel_mult=(1, 2),
+        convs_per_block=1,
         bottleneck_noise=False,
     )
     # stem 2->4 @8x8, down 4->8 stride 2 @4x4, bottom 8->8 @4x4, transposed 8->4 k2 from 4x4, dec 8->4 @8x8, head 1x1

@@ -15,10 +15,35 @@ from phantoms import write_dataset
 
 def test_water_model_on_phantoms_is_scored_by_the_evaluator(tmp_path):
     folders = write_dataset(tmp_path / "data", ["HN", "TH", "AB"], cases=1, seed=3, size="small", progress=False)
-    assert process.main(["--input", str(tmp_path / "data" / "Task1"), "--output", str(tmp_path / "out"),
-                         "--model", "water", "--no-progress"]) == 0
-    assert evaluate(["--pred", str(tmp_path / "out"), "--gt", str(tmp_path / "data"), "--out",
-                     str(tmp_path / "report"), "--no-plots", "--strict"]) == 0
+    assert (
+        process.main(
+            [
+                "--input",
+                str(tmp_path / "data" / "Task1"),
+                "--output",
+                str(tmp_path / "out"),
+                "--model",
+                "water",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        evaluate(
+            [
+                "--pred",
+                str(tmp_path / "out"),
+                "--gt",
+                str(tmp_path / "data"),
+                "--out",
+                str(tmp_path / "report"),
+                "--no-plots",
+                "--strict",
+            ]
+        )
+        == 0
+    )
     document = json.loads((tmp_path / "report" / "metrics.json").read_text())
     scores = {r["case_id"]: r for r in document["results"]}
     assert sorted(scores) == sorted(f.name for f in folders)
@@ -34,8 +59,21 @@ def test_water_model_on_phantoms_is_scored_by_the_evaluator(tmp_path):
     for folder in folders:
         (perfect / folder.name).mkdir(parents=True)
         shutil.copy(folder / "ct.mha", perfect / folder.name / "sct.mha")
-    assert evaluate(["--pred", str(perfect), "--gt", str(tmp_path / "data"), "--out", str(tmp_path / "report2"),
-                     "--no-plots", "--strict"]) == 0
+    assert (
+        evaluate(
+            [
+                "--pred",
+                str(perfect),
+                "--gt",
+                str(tmp_path / "data"),
+                "--out",
+                str(tmp_path / "report2"),
+                "--no-plots",
+                "--strict",
+            ]
+        )
+        == 0
+    )
     document = json.loads((tmp_path / "report2" / "metrics.json").read_text())
     assert all(r["mae"] == 0.0 and np.isclose(r["ms_ssim"], 1.0) for r in document["results"])
 
@@ -47,10 +85,37 @@ def test_shipped_generators_beat_the_water_floor_on_unseen_phantoms(tmp_path):
     primary = load_manifest(DEFAULT_MANIFEST).route("HN").primary.name  # the shipped primary of every region
     scores = {}
     for model in ("water", primary, "ldm"):
-        assert process.main(["--input", str(tmp_path / "data" / "Task1"), "--output", str(tmp_path / model),
-                             "--model", model, "--device", "cpu", "--no-progress"]) == 0
-        assert evaluate(["--pred", str(tmp_path / model), "--gt", str(tmp_path / "data"), "--out",
-                         str(tmp_path / f"report_{model}"), "--no-plots", "--strict"]) == 0
+        assert (
+            process.main(
+                [
+                    "--input",
+                    str(tmp_path / "data" / "Task1"),
+                    "--output",
+                    str(tmp_path / model),
+                    "--model",
+                    model,
+                    "--device",
+                    "cpu",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+        assert (
+            evaluate(
+                [
+                    "--pred",
+                    str(tmp_path / model),
+                    "--gt",
+                    str(tmp_path / "data"),
+                    "--out",
+                    str(tmp_path / f"report_{model}"),
+                    "--no-plots",
+                    "--strict",
+                ]
+            )
+            == 0
+        )
         document = json.loads((tmp_path / f"report_{model}" / "metrics.json").read_text())
         scores[model] = {r["case_id"]: r for r in document["results"]}
     assert len(scores["water"]) == 3

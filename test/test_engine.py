@@ -20,8 +20,18 @@ def run(tmp_path, entry, behaviour, extra=(), out="out"):
     onnx_model(tmp_path / "weights" / "gen.onnx", context=entry["context_slices"], behaviour=behaviour)
     manifest = write_manifest(tmp_path / "weights", {"gen": entry})
     mr_path, mask_path = write_case(tmp_path / "in")
-    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / out),
-                         "--manifest", str(manifest), "--no-progress", *extra])
+    code = process.main(
+        [
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / out),
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            *extra,
+        ]
+    )
     return code, mr_path, mask_path, tmp_path / out / "images" / "synthetic-ct" / mr_path.name
 
 
@@ -74,7 +84,9 @@ def test_samples_write_the_mean_and_a_standard_deviation_map(tmp_path):
     # noise * 0.1 in [-1, 1] space is 50 HU in a 1000 HU window: the population std over 6 draws is near 50 * sqrt(5/6).
     assert 35.0 < std[inside].mean() < 55.0
     assert np.all(std[~inside] == 0)
-    assert len(list((tmp_path / "out" / "images" / "synthetic-ct").iterdir())) == 1  # the evaluator reads the first file
+    assert (
+        len(list((tmp_path / "out" / "images" / "synthetic-ct").iterdir())) == 1
+    )  # the evaluator reads the first file
 
 
 def test_slice_batches_cover_every_slice_once():
@@ -142,9 +154,23 @@ def test_the_gpu_check_runs_its_cpu_half(tmp_path):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--cpu-only", "--shape", "4,48,48",
-                           "--models", "drifting,ldm2", "--out", str(tmp_path)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/gpu_check.py",
+            "--cpu-only",
+            "--shape",
+            "4,48,48",
+            "--models",
+            "drifting,ldm2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert {r["model"] for r in report["runs"]} == {"drifting", "ldm N=2"}

@@ -138,13 +138,21 @@ def test_pairing_product_released_and_flat_layouts(tmp_path: Path) -> None:
     _tiny(pred / "images" / "synthetic-ct" / "1HNA001.mha")  # product output named by ID
     _tiny(pred / "images" / "synthetic-ct" / "scan_b.mha")  # product output named after a template MR
     _tiny(pred / "images" / "synthetic-ct" / "9ZZZ999.mha")  # no such case: unpaired
-    (pred / "results.json").write_text(json.dumps([{
-        "outputs": [{"type": "metaio_image", "filename": "/output/images/synthetic-ct/scan_b.mha"}],
-        "inputs": [{"type": "metaio_image", "filename": "/input/Task1/AB/1ABA002/mr.mha"},
-                   {"type": "metaio_image", "filename": "/input/Task1/AB/1ABA002/mask.mha"},
-                   {"type": "String", "filename": "/input/region.json"}],
-        "error_messages": [],
-    }]))
+    (pred / "results.json").write_text(
+        json.dumps(
+            [
+                {
+                    "outputs": [{"type": "metaio_image", "filename": "/output/images/synthetic-ct/scan_b.mha"}],
+                    "inputs": [
+                        {"type": "metaio_image", "filename": "/input/Task1/AB/1ABA002/mr.mha"},
+                        {"type": "metaio_image", "filename": "/input/Task1/AB/1ABA002/mask.mha"},
+                        {"type": "String", "filename": "/input/region.json"},
+                    ],
+                    "error_messages": [],
+                }
+            ]
+        )
+    )
     _tiny(pred / "1THB003" / "sct.mha")  # released layout
     _tiny(pred / "1THB003.mha")  # flat duplicate of the same case: reported, the first one wins
 
@@ -201,7 +209,7 @@ def _phantom_case(rng: np.random.Generator, shape=(10, 36, 40)) -> tuple[np.ndar
     body = ((yy - ny / 2) / (0.4 * ny)) ** 2 + ((xx - nx / 2) / (0.4 * nx)) ** 2 < 1
     ct = np.full(shape, -1000, np.int16)
     ct[:, body] = 40
-    ct[:, ny // 2 - 3: ny // 2 + 3, nx // 2 - 3: nx // 2 + 3] = 1200
+    ct[:, ny // 2 - 3 : ny // 2 + 3, nx // 2 - 3 : nx // 2 + 3] = 1200
     ct = (ct + rng.normal(0, 10, shape)).astype(np.int16)
     mask = np.broadcast_to(body, shape).astype(np.uint8)
     mr = np.where(mask > 0, 300 - ct.clip(-200, 300) // 2, 0).astype(np.int16)
@@ -226,9 +234,11 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report"
 
     proc = subprocess.run(
-        [sys.executable, "-m", "evaluation", "--pred", str(pred), "--gt", str(gt), "--out", str(out),
-         "--no-progress"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "evaluation", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--no-progress"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert "segmentation metrics (Dice, HD95) skipped" in proc.stderr
@@ -271,8 +281,18 @@ def test_cli_fails_clearly_on_shape_mismatch(tmp_path: Path) -> None:
     for name, arr in (("ct", ct), ("mask", mask)):
         _write(tmp_path / "gt" / "1THA001" / f"{name}.mha", arr)
     _write(tmp_path / "pred" / "1THA001.mha", ct[:-1])
-    status = main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path / "r"),
-                   "--no-plots", "--no-progress"])
+    status = main(
+        [
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(tmp_path / "gt"),
+            "--out",
+            str(tmp_path / "r"),
+            "--no-plots",
+            "--no-progress",
+        ]
+    )
     assert status == 1
     doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert doc["results"] == [] and "differs from the ground truth" in doc["pairing"]["failed"][0]["reason"]
@@ -284,4 +304,3 @@ def test_the_evaluator_keeps_the_challenge_window_that_the_models_use():
 
     assert (metrics.HU_MIN, metrics.HU_MAX) == (modelspec.HU_MIN, modelspec.HU_MAX) == (-1024.0, 3071.0)
     assert metrics.DATA_RANGE == 4095.0
-

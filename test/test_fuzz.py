@@ -22,13 +22,34 @@ def test_every_malformed_input_fails_alone_with_one_line(tmp_path):
     made = build_fuzz_folder(folder)
     assert len(made) >= 50
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, str(REPO / "process.py"), "--input", str(folder), "--output", str(out),
-                          "--model", "water", "--no-progress"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "process.py"),
+            "--input",
+            str(folder),
+            "--output",
+            str(out),
+            "--model",
+            "water",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     log = run.stdout + run.stderr
     assert run.returncode == 1, log[-3000:]
     assert "Traceback" not in log
-    results = {Path(entry["inputs"][0]["filename"]).name: entry for entry in json.loads((out / "results.json").read_text())}
-    written = {p.name for p in (out / "images" / "synthetic-ct").glob("*")} if (out / "images" / "synthetic-ct").is_dir() else set()
+    results = {
+        Path(entry["inputs"][0]["filename"]).name: entry for entry in json.loads((out / "results.json").read_text())
+    }
+    written = (
+        {p.name for p in (out / "images" / "synthetic-ct").glob("*")}
+        if (out / "images" / "synthetic-ct").is_dir()
+        else set()
+    )
     problems = []
     for name, (case, broken) in made.items():
         which, _, words = FUZZ_CASES[name]

@@ -22,8 +22,17 @@ def run(tmp_path, entry, behaviour="centre", **geometry):
     onnx_model(tmp_path / "weights" / "gen.onnx", context=entry["context_slices"], behaviour=behaviour)
     manifest = write_manifest(tmp_path / "weights", {"gen": entry})
     mr_path, mask_path = write_case(tmp_path / "in", **geometry)
-    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                         "--manifest", str(manifest), "--no-progress"])
+    code = process.main(
+        [
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     return mr_path, mask_path, tmp_path / "out" / "images" / "synthetic-ct" / mr_path.name
 
@@ -45,7 +54,11 @@ def test_round_trip_with_inplane_resampling_and_padding(tmp_path):
     mr_path, mask_path, out = run(tmp_path, entry, shape=(9, 41, 33), direction=ROTATED)
     source, written = sitk.ReadImage(str(mr_path)), sitk.ReadImage(str(out))
     assert (written.GetSize(), written.GetSpacing(), written.GetOrigin(), written.GetDirection()) == (
-        source.GetSize(), source.GetSpacing(), source.GetOrigin(), source.GetDirection())
+        source.GetSize(),
+        source.GetSpacing(),
+        source.GetOrigin(),
+        source.GetDirection(),
+    )
     mask = read_array(mask_path)
     got = sitk.GetArrayFromImage(written)
     want = expected_hu(read_array(mr_path).astype(np.float64), mask)
@@ -69,8 +82,20 @@ def test_network_sees_the_same_anatomy_whatever_the_storage_order(tmp_path):
         reordered = sitk.PermuteAxes(sitk.Flip(sitk.ReadImage(str(source)), [True, False, False]), [1, 0, 2])
         sitk.WriteImage(reordered, str(tmp_path / "b" / "images" / kind / source.name))
     for name in ("a", "b"):
-        assert process.main(["--input", str(tmp_path / name), "--output", str(tmp_path / f"out_{name}"),
-                             "--manifest", str(manifest), "--no-progress"]) == 0
+        assert (
+            process.main(
+                [
+                    "--input",
+                    str(tmp_path / name),
+                    "--output",
+                    str(tmp_path / f"out_{name}"),
+                    "--manifest",
+                    str(manifest),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     out_a = sitk.ReadImage(str(tmp_path / "out_a" / "images" / "synthetic-ct" / mr_path.name))
     out_b = sitk.ReadImage(str(tmp_path / "out_b" / "images" / "synthetic-ct" / mr_path.name))
     assert out_b.GetDirection() != out_a.GetDirection()

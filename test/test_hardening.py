@@ -36,8 +36,13 @@ def run_measured(args: list[str], cwd: Path) -> tuple[int, str, float]:
         "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
         "sys.stdout.write(run.stdout + run.stderr + f'\\nPEAK_MB={peak:.0f}\\nRC={run.returncode}\\n')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(REPO / "process.py"), *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "process.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
     out = done.stdout
     peak = float(out.rsplit("PEAK_MB=", 1)[1].split()[0])
     rc = int(out.rsplit("RC=", 1)[1].split()[0])
@@ -56,9 +61,11 @@ def _zero_stream(path: Path, shape_xyz: tuple[int, int, int], element: str = "ME
     parts.append(compressor.flush())
     payload = b"".join(parts)
     x, y, z = shape_xyz
-    head = (f"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\nCompressedData = True\n"
-            f"CompressedDataSize = {len(payload)}\nTransformMatrix = 1 0 0 0 1 0 0 0 1\nOffset = 0 0 0\n"
-            f"ElementSpacing = 1 1 1\nDimSize = {x} {y} {z}\nElementType = {element}\nElementDataFile = LOCAL\n")
+    head = (
+        f"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\nCompressedData = True\n"
+        f"CompressedDataSize = {len(payload)}\nTransformMatrix = 1 0 0 0 1 0 0 0 1\nOffset = 0 0 0\n"
+        f"ElementSpacing = 1 1 1\nDimSize = {x} {y} {z}\nElementType = {element}\nElementDataFile = LOCAL\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(head.encode() + payload)
     return path
@@ -75,8 +82,9 @@ def test_oversized_cases_are_refused_within_a_bounded_memory(tmp_path, kind):
         write_meta(folder / "images" / "mri" / "big.mha", mr, compress=True, DimSize="1500 1500 1000")
         write_meta(folder / "images" / "body" / "big.mha", mask)
     (folder / "region.json").write_text('"Thorax"')
-    rc, log, peak = run_measured(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water",
-                                  "--no-progress"], tmp_path)
+    rc, log, peak = run_measured(
+        ["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"], tmp_path
+    )
     assert rc == 1, log[-2000:]
     (entry,) = results_of(tmp_path / "out")
     (message,) = entry["error_messages"]
@@ -95,8 +103,20 @@ def test_in_plane_resampling_that_would_explode_is_refused(tmp_path):
     for sub, array in (("mri", mr), ("body", mask)):
         write_meta(folder / "images" / sub / "coarse.mha", array, ElementSpacing="100 100 3")
     (folder / "region.json").write_text('"Thorax"')
-    rc, log, peak = run_measured(["--input", str(folder), "--output", str(tmp_path / "out"), "--manifest",
-                                  str(manifest), "--no-progress", "--memory-budget-gb", "2"], tmp_path)
+    rc, log, peak = run_measured(
+        [
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / "out"),
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            "--memory-budget-gb",
+            "2",
+        ],
+        tmp_path,
+    )
     assert rc == 1, log[-2000:]
     (message,) = results_of(tmp_path / "out")[0]["error_messages"]
     assert "coarse.mha" in message and "100 x 100 x 3 mm" in message and "memory budget of 2.0 GB" in message
@@ -105,18 +125,59 @@ def test_in_plane_resampling_that_would_explode_is_refused(tmp_path):
 
 def test_a_budget_that_fits_lets_the_case_run(tmp_path):
     mr_path, _ = write_case(tmp_path / "in")
-    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress", "--memory-budget-gb", "0.5"]) == 0
-    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out2"), "--model", "water",
-                         "--no-progress", "--memory-budget-gb", "0.00001"]) == 1
+    assert (
+        process.main(
+            [
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out"),
+                "--model",
+                "water",
+                "--no-progress",
+                "--memory-budget-gb",
+                "0.5",
+            ]
+        )
+        == 0
+    )
+    assert (
+        process.main(
+            [
+                "--input",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "out2"),
+                "--model",
+                "water",
+                "--no-progress",
+                "--memory-budget-gb",
+                "0.00001",
+            ]
+        )
+        == 1
+    )
     assert "memory budget" in results_of(tmp_path / "out2")[0]["error_messages"][0]
 
 
 def test_out_equal_to_the_input_mr_is_refused_and_the_mr_survives(tmp_path):
     mr_path, mask_path = write_case(tmp_path / "in")
     before = mr_path.read_bytes()
-    code = process.main(["--mr", str(mr_path), "--mask", str(mask_path), "--region", "Thorax", "--out", str(mr_path),
-                         "--model", "water", "--no-progress"])
+    code = process.main(
+        [
+            "--mr",
+            str(mr_path),
+            "--mask",
+            str(mask_path),
+            "--region",
+            "Thorax",
+            "--out",
+            str(mr_path),
+            "--model",
+            "water",
+            "--no-progress",
+        ]
+    )
     assert code == 1
     assert mr_path.read_bytes() == before
     (message,) = results_of(mr_path.parent)[0]["error_messages"]
@@ -139,12 +200,15 @@ def test_one_case_id_under_two_regions_fails_both_instead_of_losing_one(tmp_path
     write_paired_case(tmp_path, "AB", "1XX001")
     write_paired_case(tmp_path, "HN", "1XX001")
     write_paired_case(tmp_path, "TH", "1THA001")
-    code = process.main(["--input", str(tmp_path / "Task1"), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress"])
+    code = process.main(
+        ["--input", str(tmp_path / "Task1"), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+    )
     assert code == 1
     entries = results_of(tmp_path / "out")
-    by_folder = {Path(e["inputs"][0]["filename"]).parent.parent.name + "/" + Path(e["inputs"][0]["filename"]).parent.name: e
-                 for e in entries}
+    by_folder = {
+        Path(e["inputs"][0]["filename"]).parent.parent.name + "/" + Path(e["inputs"][0]["filename"]).parent.name: e
+        for e in entries
+    }
     assert by_folder["TH/1THA001"]["error_messages"] == []
     for key in ("AB/1XX001", "HN/1XX001"):
         (message,) = by_folder[key]["error_messages"]
@@ -161,8 +225,10 @@ def test_any_input_format_gives_a_readable_mha_of_the_same_stem(tmp_path, suffix
         path.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
     (folder / "region.json").write_text('"Thorax"')
-    assert process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress"]) == 0
+    assert (
+        process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"])
+        == 0
+    )
     written = sorted(p.name for p in (tmp_path / "out" / "images" / "synthetic-ct").iterdir())
     assert written == ["case7.mha"]
     sct = tmp_path / "out" / "images" / "synthetic-ct" / "case7.mha"
@@ -173,8 +239,20 @@ def test_any_input_format_gives_a_readable_mha_of_the_same_stem(tmp_path, suffix
 def test_out_without_mha_extension_is_refused(tmp_path, capsys):
     mr_path, mask_path = write_case(tmp_path / "in")
     with pytest.raises(SystemExit) as stop:
-        process.main(["--mr", str(mr_path), "--mask", str(mask_path), "--region", "Thorax",
-                      "--out", str(tmp_path / "sct"), "--model", "water"])
+        process.main(
+            [
+                "--mr",
+                str(mr_path),
+                "--mask",
+                str(mask_path),
+                "--region",
+                "Thorax",
+                "--out",
+                str(tmp_path / "sct"),
+                "--model",
+                "water",
+            ]
+        )
     assert stop.value.code == 2
     assert "ending in .mha" in capsys.readouterr().err
     assert not (tmp_path / "sct").exists()
@@ -188,8 +266,10 @@ def test_upper_case_extension_and_a_230_character_name_work(tmp_path):
         for sub, array in (("mri", mr), ("body", mask)):
             write_meta(folder / "images" / sub / name, array)
     (folder / "region.json").write_text('"Thorax"')
-    assert process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress"]) == 0
+    assert (
+        process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"])
+        == 0
+    )
     written = sorted(p.name for p in (tmp_path / "out" / "images" / "synthetic-ct").iterdir())
     assert written == sorted(["CASE1.mha", long_name])
 
@@ -203,25 +283,33 @@ def test_a_killed_runs_temporaries_are_removed_but_a_live_runs_are_not(tmp_path)
     stale.write_bytes(b"half a file")
     live = out_dir / f".sct-{os.getppid()}-0123abcd.partial.mha"
     live.write_bytes(b"another run, still writing")
-    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress"]) == 0
+    assert (
+        process.main(
+            ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+        )
+        == 0
+    )
     assert not stale.exists() and live.exists()
 
 
-@pytest.mark.parametrize("content, ok, words", [
-    ('"Thorax"'.encode("utf-16"), True, ""),
-    ('"Thôrax"'.encode("latin-1"), False, "not UTF-8"),
-    (b"[" * 1500 + b"]" * 1500, False, "nests too deep"),
-    (b"[" * 100000, False, "larger than"),
-    (json.dumps("x" * 1_000_000).encode(), False, "larger than"),
-    (b"", False, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content, ok, words",
+    [
+        ('"Thorax"'.encode("utf-16"), True, ""),
+        ('"Thôrax"'.encode("latin-1"), False, "not UTF-8"),
+        (b"[" * 1500 + b"]" * 1500, False, "nests too deep"),
+        (b"[" * 100000, False, "larger than"),
+        (json.dumps("x" * 1_000_000).encode(), False, "larger than"),
+        (b"", False, "not valid JSON"),
+    ],
+)
 def test_region_files_of_any_encoding_or_depth_give_one_line(tmp_path, caplog, content, ok, words):
     write_case(tmp_path / "in")
     (tmp_path / "in" / "region.json").write_bytes(content)
     with caplog.at_level(logging.ERROR):
-        code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water",
-                             "--no-progress"])
+        code = process.main(
+            ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+        )
     (entry,) = results_of(tmp_path / "out")
     assert code == (0 if ok else 1)
     if not ok:
@@ -231,8 +319,21 @@ def test_region_files_of_any_encoding_or_depth_give_one_line(tmp_path, caplog, c
 
 def test_a_long_region_string_is_not_echoed_whole(tmp_path):
     mr_path, mask_path = write_case(tmp_path / "in")
-    code = process.main(["--mr", str(mr_path), "--mask", str(mask_path), "--region", "q" * 1_000_000,
-                         "--out", str(tmp_path / "sct.mha"), "--model", "water", "--no-progress"])
+    code = process.main(
+        [
+            "--mr",
+            str(mr_path),
+            "--mask",
+            str(mask_path),
+            "--region",
+            "q" * 1_000_000,
+            "--out",
+            str(tmp_path / "sct.mha"),
+            "--model",
+            "water",
+            "--no-progress",
+        ]
+    )
     assert code == 1
     (message,) = results_of(tmp_path)[0]["error_messages"]
     assert "unknown region" in message and len(message) < 1000
@@ -254,11 +355,17 @@ def test_a_newline_in_a_file_name_keeps_the_error_on_one_line(tmp_path, caplog):
         path.write_bytes(b"not an image")
     (folder / "region.json").write_text('"Thorax"')
     with caplog.at_level(logging.ERROR):
-        assert process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water",
-                             "--no-progress"]) == 1
+        assert (
+            process.main(
+                ["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+            )
+            == 1
+        )
     (message,) = results_of(tmp_path / "out")[0]["error_messages"]
     assert "\n" not in message and "bad\\nname.mha" in message
-    assert [r for r in caplog.records if r.levelno >= logging.ERROR and "bad" in r.getMessage()][0].getMessage().count("\n") == 0
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR and "bad" in r.getMessage()][0].getMessage().count(
+        "\n"
+    ) == 0
 
 
 def test_an_unexpected_exception_fails_one_case_and_the_run_goes_on(tmp_path, monkeypatch):
@@ -275,10 +382,14 @@ def test_an_unexpected_exception_fails_one_case_and_the_run_goes_on(tmp_path, mo
         return real(mr, mask, spec, budget)
 
     monkeypatch.setattr(pipeline.run, "prepare_case", flaky)
-    assert process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress"]) == 1
+    assert (
+        process.main(["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"])
+        == 1
+    )
     entries = {Path(e["inputs"][0]["filename"]).name: e for e in results_of(tmp_path / "out")}
-    assert entries["a.mha"]["error_messages"] == [f"{folder.absolute() / 'images' / 'mri' / 'a.mha'}: TypeError: an error no stage expected"]
+    assert entries["a.mha"]["error_messages"] == [
+        f"{folder.absolute() / 'images' / 'mri' / 'a.mha'}: TypeError: an error no stage expected"
+    ]
     assert entries["b.mha"]["error_messages"] == []
 
 
@@ -287,6 +398,19 @@ def test_an_out_that_is_the_mr_through_a_link_is_refused_and_nothing_is_deleted(
     link = tmp_path / "link_to_mr.mha"
     link.symlink_to(mr_path)
     before = mr_path.read_bytes()
-    code = process.main(["--mr", str(link), "--mask", str(mask_path), "--region", "Thorax", "--out", str(mr_path),
-                         "--model", "water", "--no-progress"])
+    code = process.main(
+        [
+            "--mr",
+            str(link),
+            "--mask",
+            str(mask_path),
+            "--region",
+            "Thorax",
+            "--out",
+            str(mr_path),
+            "--model",
+            "water",
+            "--no-progress",
+        ]
+    )
     assert code == 1 and mr_path.read_bytes() == before and link.exists()

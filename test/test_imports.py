@@ -32,7 +32,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
-    files = [REPO / "process.py"] + [p for package in CONTAINER_PACKAGES for p in sorted((REPO / package).rglob("*.py"))]
+    files = [REPO / "process.py"] + [
+        p for package in CONTAINER_PACKAGES for p in sorted((REPO / package).rglob("*.py"))
+    ]
     graph = {_module_name(p): _imports(p) for p in files}
     # "from engine import x" and "import engine.manifest" both name modules; map to the nearest known module
     known = set(graph)

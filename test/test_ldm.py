@@ -32,11 +32,18 @@ from training.ldm import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = LdmConfig(autoencoder_channels=(8, 8), latent_channels=4, unet_channels=(8, 16), norm_groups=4,
-                 condition="learned", condition_channels=4)
+TINY = LdmConfig(
+    autoencoder_channels=(8, 8),
+    latent_channels=4,
+    unet_channels=(8, 16),
+    norm_groups=4,
+    condition="learned",
+    condition_channels=4,
+)
 
 
 # --- the schedule and the sampler in NumPy -----------------------------------------------------------------------
+
 
 def test_schedule_is_monai_scaled_linear():
     from monai.networks.schedulers import DDPMScheduler
@@ -60,8 +67,14 @@ def test_ddim_timesteps():
 def test_ddim_step_matches_monai(prediction, monai_name):
     from monai.networks.schedulers import DDIMScheduler
 
-    scheduler = DDIMScheduler(1000, schedule="scaled_linear_beta", beta_start=BETA_START, beta_end=BETA_END,
-                              clip_sample=False, prediction_type=monai_name)
+    scheduler = DDIMScheduler(
+        1000,
+        schedule="scaled_linear_beta",
+        beta_start=BETA_START,
+        beta_end=BETA_END,
+        clip_sample=False,
+        prediction_type=monai_name,
+    )
     scheduler.set_timesteps(10)  # MONAI's step goes from t to t - 1000 // 10
     rng = np.random.default_rng(3)
     alpha_bars = alphas_cumprod(1000)
@@ -84,8 +97,14 @@ def test_ddim_loop_matches_a_monai_loop(prediction, monai_name):
     from monai.networks.schedulers import DDIMScheduler
 
     steps = 8
-    scheduler = DDIMScheduler(1000, schedule="scaled_linear_beta", beta_start=BETA_START, beta_end=BETA_END,
-                              clip_sample=False, prediction_type=monai_name)
+    scheduler = DDIMScheduler(
+        1000,
+        schedule="scaled_linear_beta",
+        beta_start=BETA_START,
+        beta_end=BETA_END,
+        clip_sample=False,
+        prediction_type=monai_name,
+    )
     scheduler.set_timesteps(steps)
     # MONAI steps from t to t - T // N: give both loops timesteps spaced exactly so.
     timesteps = np.arange(steps - 1, -1, -1, dtype=np.int64) * (1000 // steps)
@@ -123,6 +142,7 @@ def test_engine_imports_no_torch():
 
 
 # --- the ONNX generator built from tiny MONAI networks ---------------------------------------------------------
+
 
 def _tiny_model(context: int = 3, train_timesteps: int = 1000, seed: int = 0) -> LatentDiffusion:
     torch.manual_seed(seed)
@@ -173,7 +193,7 @@ def test_generator_equals_the_torch_sampler_and_is_batch_independent(tiny_ldm):
     together = generator.predict(stacks, seeds)
     assert together.shape == (3, 1, 16, 12) and together.dtype == np.float32
     assert np.all(np.abs(together) <= 1.0)
-    one_by_one = np.concatenate([generator.predict(stacks[i:i + 1], seeds[i:i + 1]) for i in range(3)])
+    one_by_one = np.concatenate([generator.predict(stacks[i : i + 1], seeds[i : i + 1]) for i in range(3)])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     np.testing.assert_array_equal(generator.predict(stacks, seeds), together)  # deterministic
     other = generator.predict(stacks, seeds + np.uint64(1))
@@ -187,7 +207,7 @@ def test_generator_equals_the_torch_sampler_and_is_batch_independent(tiny_ldm):
     from pipeline.run import slice_seeds
     from preprocessing.slices import iter_slice_batches
 
-    (centres, volume_stacks), = list(iter_slice_batches(stacks[:, 1], 3, 8))
+    ((centres, volume_stacks),) = list(iter_slice_batches(stacks[:, 1], 3, 8))
     engine_out = generator.predict(volume_stacks, slice_seeds(0, 0, centres))[:, 0]
     np.testing.assert_allclose(engine_out, torch_out, atol=1e-4)
 
@@ -203,6 +223,7 @@ def test_generator_rejects_a_size_the_latent_cannot_hold(tiny_ldm):
 
 # --- the trainer's two ldm stages, export, process.py ---------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("paired_ldm")
@@ -212,14 +233,31 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def _config(data_root: Path, out_dir: Path, kind: str, *extra: str):
-    return load_config(None, [
-        f"model.kind={kind}", "data.crop=32", "data.samples_per_epoch=8", "data.val_per_region=1",
-        "optim.batch_size=4", "optim.steps=4", "run.val_every=2", "run.log_every=2", "run.checkpoint_every=2",
-        "run.threads=1", f"data.root={data_root}", f"run.out_dir={out_dir}", f"manifest={DEFAULT_MANIFEST}",
-        'settings={"spacing_xy_mm": [1.0, 1.0], "context_slices": 3, "divisible_by": 4, '
-        '"ct_window_hu": [-1024.0, 3071.0], "sampler": {"seed": 0, "ddim_steps": 2}}',
-        "ldm.autoencoder_channels=[8, 8]", "ldm.unet_channels=[8, 8]", "ldm.norm_groups=4",
-        "ldm.val_ddim_steps=2", *extra])
+    return load_config(
+        None,
+        [
+            f"model.kind={kind}",
+            "data.crop=32",
+            "data.samples_per_epoch=8",
+            "data.val_per_region=1",
+            "optim.batch_size=4",
+            "optim.steps=4",
+            "run.val_every=2",
+            "run.log_every=2",
+            "run.checkpoint_every=2",
+            "run.threads=1",
+            f"data.root={data_root}",
+            f"run.out_dir={out_dir}",
+            f"manifest={DEFAULT_MANIFEST}",
+            'settings={"spacing_xy_mm": [1.0, 1.0], "context_slices": 3, "divisible_by": 4, '
+            '"ct_window_hu": [-1024.0, 3071.0], "sampler": {"seed": 0, "ddim_steps": 2}}',
+            "ldm.autoencoder_channels=[8, 8]",
+            "ldm.unet_channels=[8, 8]",
+            "ldm.norm_groups=4",
+            "ldm.val_ddim_steps=2",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +310,27 @@ def test_export_registers_a_fallback_that_process_runs(trained, data_root, tmp_p
 
     case = data_root / "Task1" / "TH" / "1THA000"
     out = tmp_path / "out" / "sct.mha"
-    process.main(["--mr", str(case / "mr.mha"), "--mask", str(case / "mask.mha"), "--region", "TH", "--out",
-                  str(out), "--manifest", str(weights / "manifest.json"), "--model", "ldm", "--samples", "2",
-                  "--device", "cpu", "--no-progress"])
+    process.main(
+        [
+            "--mr",
+            str(case / "mr.mha"),
+            "--mask",
+            str(case / "mask.mha"),
+            "--region",
+            "TH",
+            "--out",
+            str(out),
+            "--manifest",
+            str(weights / "manifest.json"),
+            "--model",
+            "ldm",
+            "--samples",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     record = json.loads((out.parent / "results.json").read_text())[0]
     # Four training steps make no usable CT: either it wrote one, or the sanity check refused it by name.
     if record["error_messages"]:
@@ -285,18 +341,38 @@ def test_export_registers_a_fallback_that_process_runs(trained, data_root, tmp_p
 
 # --- routing: a missing primary falls back to the ldm entry --------------------------------------------------
 
+
 def test_missing_primary_falls_back_to_the_ldm(tiny_ldm, data_root, tmp_path):
     _, paths, _ = tiny_ldm
     for path in paths.values():
         shutil.copy(path, tmp_path / path.name)
-    primary = {"kind": "drifting", "files": {"generator": {"path": "gone.onnx", "sha256": "0" * 64}},
-               "context_slices": 3}
-    manifest = write_manifest(tmp_path, {"drift": primary, "ldm": _ldm_entry()},
-                              regions={"TH": {"model": "drift", "fallback": "ldm"}})
+    primary = {
+        "kind": "drifting",
+        "files": {"generator": {"path": "gone.onnx", "sha256": "0" * 64}},
+        "context_slices": 3,
+    }
+    manifest = write_manifest(
+        tmp_path, {"drift": primary, "ldm": _ldm_entry()}, regions={"TH": {"model": "drift", "fallback": "ldm"}}
+    )
     case = data_root / "Task1" / "TH" / "1THA001"
     out = tmp_path / "out" / "sct.mha"
-    code = process.main(["--mr", str(case / "mr.mha"), "--mask", str(case / "mask.mha"), "--region", "TH", "--out",
-                         str(out), "--manifest", str(manifest), "--device", "cpu", "--no-progress"])
+    code = process.main(
+        [
+            "--mr",
+            str(case / "mr.mha"),
+            "--mask",
+            str(case / "mask.mha"),
+            "--region",
+            "TH",
+            "--out",
+            str(out),
+            "--manifest",
+            str(manifest),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     record = json.loads((out.parent / "results.json").read_text())[0]
     assert code == 0, record
     assert record["model"] == "ldm" and "gone.onnx" in record["fallback_reason"]
@@ -304,6 +380,7 @@ def test_missing_primary_falls_back_to_the_ldm(tiny_ldm, data_root, tmp_path):
 
 
 # --- per-region sampler settings: one model entry, each region its own DDIM steps ------------------------------
+
 
 def test_a_region_sets_its_own_ddim_steps(tiny_ldm, tmp_path):
     from engine.manifest import ManifestError
@@ -313,11 +390,15 @@ def test_a_region_sets_its_own_ddim_steps(tiny_ldm, tmp_path):
     for path in paths.values():
         shutil.copy(path, tmp_path / path.name)
     data = {"ldm": _ldm_entry(steps=2), "water": {"kind": "water"}}
-    manifest_path = write_manifest(tmp_path, data, regions={
-        "TH": {"model": "ldm", "fallback": None},
-        "AB": {"model": "water", "fallback": "ldm", "sampler": {"ddim_steps": 1}},
-        "HN": {"model": "ldm", "fallback": None, "sampler": {"ddim_steps": 5, "seed": 7}},
-    })
+    manifest_path = write_manifest(
+        tmp_path,
+        data,
+        regions={
+            "TH": {"model": "ldm", "fallback": None},
+            "AB": {"model": "water", "fallback": "ldm", "sampler": {"ddim_steps": 1}},
+            "HN": {"model": "ldm", "fallback": None, "sampler": {"ddim_steps": 5, "seed": 7}},
+        },
+    )
     manifest = load_manifest(manifest_path)
     assert manifest.resolve("TH").primary.sampler["ddim_steps"] == 2
     assert manifest.resolve("AB").fallback.sampler["ddim_steps"] == 1  # the fallback runs with the region's steps

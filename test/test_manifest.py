@@ -12,10 +12,21 @@ from engine.regions import REGION_NAMES, RegionError, canonical_region
 from sct_testing import identity_model_entry, onnx_model, write_case, write_manifest
 
 
-@pytest.mark.parametrize("value, code", [
-    ("Head and Neck", "HN"), ("head and neck", "HN"), ("  HEAD  AND neck ", "HN"), ("hn", "HN"),
-    ("Thorax", "TH"), ("TH", "TH"), ("Abdomen", "AB"), ("ab", "AB"), ("Brain", "BRAIN"), ("pelvis", "PELVIS"),
-])
+@pytest.mark.parametrize(
+    "value, code",
+    [
+        ("Head and Neck", "HN"),
+        ("head and neck", "HN"),
+        ("  HEAD  AND neck ", "HN"),
+        ("hn", "HN"),
+        ("Thorax", "TH"),
+        ("TH", "TH"),
+        ("Abdomen", "AB"),
+        ("ab", "AB"),
+        ("Brain", "BRAIN"),
+        ("pelvis", "PELVIS"),
+    ],
+)
 def test_region_spellings(value, code):
     assert canonical_region(value) == code
 
@@ -37,18 +48,21 @@ def test_shipped_manifest_routes_every_region():
             route.fallback.verify_files()
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda d: d["models"]["gen"].update(kind="gan"), "kind 'gan'"),
-    (lambda d: d["models"]["gen"].update(context_slices=4), "odd positive"),
-    (lambda d: d["models"]["gen"].update(colour="blue"), "unknown key"),
-    (lambda d: d["models"]["gen"]["mr_normalisation"].update(method="histogram"), "normalisation method"),
-    (lambda d: d["models"]["gen"].update(ct_window_hu=[100, -100]), "low < high"),
-    (lambda d: d["models"]["gen"].update(output_dtype="uint8"), "output_dtype"),
-    (lambda d: d["models"]["gen"]["files"]["generator"].update(sha256="abc"), "malformed sha256"),
-    (lambda d: d["regions"].update(HN={"model": "nothing"}), "not a model entry"),
-    (lambda d: d["regions"].update(Knee={"model": "gen"}), "unknown region"),
-    (lambda d: d.update(schema_version=99), "schema_version"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda d: d["models"]["gen"].update(kind="gan"), "kind 'gan'"),
+        (lambda d: d["models"]["gen"].update(context_slices=4), "odd positive"),
+        (lambda d: d["models"]["gen"].update(colour="blue"), "unknown key"),
+        (lambda d: d["models"]["gen"]["mr_normalisation"].update(method="histogram"), "normalisation method"),
+        (lambda d: d["models"]["gen"].update(ct_window_hu=[100, -100]), "low < high"),
+        (lambda d: d["models"]["gen"].update(output_dtype="uint8"), "output_dtype"),
+        (lambda d: d["models"]["gen"]["files"]["generator"].update(sha256="abc"), "malformed sha256"),
+        (lambda d: d["regions"].update(HN={"model": "nothing"}), "not a model entry"),
+        (lambda d: d["regions"].update(Knee={"model": "gen"}), "unknown region"),
+        (lambda d: d.update(schema_version=99), "schema_version"),
+    ],
+)
 def test_malformed_manifest_is_a_one_line_error(tmp_path, change, words):
     onnx_model(tmp_path / "gen.onnx")
     path = write_manifest(tmp_path, {"gen": identity_model_entry()})
@@ -76,15 +90,24 @@ def test_missing_file_and_checksum_mismatch_are_named(tmp_path):
 def _fallback_setup(tmp_path, behaviour="centre"):
     onnx_model(tmp_path / "weights" / "gen.onnx", behaviour=behaviour)
     models = {"gen": identity_model_entry(), "water": {"kind": "water"}}
-    manifest = write_manifest(tmp_path / "weights", models,
-                              regions={"TH": {"model": "gen", "fallback": "water"}})
+    manifest = write_manifest(tmp_path / "weights", models, regions={"TH": {"model": "gen", "fallback": "water"}})
     write_case(tmp_path / "in")
     return manifest
 
 
 def _run(tmp_path, manifest, *extra):
-    code = process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                         "--manifest", str(manifest), "--no-progress", *extra])
+    code = process.main(
+        [
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--manifest",
+            str(manifest),
+            "--no-progress",
+            *extra,
+        ]
+    )
     return code, json.loads((tmp_path / "out" / "results.json").read_text())[0]
 
 

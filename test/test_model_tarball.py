@@ -24,8 +24,11 @@ def tarball_dir(tmp_path, monkeypatch) -> Path:
     """An extracted tarball with one model, 'tarball_gen', routing every region."""
     folder = tmp_path / "opt_ml_model"
     onnx_model(folder / "gen.onnx")
-    write_manifest(folder, {"tarball_gen": identity_model_entry()},
-                   regions={code: {"model": "tarball_gen", "fallback": None} for code in ("HN", "TH", "AB")})
+    write_manifest(
+        folder,
+        {"tarball_gen": identity_model_entry()},
+        regions={code: {"model": "tarball_gen", "fallback": None} for code in ("HN", "TH", "AB")},
+    )
     monkeypatch.setattr(process, "MODEL_TARBALL_DIR", folder)
     return folder
 
@@ -70,8 +73,13 @@ def test_extra_files_in_a_tarball_are_reported_and_ignored(tmp_path, tarball_dir
 
 def test_export_writes_the_manifest_and_exactly_its_files(tmp_path):
     out = tmp_path / "model.tar.gz"
-    done = subprocess.run(["bash", str(REPO / "export.sh"), "--model-tarball", str(out)], capture_output=True,
-                          text=True, cwd=REPO, check=True)
+    done = subprocess.run(
+        ["bash", str(REPO / "export.sh"), "--model-tarball", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     assert "bytes" in done.stdout
     manifest = json.loads((REPO / "model_weights" / "manifest.json").read_text())
     named = {item["path"] for entry in manifest["models"].values() for item in (entry.get("files") or {}).values()}

@@ -28,6 +28,7 @@ def _cases(root: Path, per_region: int = 6) -> list[tuple[Path, str]]:
 
 # --- splits -------------------------------------------------------------------------------------------------------
 
+
 def test_created_splits_are_disjoint_stable_and_cover_every_case(tmp_path):
     cases = _cases(tmp_path)
     first = create_split(cases, val_per_region=1, test_per_region=2, seed=3)
@@ -98,19 +99,36 @@ def test_the_trainer_never_loads_a_test_case(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "load_volume", recording)
     from training.config import load_config
 
-    config = load_config(None, [f"data.root={json.dumps(str(tmp_path / 'data'))}", "data.regions=[\"HN\", \"TH\"]",
-                                f"data.split={json.dumps(str(tmp_path / 'split.json'))}", "model.width=4",
-                                "model.depth=2", "data.crop=16", "data.samples_per_epoch=4", "optim.batch_size=2",
-                                "optim.steps=2", "run.val_every=2", "run.log_every=1", "run.threads=1",
-                                "settings.spacing_xy_mm=null", "settings.divisible_by=4",
-                                f"run.out_dir={json.dumps(str(tmp_path / 'run'))}", "loss.patch_size=8",
-                                "loss.n_pos=4", "loss.n_neg=4"])
+    config = load_config(
+        None,
+        [
+            f"data.root={json.dumps(str(tmp_path / 'data'))}",
+            'data.regions=["HN", "TH"]',
+            f"data.split={json.dumps(str(tmp_path / 'split.json'))}",
+            "model.width=4",
+            "model.depth=2",
+            "data.crop=16",
+            "data.samples_per_epoch=4",
+            "optim.batch_size=2",
+            "optim.steps=2",
+            "run.val_every=2",
+            "run.log_every=1",
+            "run.threads=1",
+            "settings.spacing_xy_mm=null",
+            "settings.divisible_by=4",
+            f"run.out_dir={json.dumps(str(tmp_path / 'run'))}",
+            "loss.patch_size=8",
+            "loss.n_pos=4",
+            "loss.n_neg=4",
+        ],
+    )
     train_module.train(config)
     assert set(loaded) == set(split.ids("train")) | set(split.ids("val"))
     assert not set(loaded) & set(split.ids("test"))
 
 
 # --- drift in groups ------------------------------------------------------------------------------------------------
+
 
 def test_a_grouped_drift_field_equals_one_field_per_group():
     from training.drifting import drift_field
@@ -125,6 +143,7 @@ def test_a_grouped_drift_field_equals_one_field_per_group():
 
 
 # --- frozen encoders and features -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ldm_encoder():
@@ -193,6 +212,7 @@ def test_the_feature_bank_keeps_the_newest_samples_in_order():
 
 # --- bf16 ---------------------------------------------------------------------------------------------------------
 
+
 def test_a_bf16_training_step_is_close_to_fp32_on_a_small_net():
     from training.config import load_config
     from training.networks import DriftingUNet
@@ -233,12 +253,27 @@ def test_validation_runs_on_its_own_schedule_off_the_logging_grid(tmp_path):
     cases = _cases(tmp_path / "data", per_region=3)
     split = create_split(cases, val_per_region=1, test_per_region=0, seed=0)
     write_split(split, tmp_path / "split.json")
-    config = load_config(None, [f"data.root={json.dumps(str(tmp_path / 'data'))}", "data.regions=[\"HN\", \"TH\"]",
-                                f"data.split={json.dumps(str(tmp_path / 'split.json'))}", "model.width=4",
-                                "model.depth=2", "data.crop=16", "data.samples_per_epoch=4", "optim.batch_size=2",
-                                "optim.steps=3", "run.val_every=3", "run.log_every=2", "run.threads=1",
-                                "settings.spacing_xy_mm=null", "settings.divisible_by=4", "model.kind=l1",
-                                f"run.out_dir={json.dumps(str(tmp_path / 'run'))}"])
+    config = load_config(
+        None,
+        [
+            f"data.root={json.dumps(str(tmp_path / 'data'))}",
+            'data.regions=["HN", "TH"]',
+            f"data.split={json.dumps(str(tmp_path / 'split.json'))}",
+            "model.width=4",
+            "model.depth=2",
+            "data.crop=16",
+            "data.samples_per_epoch=4",
+            "optim.batch_size=2",
+            "optim.steps=3",
+            "run.val_every=3",
+            "run.log_every=2",
+            "run.threads=1",
+            "settings.spacing_xy_mm=null",
+            "settings.divisible_by=4",
+            "model.kind=l1",
+            f"run.out_dir={json.dumps(str(tmp_path / 'run'))}",
+        ],
+    )
     summary = train(config)
     assert summary["best_step"] == 3 and np.isfinite(summary["best_val_mae"])
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))

@@ -38,8 +38,9 @@ def _interior(labels: np.ndarray, label: int, iterations: int = 1, fov: np.ndarr
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, list[Path]]:
     out = tmp_path_factory.mktemp("phantoms")
-    folders = write_dataset(out, ["HN", "TH", "AB", "BRAIN", "PELVIS"], 2, seed=5, size="small",
-                            template_layout=True, progress=False)
+    folders = write_dataset(
+        out, ["HN", "TH", "AB", "BRAIN", "PELVIS"], 2, seed=5, size="small", template_layout=True, progress=False
+    )
     return out, folders
 
 
@@ -251,7 +252,7 @@ def test_mask_rules(region):
             continue
         # the mask thresholds the partial-volume-blurred MR: its edge can sit a voxel outside the labelled body,
         # and the slice profile brings in the neighbouring slices' anatomy
-        near_body = slices[max(k - 1, 0):k + 2].any(axis=0)
+        near_body = slices[max(k - 1, 0) : k + 2].any(axis=0)
         dist = ndimage.distance_transform_edt(~near_body)
         assert dist[m[k]].max() <= preset.dilate_xy + 1.5
         dist_k = ndimage.distance_transform_edt(~slices[k])
@@ -299,8 +300,10 @@ def test_imperfections_when_forced():
     metal = hip.labels == T.METAL
     mr = _arr(hip.mr).astype(float)
     assert np.median(mr[metal]) < 0.2 * np.median(mr[_interior(hip.labels, T.MUSCLE)])
-    arms = [generate_case("TH", i, seed=0, size="small", rates=ALL_IMPERFECTIONS).info["imperfections"]["arms"]
-            for i in range(3)]
+    arms = [
+        generate_case("TH", i, seed=0, size="small", rates=ALL_IMPERFECTIONS).info["imperfections"]["arms"]
+        for i in range(3)
+    ]
     assert all(a in ("both", "ct_only", "mr_only") for a in arms)
     plain = generate_case("HN", 0, seed=0, size="small", rates=NO_IMPERFECTIONS)
     assert not any(plain.info["imperfections"].values())
@@ -319,14 +322,35 @@ def test_bad_arguments_raise_clear_errors():
 
 
 def test_cli(tmp_path):
-    cmd = [sys.executable, "-m", "phantoms", "--out", str(tmp_path / "d"), "--regions", "th,Pelvis", "--cases", "1",
-           "--size", "small", "--template-layout", "--overview", "--no-progress", "--seed", "7"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "phantoms",
+        "--out",
+        str(tmp_path / "d"),
+        "--regions",
+        "th,Pelvis",
+        "--cases",
+        "1",
+        "--size",
+        "small",
+        "--template-layout",
+        "--overview",
+        "--no-progress",
+        "--seed",
+        "7",
+    ]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     mr = sorted((tmp_path / "d" / "Task1").glob("*/*/mr.mha"))
     assert [p.parent.parent.name for p in mr] == ["TH", "pelvis"]
     assert len(list((tmp_path / "d" / "overview").glob("*.png"))) == 2
     assert len(list((tmp_path / "d" / "template").glob("*/region.json"))) == 2
-    bad = subprocess.run([sys.executable, "-m", "phantoms", "--out", str(tmp_path / "e"), "--regions", "KNEE"],
-                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "phantoms", "--out", str(tmp_path / "e"), "--regions", "KNEE"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "KNEE" in bad.stderr

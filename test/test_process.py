@@ -31,16 +31,18 @@ def test_container_mode_follows_the_template_contract(tmp_path, monkeypatch):
     assert process.main(["--no-progress"]) == 0
     sct = out / "images" / "synthetic-ct" / "1HNA001.mha"
     assert [p.name for p in (out / "images" / "synthetic-ct").iterdir()] == ["1HNA001.mha"]
-    assert results_of(out) == [{
-        "outputs": [{"type": "metaio_image", "filename": str(sct)}],
-        "inputs": [
-            {"type": "metaio_image", "filename": str(mr_path)},
-            {"type": "metaio_image", "filename": str(mask_path)},
-            {"type": "String", "filename": str(inp / "region.json")},
-        ],
-        "error_messages": [],
-        "model": load_manifest(DEFAULT_MANIFEST).route("Head and Neck").primary.name,  # the shipped default
-    }]
+    assert results_of(out) == [
+        {
+            "outputs": [{"type": "metaio_image", "filename": str(sct)}],
+            "inputs": [
+                {"type": "metaio_image", "filename": str(mr_path)},
+                {"type": "metaio_image", "filename": str(mask_path)},
+                {"type": "String", "filename": str(inp / "region.json")},
+            ],
+            "error_messages": [],
+            "model": load_manifest(DEFAULT_MANIFEST).route("Head and Neck").primary.name,  # the shipped default
+        }
+    ]
     assert not (out / "run_info.json").exists()
     written, mask = sitk.ReadImage(str(sct)), read_array(mask_path)
     assert written.GetPixelID() == sitk.sitkInt16
@@ -50,8 +52,12 @@ def test_container_mode_follows_the_template_contract(tmp_path, monkeypatch):
 
 def test_water_model_is_zero_inside_the_body(tmp_path):
     mr_path, mask_path = write_case(tmp_path / "in")
-    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water",
-                         "--no-progress"]) == 0
+    assert (
+        process.main(
+            ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+        )
+        == 0
+    )
     values, mask = read_array(tmp_path / "out" / "images" / "synthetic-ct" / mr_path.name), read_array(mask_path)
     assert np.all(values[mask > 0] == 0) and np.all(values[mask == 0] == -1000)
 
@@ -73,21 +79,41 @@ def test_released_layout_takes_the_region_from_the_folder(tmp_path):
 def test_single_file_mode(tmp_path):
     mr_path, mask_path = write_case(tmp_path / "in")
     out = tmp_path / "sct" / "case1_sct.mha"
-    assert process.main(["--mr", str(mr_path), "--mask", str(mask_path), "--region", "ab", "--out", str(out),
-                         "--no-progress"]) == 0
+    assert (
+        process.main(
+            ["--mr", str(mr_path), "--mask", str(mask_path), "--region", "ab", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     assert read_array(out).shape == read_array(mr_path).shape
     assert results_of(out.parent)[0]["outputs"][0]["filename"] == str(out)
 
 
 def test_cli_runs_as_a_script_and_documents_every_mode(tmp_path):
-    help_text = subprocess.run([sys.executable, "process.py", "--help"], cwd=REPO, capture_output=True, text=True,
-                               check=True).stdout
-    for flag in ("--input", "--output", "--mr", "--mask", "--region", "--out", "--model", "--device",
-                 "--batch-size", "--samples", "Head and Neck"):
+    help_text = subprocess.run(
+        [sys.executable, "process.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    for flag in (
+        "--input",
+        "--output",
+        "--mr",
+        "--mask",
+        "--region",
+        "--out",
+        "--model",
+        "--device",
+        "--batch-size",
+        "--samples",
+        "Head and Neck",
+    ):
         assert flag in help_text
     write_case(tmp_path / "in")
-    run = subprocess.run([sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output",
-                          str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert "case1: done in" in run.stderr
 
@@ -103,14 +129,19 @@ def test_masks_pair_by_name_not_by_sort_order(tmp_path):
     write_volume(tmp_path / "in" / "images" / "body" / "aa.mha", body_phantom(shape=(7, 25, 31), seed=3)[1])
     write_volume(tmp_path / "in" / "images" / "body" / "b.mha", mask_b)
     (tmp_path / "in" / "region.json").write_text('"Pelvis"')
-    assert process.main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-progress",
-                         "--model", "water"]) == 0
+    assert (
+        process.main(
+            ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-progress", "--model", "water"]
+        )
+        == 0
+    )
     for name, mask in (("a", mask_a), ("b", mask_b)):
         sct = read_array(tmp_path / "out" / "images" / "synthetic-ct" / f"{name}.mha")
         assert np.array_equal(sct != -1000, mask > 0), name  # water: 0 HU exactly where its own mask is
 
 
 # --- bad input: one-line error naming the file, in the log and results.json, no output file ---------------------
+
 
 def _truncated(path: Path) -> None:
     data = path.read_bytes()
@@ -197,9 +228,19 @@ def test_unwritable_output_folder(tmp_path):
     write_case(tmp_path / "in")
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the output folder should go")
-    code = process.main(["--mr", str(tmp_path / "in/images/mri/case1.mha"), "--mask",
-                         str(tmp_path / "in/images/body/case1.mha"), "--region", "TH",
-                         "--out", str(blocker / "sub" / "sct.mha"), "--no-progress"])
+    code = process.main(
+        [
+            "--mr",
+            str(tmp_path / "in/images/mri/case1.mha"),
+            "--mask",
+            str(tmp_path / "in/images/body/case1.mha"),
+            "--region",
+            "TH",
+            "--out",
+            str(blocker / "sub" / "sct.mha"),
+            "--no-progress",
+        ]
+    )
     assert code == 2  # not even results.json can be written: the log says why
 
 
@@ -234,7 +275,9 @@ def test_one_failing_case_does_not_stop_the_others(tmp_path):
     results = results_of(tmp_path / "out")
     assert [bool(r["error_messages"]) for r in results] == [False, True, False]
     assert sorted(p.name for p in (tmp_path / "out" / "images" / "synthetic-ct").iterdir()) == [
-        "1THA001.mha", "1THA003.mha"]
+        "1THA001.mha",
+        "1THA003.mha",
+    ]
 
 
 def test_the_container_path_never_imports_torch(tmp_path):

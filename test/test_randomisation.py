@@ -91,9 +91,16 @@ def _blocks(shape=(6, 64, 64)) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("kind", ["bias", "gamma", "resolution", "gibbs", "ghost", "noise"])
 def test_each_artefact_kind_changes_the_signal_measurably(kind):
     labels, signal = _blocks()
-    settings = Randomisation("physics", kinds=(kind,), gibbs_probability=1.0, ghost_probability=1.0,
-                             bias_log_std=(0.3, 0.45), blur_px=(0.8, 1.5), noise=(0.04, 0.08),
-                             gamma_log_std=0.5)
+    settings = Randomisation(
+        "physics",
+        kinds=(kind,),
+        gibbs_probability=1.0,
+        ghost_probability=1.0,
+        bias_log_std=(0.3, 0.45),
+        blur_px=(0.8, 1.5),
+        noise=(0.04, 0.08),
+        gamma_log_std=0.5,
+    )
     changes = []
     for seed in range(3):  # gamma can draw g ~ 1 for one seed; the kind must change the signal for most
         out = artefacts(signal, labels > 0, np.random.default_rng(seed), settings)
@@ -135,8 +142,14 @@ def test_randomise_normalised_keeps_the_crop_statistics_and_the_outside():
     labels, signal = _blocks()
     body = labels > 0
     mr = np.where(body, (signal - signal[body].mean()) / signal[body].std(), -5.0).astype(np.float32)
-    out, done = randomise_normalised(mr, labels, body, np.random.default_rng(1),
-                                     Randomisation("full", probability=1.0, contrast_probability=1.0), -5.0)
+    out, done = randomise_normalised(
+        mr,
+        labels,
+        body,
+        np.random.default_rng(1),
+        Randomisation("full", probability=1.0, contrast_probability=1.0),
+        -5.0,
+    )
     assert done == "full"
     assert not np.allclose(out, mr)
     assert np.all(out[~body] == -5.0)
@@ -200,8 +213,9 @@ def _volume(seed: int = 0):
     mr = np.where(body, (mr - mr[body].mean()) / mr[body].std(), 0.0).astype(np.float32)
     ct_hu = np.array([-1000.0, 0.0, 60.0, 900.0], dtype=np.float32)[labels]
     ct = ((ct_hu + 1024.0) / 4095.0 * 2.0 - 1.0).astype(np.float32)
-    return TrainingVolume("c", "HN", Path("."), mr.astype(np.float16), ct.astype(np.float16), body.astype(np.uint8),
-                          None)
+    return TrainingVolume(
+        "c", "HN", Path("."), mr.astype(np.float16), ct.astype(np.float16), body.astype(np.uint8), None
+    )
 
 
 def test_trainer_randomises_the_mr_and_never_the_ct():
@@ -209,10 +223,12 @@ def test_trainer_randomises_the_mr_and_never_the_ct():
 
     volumes = [_volume()]
     plain = SliceCrops(volumes, 5, 64, 16, 0.0, seed=3)
-    randomised = SliceCrops(volumes, 5, 64, 16, 0.0, seed=3,
-                            randomisation=Randomisation("full", probability=1.0, contrast_probability=0.5))
-    again = SliceCrops(volumes, 5, 64, 16, 0.0, seed=3,
-                       randomisation=Randomisation("full", probability=1.0, contrast_probability=0.5))
+    randomised = SliceCrops(
+        volumes, 5, 64, 16, 0.0, seed=3, randomisation=Randomisation("full", probability=1.0, contrast_probability=0.5)
+    )
+    again = SliceCrops(
+        volumes, 5, 64, 16, 0.0, seed=3, randomisation=Randomisation("full", probability=1.0, contrast_probability=0.5)
+    )
     changed = 0
     for index in range(16):
         a, b, c = plain[index], randomised[index], again[index]
@@ -271,9 +287,23 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
 def test_real_mr_check_on_the_stored_crop(tmp_path):
     """The shipped primary on 11 slices of a real T1 head (test/data/real_head_crop): no bone in the brain."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "real_mr_check.py"), "--prepared",
-         str(REPO / "test" / "data" / "real_head_crop"), "--models", "l1", "--out", str(tmp_path),
-         "--log-level", "WARNING"], capture_output=True, text=True, timeout=300, cwd=REPO)
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "real_mr_check.py"),
+            "--prepared",
+            str(REPO / "test" / "data" / "real_head_crop"),
+            "--models",
+            "l1",
+            "--out",
+            str(tmp_path),
+            "--log-level",
+            "WARNING",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     metrics = report["models"]["l1"]
@@ -285,8 +315,23 @@ def test_real_mr_check_on_the_stored_crop(tmp_path):
 
 
 def test_cli_switches_reach_the_cases_and_the_record(tmp_path):
-    command = [sys.executable, "-m", "phantoms", "--out", str(tmp_path / "p"), "--regions", "HN", "--cases", "1",
-               "--size", "small", "--mr-randomisation", "full", "--variability", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "phantoms",
+        "--out",
+        str(tmp_path / "p"),
+        "--regions",
+        "HN",
+        "--cases",
+        "1",
+        "--size",
+        "small",
+        "--mr-randomisation",
+        "full",
+        "--variability",
+        "--no-progress",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO)
     assert result.returncode == 0, result.stderr[-1000:]
     record = json.loads((tmp_path / "p" / "phantoms.json").read_text())
@@ -296,6 +341,5 @@ def test_cli_switches_reach_the_cases_and_the_record(tmp_path):
     stored = _arr(sitk.ReadImage(str(next((tmp_path / "p" / "Task1" / "HN").glob("*/mr.mha")))))
     direct = generate_case("HN", 0, seed=0, size="small", mr_randomisation="full", variability=True)
     assert np.array_equal(stored, _arr(direct.mr))  # the CLI and the Python API give the same case
-    bad = subprocess.run(command[:-4] + ["strong"], capture_output=True, text=True,
-                         timeout=60, cwd=REPO)
+    bad = subprocess.run(command[:-4] + ["strong"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "strong" in bad.stderr

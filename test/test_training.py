@@ -30,10 +30,22 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
 TINY = [
-    "model.width=4", "model.depth=2", "data.crop=32", "data.samples_per_epoch=8", "data.val_per_region=1",
-    "optim.batch_size=4", "loss.patch_size=16", "loss.n_pos=4", "loss.n_neg=4", "run.val_every=3",
-    "run.log_every=3", "run.checkpoint_every=3", "run.threads=1",
+    "model.width=4",
+    "model.depth=2",
+    "data.crop=32",
+    "data.samples_per_epoch=8",
+    "data.val_per_region=1",
+    "optim.batch_size=4",
+    "loss.patch_size=16",
+    "loss.n_pos=4",
+    "loss.n_neg=4",
+    "run.val_every=3",
+    "run.log_every=3",
+    "run.checkpoint_every=3",
+    "run.threads=1",
     'settings={"spacing_xy_mm": [1.0, 1.0], "context_slices": 3, "divisible_by": 4}',
 ]
 
@@ -48,8 +60,9 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def tiny_config(data_root: Path, out_dir: Path, *extra: str):
-    return load_config(None, TINY + [f"data.root={data_root}", f"run.out_dir={out_dir}",
-                                     f"manifest={DEFAULT_MANIFEST}", *extra])
+    return load_config(
+        None, TINY + [f"data.root={data_root}", f"run.out_dir={out_dir}", f"manifest={DEFAULT_MANIFEST}", *extra]
+    )
 
 
 def test_train_logs_checkpoints_and_resumes(data_root, tmp_path):
@@ -83,8 +96,16 @@ def test_l1_only_kind_has_no_drift_term(data_root, tmp_path):
 
 
 def test_trainer_with_randomised_mr_trains_and_logs(data_root, tmp_path):
-    summary = train(tiny_config(data_root, tmp_path / "rand", "optim.steps=3", "model.kind=l1",
-                                'data.mr_randomisation="full"', "data.randomise_probability=1.0"))
+    summary = train(
+        tiny_config(
+            data_root,
+            tmp_path / "rand",
+            "optim.steps=3",
+            "model.kind=l1",
+            'data.mr_randomisation="full"',
+            "data.randomise_probability=1.0",
+        )
+    )
     assert summary["steps"] == 3 and summary["best_step"] == 3 and (tmp_path / "rand" / "last.pt").is_file()
     saved = json.loads((tmp_path / "rand" / "config.json").read_text())
     assert saved["config"]["data"]["mr_randomisation"] == "full"
@@ -97,8 +118,19 @@ def test_library_errors_are_typed_and_the_commands_exit_2(data_root, tmp_path, c
 
     with pytest.raises(TrainingError, match="no cases"):
         train(tiny_config(tmp_path / "empty", tmp_path / "out"))
-    assert train_main(["--set", f"data.root={tmp_path / 'empty'}", "--set", f"run.out_dir={tmp_path / 'out'}",
-                       "--set", f"manifest={DEFAULT_MANIFEST}"]) == 2
+    assert (
+        train_main(
+            [
+                "--set",
+                f"data.root={tmp_path / 'empty'}",
+                "--set",
+                f"run.out_dir={tmp_path / 'out'}",
+                "--set",
+                f"manifest={DEFAULT_MANIFEST}",
+            ]
+        )
+        == 2
+    )
     assert "no cases" in caplog.text
     with pytest.raises(RandomisationError, match="strong"):
         train(tiny_config(data_root, tmp_path / "out", 'data.mr_randomisation="strong"'))
@@ -115,8 +147,24 @@ def test_export_gives_a_manifest_entry_that_process_runs(data_root, tmp_path):
     assert manifest.route("Thorax").primary.name == "tiny"
     case = data_root / "Task1" / "TH" / "1THA000"
     out = tmp_path / "sct.mha"
-    assert process.main(["--mr", str(case / "mr.mha"), "--mask", str(case / "mask.mha"), "--region", "TH",
-                         "--out", str(out), "--manifest", str(weights / "manifest.json"), "--no-progress"]) == 0
+    assert (
+        process.main(
+            [
+                "--mr",
+                str(case / "mr.mha"),
+                "--mask",
+                str(case / "mask.mha"),
+                "--region",
+                "TH",
+                "--out",
+                str(out),
+                "--manifest",
+                str(weights / "manifest.json"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     sct = read_array(out)
     assert sct.shape == read_array(case / "mr.mha").shape
     assert json.loads((tmp_path / "results.json").read_text())[0]["model"] == "tiny"
@@ -124,12 +172,29 @@ def test_export_gives_a_manifest_entry_that_process_runs(data_root, tmp_path):
 
 def test_distributed_training_with_two_cpu_processes(data_root, tmp_path):
     out = tmp_path / "ddp"
-    args = ["--set=" + item for item in TINY + [f"data.root={data_root}", f"run.out_dir={out}", "optim.steps=3",
-                                                f"manifest={DEFAULT_MANIFEST}"]]
+    args = [
+        "--set=" + item
+        for item in TINY
+        + [f"data.root={data_root}", f"run.out_dir={out}", "optim.steps=3", f"manifest={DEFAULT_MANIFEST}"]
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-                          "-m", "training.train", *args], cwd=REPO, capture_output=True, text=True, env=env,
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={_free_port()}",
+            "-m",
+            "training.train",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
     assert (out / "best.pt").is_file()

@@ -105,8 +105,13 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
         loss = DriftConfig.from_dict(data.get("loss", {}))
     except ValueError as err:
         raise ValueError(f"{where} [loss]: {err}") from err
-    return TrainConfig(**parts, loss=loss, manifest=data.get("manifest", "model_weights/manifest.json"),
-                       settings=dict(data.get("settings", {})), ldm=dict(data.get("ldm", {})))
+    return TrainConfig(
+        **parts,
+        loss=loss,
+        manifest=data.get("manifest", "model_weights/manifest.json"),
+        settings=dict(data.get("settings", {})),
+        ldm=dict(data.get("ldm", {})),
+    )
 
 
 def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConfig:
@@ -129,4 +134,3 @@ def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConf
             target = target.setdefault(section, {})
         target[leaf] = value
     return config_from_dict(data, str(path or "defaults"))
-

@@ -85,7 +85,11 @@ def load_volume(case_dir: Path, region: str, spec: ModelSpec, compact: bool = Fa
     mask_model = to_model_space(prepared.mask, prepared, pad_value=0.0, binary=True)
     mr_model = prepared.volume
     if compact:
-        mr_model, ct_model, mask_model = mr_model.astype(np.float16), ct_model.astype(np.float16), mask_model.astype(np.uint8)
+        mr_model, ct_model, mask_model = (
+            mr_model.astype(np.float16),
+            ct_model.astype(np.float16),
+            mask_model.astype(np.uint8),
+        )
         prepared.volume = None
     return TrainingVolume(case_dir.name, region, case_dir, mr_model, ct_model, mask_model, prepared)
 
@@ -105,8 +109,15 @@ class SliceCrops(Dataset):
     """
 
     def __init__(
-        self, volumes: list[TrainingVolume], context_slices: int, crop: int, length: int, mr_outside: float, seed: int = 0,
-        randomisation: Randomisation | None = None, ct_window_hu: tuple[float, float] = (HU_MIN, HU_MAX),
+        self,
+        volumes: list[TrainingVolume],
+        context_slices: int,
+        crop: int,
+        length: int,
+        mr_outside: float,
+        seed: int = 0,
+        randomisation: Randomisation | None = None,
+        ct_window_hu: tuple[float, float] = (HU_MIN, HU_MAX),
     ):
         if not volumes:
             raise ValueError("no training volumes")
@@ -156,8 +167,14 @@ class SliceCrops(Dataset):
                 stack_ct = volume.ct[indices][:, window[0], window[1]].astype(np.float32)
                 return ct_classes(normalised_to_hu(stack_ct, self.ct_window_hu), stack_mask)
 
-            mr, _ = randomise_normalised(mr, labels, stack_mask, np.random.default_rng([self.seed, self.epoch, index, 7]),
-                                         self.randomisation, self.mr_outside)
+            mr, _ = randomise_normalised(
+                mr,
+                labels,
+                stack_mask,
+                np.random.default_rng([self.seed, self.epoch, index, 7]),
+                self.randomisation,
+                self.mr_outside,
+            )
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
             pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))
             mr = np.pad(mr, pad, constant_values=self.mr_outside)

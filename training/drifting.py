@@ -128,10 +128,13 @@ class DriftConfig:
         if self.encoder_weight < 0:
             raise ValueError(f"DriftConfig: encoder_weight must be >= 0, got {self.encoder_weight}")
         if self.bank_size < 0 or (self.bank_size and self.bank_positives < 1):
-            raise ValueError(f"DriftConfig: need bank_size >= 0 and bank_positives >= 1, got {self.bank_size}, "
-                             f"{self.bank_positives}")
+            raise ValueError(
+                f"DriftConfig: need bank_size >= 0 and bank_positives >= 1, got {self.bank_size}, {self.bank_positives}"
+            )
         if self.bank_size and self.positives == "paired":
-            raise ValueError("DriftConfig: a memory bank needs independent positives (paired ones sit at the negatives' places)")
+            raise ValueError(
+                "DriftConfig: a memory bank needs independent positives (paired ones sit at the negatives' places)"
+            )
         if self.lambda_drift < 0 or self.lambda_l1 < 0:
             raise ValueError(f"DriftConfig: lambdas must be >= 0, got {self.lambda_drift}, {self.lambda_l1}")
 
@@ -191,7 +194,12 @@ def _affinity(logits: torch.Tensor, normalisation: str) -> torch.Tensor:
 
 
 def _field(
-    x: torch.Tensor, y_pos: torch.Tensor, y_neg: torch.Tensor, d_pos: torch.Tensor, d_neg: torch.Tensor, tau: float,
+    x: torch.Tensor,
+    y_pos: torch.Tensor,
+    y_neg: torch.Tensor,
+    d_pos: torch.Tensor,
+    d_neg: torch.Tensor,
+    tau: float,
     normalisation: str,
 ) -> torch.Tensor:
     n_neg = y_neg.shape[-2]
@@ -237,8 +245,13 @@ def drift_field(
     grouped = x.ndim == 3
     if not grouped:
         x, y_pos, y_neg = x[None], y_pos[None], y_neg[None]
-    if x.ndim != 3 or y_pos.ndim != 3 or y_neg.ndim != 3 or not (x.shape[2] == y_pos.shape[2] == y_neg.shape[2]) \
-            or not (x.shape[0] == y_pos.shape[0] == y_neg.shape[0]):
+    if (
+        x.ndim != 3
+        or y_pos.ndim != 3
+        or y_neg.ndim != 3
+        or not (x.shape[2] == y_pos.shape[2] == y_neg.shape[2])
+        or not (x.shape[0] == y_pos.shape[0] == y_neg.shape[0])
+    ):
         raise ValueError(
             f"drift: need x [N, D], y+ [N+, D], y- [N-, D] (or the same with a leading group axis); got "
             f"{tuple(x.shape)}, {tuple(y_pos.shape)}, {tuple(y_neg.shape)}"
@@ -321,7 +334,9 @@ def sample_patches(
     the body (see DriftConfig.body_fraction).
     """
     if real.shape != fake.shape or real.ndim != 4 or real.shape[1] != 1:
-        raise ValueError(f"sample_patches: real and fake must both be [B, 1, H, W], got {tuple(real.shape)}, {tuple(fake.shape)}")
+        raise ValueError(
+            f"sample_patches: real and fake must both be [B, 1, H, W], got {tuple(real.shape)}, {tuple(fake.shape)}"
+        )
     height, width = real.shape[-2:]
     if patch_size > min(height, width):
         raise ValueError(f"sample_patches: patch size {patch_size} exceeds the slice size {height} x {width}")
@@ -373,8 +388,12 @@ class DriftObjective:
     drawn from the bank. The encoder is built once and never trains.
     """
 
-    def __init__(self, config: DriftConfig | None = None, manifest: str = "model_weights/manifest.json",
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        config: DriftConfig | None = None,
+        manifest: str = "model_weights/manifest.json",
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.config = config or DriftConfig()
         self.encoder = None
         self.bank = None
@@ -396,8 +415,13 @@ class DriftObjective:
             sets.update({f"encoder/{key}": value for key, value in feature_sets(self.encoder(patches)).items()})
         return sets
 
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, LossTerms]:
+    def __call__(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, LossTerms]:
         config = self.config
         l1 = masked_l1(pred, target, mask)
         total = config.lambda_l1 * l1
@@ -405,7 +429,14 @@ class DriftObjective:
         v2: dict[str, float] = {}
         if config.lambda_drift > 0:
             pos, neg = sample_patches(
-                target, pred, mask, config.n_pos, config.n_neg, config.patch_size, generator, config.body_fraction,
+                target,
+                pred,
+                mask,
+                config.n_pos,
+                config.n_neg,
+                config.patch_size,
+                generator,
+                config.body_fraction,
                 config.positives,
             )
             with torch.no_grad():

@@ -40,8 +40,14 @@ def load_checkpoint_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[
     return model, checkpoint
 
 
-def parity_error_hu(model: torch.nn.Module, onnx_path: Path, context: int, noise_channels: int,
-                    window: tuple[float, float], seed: int = 0) -> float:
+def parity_error_hu(
+    model: torch.nn.Module,
+    onnx_path: Path,
+    context: int,
+    noise_channels: int,
+    window: tuple[float, float],
+    seed: int = 0,
+) -> float:
     """Largest |ONNX Runtime - PyTorch| in HU on a seeded random input of an odd batch and size."""
     import onnxruntime as ort
 
@@ -58,8 +64,15 @@ def parity_error_hu(model: torch.nn.Module, onnx_path: Path, context: int, noise
     return float(np.abs(output - reference).max() * (window[1] - window[0]) / 2.0)
 
 
-def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[str], role: str,
-           description: str, extra_provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+def export(
+    checkpoint_path: Path,
+    name: str,
+    manifest_path: Path,
+    regions: list[str],
+    role: str,
+    description: str,
+    extra_provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write `<name>.onnx` beside the manifest and add (or replace) the manifest entry; returns the entry."""
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     if checkpoint["config"]["model"]["kind"] in LDM_KINDS:  # the latent-diffusion fallback: three files
@@ -74,10 +87,19 @@ def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[
         settings = checkpoint["settings"]
         config = checkpoint["config"]
         onnx_path = manifest_path.parent / f"{name}.onnx"
-        export_onnx(model, onnx_path, context_slices=settings["context_slices"],
-                    noise_channels=config["model"]["noise_channels"])
-        error = parity_error_hu(model, onnx_path, settings["context_slices"], config["model"]["noise_channels"],
-                                tuple(settings["ct_window_hu"]))
+        export_onnx(
+            model,
+            onnx_path,
+            context_slices=settings["context_slices"],
+            noise_channels=config["model"]["noise_channels"],
+        )
+        error = parity_error_hu(
+            model,
+            onnx_path,
+            settings["context_slices"],
+            config["model"]["noise_channels"],
+            tuple(settings["ct_window_hu"]),
+        )
         LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
         if error > PARITY_TOLERANCE * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
             raise TrainingError(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
@@ -94,8 +116,11 @@ def export(checkpoint_path: Path, name: str, manifest_path: Path, regions: list[
             **kind_provenance,
             "steps": checkpoint["state"]["step"],
             "best_step": checkpoint["state"]["best_step"],
-            "validation": {k: round(v, 4) for k, v in checkpoint.get("scores", {}).items()
-                           if isinstance(v, float) and k.startswith("val_")},
+            "validation": {
+                k: round(v, 4)
+                for k, v in checkpoint.get("scores", {}).items()
+                if isinstance(v, float) and k.startswith("val_")
+            },
             **(extra_provenance or {}),
         },
     }
@@ -122,18 +147,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="manifest entry name; the ONNX file is <name>.onnx")
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest to update (%(default)s)")
     parser.add_argument("--regions", default="", help="comma-separated regions to route to this model")
-    parser.add_argument("--role", choices=("primary", "fallback"), default="primary",
-                        help="route the regions' primary model or their fallback (default: primary)")
+    parser.add_argument(
+        "--role",
+        choices=("primary", "fallback"),
+        default="primary",
+        help="route the regions' primary model or their fallback (default: primary)",
+    )
     parser.add_argument("--description", default="", help="free text for the manifest entry")
-    parser.add_argument("--provenance", type=json.loads, default=None,
-                        help="extra provenance as a JSON object (e.g. data seed, wall time)")
+    parser.add_argument(
+        "--provenance",
+        type=json.loads,
+        default=None,
+        help="extra provenance as a JSON object (e.g. data seed, wall time)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     regions = [r for r in args.regions.split(",") if r.strip()]
     try:
-        entry = export(args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description,
-                       args.provenance)
+        entry = export(
+            args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description, args.provenance
+        )
     except TrainingError as err:
         LOG.error("%s", err)
         return 2

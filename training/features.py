@@ -63,10 +63,18 @@ class FrozenEncoder(nn.Module):
 def _ldm_autoencoder(channels: tuple[int, ...], latent_channels: int, res_blocks: int, groups: int) -> nn.Module:
     from monai.networks.nets import AutoencoderKL
 
-    return AutoencoderKL(spatial_dims=2, in_channels=1, out_channels=1, num_res_blocks=res_blocks,
-                         channels=tuple(channels), attention_levels=(False,) * len(channels),
-                         latent_channels=latent_channels, norm_num_groups=groups,
-                         with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+    return AutoencoderKL(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        num_res_blocks=res_blocks,
+        channels=tuple(channels),
+        attention_levels=(False,) * len(channels),
+        latent_channels=latent_channels,
+        norm_num_groups=groups,
+        with_encoder_nonlocal_attn=False,
+        with_decoder_nonlocal_attn=False,
+    )
 
 
 def _ldm_entry(manifest_path: Path) -> tuple[Path, dict]:
@@ -143,8 +151,12 @@ def build_encoder(kind: str, layers: tuple[int, ...], manifest_path: Path | str,
     onnx_path, ldm = _ldm_entry(Path(manifest_path))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        vae = _ldm_autoencoder(tuple(ldm["autoencoder_channels"]), ldm["latent_channels"],
-                               ldm["autoencoder_res_blocks"], ldm["norm_groups"])
+        vae = _ldm_autoencoder(
+            tuple(ldm["autoencoder_channels"]),
+            ldm["latent_channels"],
+            ldm["autoencoder_res_blocks"],
+            ldm["norm_groups"],
+        )
     if kind == "ldm":
         if not onnx_path.is_file():
             raise ValueError(f"{onnx_path}: the latent model's CT encoder is missing (needed by loss.encoder = 'ldm')")
@@ -199,9 +211,9 @@ class FeatureBank:
     def push(self, features: dict[str, torch.Tensor]) -> None:
         """Append samples: each value is [G, N, D] (the same N for every name); the oldest go first when full."""
         count = next(iter(features.values())).shape[1]
-        positions = [(self.next + i) % self.capacity for i in range(count)][-self.capacity:]
+        positions = [(self.next + i) % self.capacity for i in range(count)][-self.capacity :]
         for name, value in features.items():
-            value = value.detach().transpose(0, 1)[-self.capacity:]  # [N, G, D]
+            value = value.detach().transpose(0, 1)[-self.capacity :]  # [N, G, D]
             if name not in self.store:
                 self.store[name] = value.new_zeros((self.capacity, *value.shape[1:]))
             self.store[name][positions] = value

@@ -93,8 +93,9 @@ class LdmConfig:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"ldm: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.latent_channels < 1 or self.val_ddim_steps < 1 or self.kl_weight < 0 or self.adversarial_weight < 0:
-            raise ValueError("ldm: latent_channels and val_ddim_steps must be >= 1, kl_weight and "
-                             "adversarial_weight >= 0")
+            raise ValueError(
+                "ldm: latent_channels and val_ddim_steps must be >= 1, kl_weight and adversarial_weight >= 0"
+            )
 
     @property
     def downsampling(self) -> int:
@@ -121,6 +122,7 @@ def train_timesteps_of(spec: ModelSpec) -> int:
 
 # --- networks ---------------------------------------------------------------------------------------------------
 
+
 class SliceAutoencoder(nn.Module):
     """MONAI AutoencoderKL on one CT slice in [-1, 1] (no attention blocks: cheap on the CPU, exports cleanly)."""
 
@@ -131,16 +133,23 @@ class SliceAutoencoder(nn.Module):
         self.downsampling = cfg.downsampling
         self.latent_channels = cfg.latent_channels
         self.vae = AutoencoderKL(
-            spatial_dims=2, in_channels=1, out_channels=1, num_res_blocks=cfg.autoencoder_res_blocks,
-            channels=tuple(cfg.autoencoder_channels), attention_levels=(False,) * len(cfg.autoencoder_channels),
-            latent_channels=cfg.latent_channels, norm_num_groups=cfg.norm_groups,
-            with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            num_res_blocks=cfg.autoencoder_res_blocks,
+            channels=tuple(cfg.autoencoder_channels),
+            attention_levels=(False,) * len(cfg.autoencoder_channels),
+            latent_channels=cfg.latent_channels,
+            norm_num_groups=cfg.norm_groups,
+            with_encoder_nonlocal_attn=False,
+            with_decoder_nonlocal_attn=False,
         )
         if cfg.adversarial_weight > 0:  # a patch critic for the adversarial term (training only, never exported)
             from monai.networks.nets import PatchDiscriminator
 
-            self.discriminator = PatchDiscriminator(spatial_dims=2, channels=cfg.autoencoder_channels[0],
-                                                    in_channels=1, num_layers_d=3, norm="INSTANCE")
+            self.discriminator = PatchDiscriminator(
+                spatial_dims=2, channels=cfg.autoencoder_channels[0], in_channels=1, num_layers_d=3, norm="INSTANCE"
+            )
 
     def forward(self, ct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruction (from a sampled latent), latent mean and latent standard deviation."""
@@ -164,8 +173,11 @@ class ConditionEncoder(nn.Module):
         if mode == "learned":
             layers: list[nn.Module] = [nn.Conv2d(context_slices, channels, 3, padding=1), nn.SiLU()]
             for _ in range(int(math.log2(factor))):
-                layers += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.GroupNorm(groups, channels),
-                           nn.SiLU()]
+                layers += [
+                    nn.Conv2d(channels, channels, 3, stride=2, padding=1),
+                    nn.GroupNorm(groups, channels),
+                    nn.SiLU(),
+                ]
             layers.append(nn.Conv2d(channels, channels, 3, padding=1))
             self.learned = nn.Sequential(*layers)
             self.out_channels += channels
@@ -191,12 +203,17 @@ class LatentDiffusion(nn.Module):
             param.requires_grad_(False)
         self.prediction = cfg.prediction
         self.latent_channels = cfg.latent_channels
-        self.condition = ConditionEncoder(context_slices, cfg.downsampling, cfg.condition, cfg.condition_channels,
-                                          cfg.norm_groups)
+        self.condition = ConditionEncoder(
+            context_slices, cfg.downsampling, cfg.condition, cfg.condition_channels, cfg.norm_groups
+        )
         self.unet = DiffusionModelUNet(
-            spatial_dims=2, in_channels=cfg.latent_channels + self.condition.out_channels,
-            out_channels=cfg.latent_channels, num_res_blocks=cfg.unet_res_blocks, channels=tuple(cfg.unet_channels),
-            attention_levels=(False,) * len(cfg.unet_channels), norm_num_groups=cfg.norm_groups,
+            spatial_dims=2,
+            in_channels=cfg.latent_channels + self.condition.out_channels,
+            out_channels=cfg.latent_channels,
+            num_res_blocks=cfg.unet_res_blocks,
+            channels=tuple(cfg.unet_channels),
+            attention_levels=(False,) * len(cfg.unet_channels),
+            norm_num_groups=cfg.norm_groups,
             num_head_channels=cfg.unet_channels[-1],
         )
         self.register_buffer("alpha_bars", torch.tensor(alphas_cumprod(train_timesteps), dtype=torch.float32))
@@ -237,14 +254,19 @@ def build_ldm_network(config, spec: ModelSpec, load_autoencoder: bool = True) ->
     if load_autoencoder:
         path = Path(cfg.autoencoder)
         if not cfg.autoencoder or not path.is_file():
-            raise TrainingError(f"ldm.autoencoder = {cfg.autoencoder!r}: no autoencoder checkpoint there "
-                             "(train the ldm_autoencoder stage first)")
+            raise TrainingError(
+                f"ldm.autoencoder = {cfg.autoencoder!r}: no autoencoder checkpoint there "
+                "(train the ldm_autoencoder stage first)"
+            )
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         if checkpoint["config"]["model"]["kind"] != "ldm_autoencoder":
             raise TrainingError(f"{path}: not an ldm_autoencoder checkpoint")
         trained = LdmConfig.from_dict(checkpoint["config"].get("ldm", {}))
-        if (trained.autoencoder_channels, trained.latent_channels, trained.autoencoder_res_blocks) != \
-                (cfg.autoencoder_channels, cfg.latent_channels, cfg.autoencoder_res_blocks):
+        if (trained.autoencoder_channels, trained.latent_channels, trained.autoencoder_res_blocks) != (
+            cfg.autoencoder_channels,
+            cfg.latent_channels,
+            cfg.autoencoder_res_blocks,
+        ):
             raise TrainingError(f"{path}: autoencoder shape differs from this config's [ldm] autoencoder settings")
         if checkpoint["settings"] != spec.settings() | {"sampler": checkpoint["settings"]["sampler"]}:
             raise TrainingError(f"{path}: autoencoder was trained with other shared settings than this config's")
@@ -255,14 +277,16 @@ def build_ldm_network(config, spec: ModelSpec, load_autoencoder: bool = True) ->
 
 # --- the trainer's hooks ------------------------------------------------------------------------------------------
 
+
 def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)), summed over latent elements, averaged over the batch."""
     per_element = mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-12) - 1.0
     return 0.5 * per_element.flatten(1).sum(dim=1).mean()
 
 
-def ldm_training_step(net: nn.Module, batch: dict[str, torch.Tensor], config, use_amp: bool
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+def ldm_training_step(
+    net: nn.Module, batch: dict[str, torch.Tensor], config, use_amp: bool
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One forward pass and loss of an ldm_* kind; diagnostics are plain floats for the CSV log."""
     cfg = ldm_config(config)
     device_type = batch["ct"].device.type
@@ -300,8 +324,9 @@ def _adversarial_terms(net: nn.Module, real: torch.Tensor, recon: torch.Tensor) 
 
 
 @torch.no_grad()
-def sample_latents(model: LatentDiffusion, stacks: np.ndarray, seeds: np.ndarray, steps: int,
-                   device: torch.device) -> np.ndarray:
+def sample_latents(
+    model: LatentDiffusion, stacks: np.ndarray, seeds: np.ndarray, steps: int, device: torch.device
+) -> np.ndarray:
     """DDIM in latent space with engine.ldm's loop (NumPy), the torch networks standing in for the ONNX files."""
     cond = model.condition(torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device))
     noise = slice_noise(seeds, model.latent_channels, *cond.shape[2:])
@@ -315,8 +340,16 @@ def sample_latents(model: LatentDiffusion, stacks: np.ndarray, seeds: np.ndarray
 
 
 @torch.no_grad()
-def ldm_predict_volume(model: nn.Module, volume, spec: ModelSpec, device: torch.device, config,
-                       steps: int | None = None, sample: int = 0, batch_size: int = 8) -> np.ndarray:
+def ldm_predict_volume(
+    model: nn.Module,
+    volume,
+    spec: ModelSpec,
+    device: torch.device,
+    config,
+    steps: int | None = None,
+    sample: int = 0,
+    batch_size: int = 8,
+) -> np.ndarray:
     """Validation output in the normalised CT space: the autoencoder's reconstruction of the CT (stage 1) or the
     MR-conditioned DDIM sample decoded (stage 2), every slice with the engine's per-slice seeds."""
     model.eval()
@@ -324,8 +357,10 @@ def ldm_predict_volume(model: nn.Module, volume, spec: ModelSpec, device: torch.
         ct = np.asarray(volume.ct, dtype=np.float32)
         out = np.empty_like(ct)
         for start in range(0, ct.shape[0], batch_size):
-            chunk = torch.from_numpy(ct[start:start + batch_size, None]).to(device)
-            out[start:start + batch_size] = model.decode(model.encode_mean(chunk))[:, 0].clamp(-1, 1).float().cpu().numpy()
+            chunk = torch.from_numpy(ct[start : start + batch_size, None]).to(device)
+            out[start : start + batch_size] = (
+                model.decode(model.encode_mean(chunk))[:, 0].clamp(-1, 1).float().cpu().numpy()
+            )
         return out
     steps = steps or ldm_config(config).val_ddim_steps
     seed = int(spec.sampler.get("seed", 0))
@@ -340,6 +375,7 @@ def ldm_predict_volume(model: nn.Module, volume, spec: ModelSpec, device: torch.
 
 
 # --- export: three ONNX files of a manifest entry of kind "ldm" -------------------------------------------------
+
 
 class _DenoiserGraph(nn.Module):
     def __init__(self, model: LatentDiffusion) -> None:
@@ -368,8 +404,14 @@ class _DecoderGraph(nn.Module):
         return self.autoencoder.decode(z)
 
 
-def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], output: str,
-             dynamic: dict[str, dict[int, str]]) -> None:
+def _to_onnx(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    inputs: list[str],
+    output: str,
+    dynamic: dict[str, dict[int, str]],
+) -> None:
     """TorchScript-based export (`dynamo=False`), as training/networks.py does: dynamic axes, no extra package.
 
     Its tracer warns about shape checks in MONAI's blocks that are constant for a given channel count; those
@@ -378,8 +420,16 @@ def _to_onnx(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inpu
     module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=[output], dynamic_axes=dynamic,
-                          opset_version=ONNX_OPSET, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=[output],
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
 
 
 def export_onnx_files(model: LatentDiffusion, out_dir: Path, name: str, context_slices: int) -> dict[str, Path]:
@@ -400,12 +450,23 @@ def export_onnx_files(model: LatentDiffusion, out_dir: Path, name: str, context_
     spatial = {0: "batch", 2: "height", 3: "width"}
     paths = {role: out_dir / f"{name}_{role}.onnx" for role in ("encoder", "denoiser", "decoder", "ct_encoder")}
     _to_onnx(model.condition, (mr,), paths["encoder"], ["mr"], "cond", {"mr": spatial, "cond": spatial})
-    _to_onnx(_DenoiserGraph(model), (latent, torch.zeros(1, dtype=torch.int64), cond), paths["denoiser"],
-             ["x", "t", "cond"], model.prediction, {"x": spatial, "t": {0: "batch"}, "cond": spatial,
-                                                    model.prediction: spatial})
+    _to_onnx(
+        _DenoiserGraph(model),
+        (latent, torch.zeros(1, dtype=torch.int64), cond),
+        paths["denoiser"],
+        ["x", "t", "cond"],
+        model.prediction,
+        {"x": spatial, "t": {0: "batch"}, "cond": spatial, model.prediction: spatial},
+    )
     _to_onnx(_DecoderGraph(model.autoencoder), (latent,), paths["decoder"], ["z"], "ct", {"z": spatial, "ct": spatial})
-    _to_onnx(_CtEncoderGraph(model.autoencoder), (torch.zeros(1, 1, size, size),), paths["ct_encoder"], ["ct"], "z",
-             {"ct": spatial, "z": spatial})
+    _to_onnx(
+        _CtEncoderGraph(model.autoencoder),
+        (torch.zeros(1, 1, size, size),),
+        paths["ct_encoder"],
+        ["ct"],
+        "z",
+        {"ct": spatial, "z": spatial},
+    )
     return paths
 
 
@@ -443,8 +504,9 @@ def onnx_parity(model: LatentDiffusion, paths: dict[str, Path], context_slices: 
     return {role: float(np.abs(outputs[role] - reference[role]).max()) for role in reference if role in paths}
 
 
-def export_ldm(checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path, name: str
-               ) -> tuple[dict[str, Path], dict[str, Any], dict[str, Any]]:
+def export_ldm(
+    checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path, name: str
+) -> tuple[dict[str, Path], dict[str, Any], dict[str, Any]]:
     """A stage-2 checkpoint -> its three ONNX files, the entry's shared settings and kind-specific provenance.
 
     The settings carry the sampler: train_timesteps, ddim_steps and the trained latent_scale.
@@ -454,8 +516,10 @@ def export_ldm(checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path,
 
     config = config_from_dict(checkpoint["config"], str(checkpoint_path))
     if config.model.kind != "ldm_denoiser":
-        raise TrainingError(f"{checkpoint_path}: an {config.model.kind} checkpoint cannot be exported alone; export the "
-                         "ldm_denoiser run's checkpoint (it holds the autoencoder too)")
+        raise TrainingError(
+            f"{checkpoint_path}: an {config.model.kind} checkpoint cannot be exported alone; export the "
+            "ldm_denoiser run's checkpoint (it holds the autoencoder too)"
+        )
     settings = dict(checkpoint["settings"])
     spec = build_spec("export", {"kind": "ldm", **settings}, {}, Path("."), require_files=False)
     model = build_ldm_network(config, spec, load_autoencoder=False)
@@ -486,9 +550,13 @@ def export_ldm(checkpoint: dict[str, Any], checkpoint_path: Path, out_dir: Path,
     if autoencoder_path.is_file():
         stage1 = torch.load(autoencoder_path, map_location="cpu", weights_only=False)
         provenance["autoencoder"] = {
-            "training_command": stage1.get("command", ""), "steps": stage1["state"]["step"],
+            "training_command": stage1.get("command", ""),
+            "steps": stage1["state"]["step"],
             "best_step": stage1["state"]["best_step"],
-            "validation": {k: round(v, 4) for k, v in stage1.get("scores", {}).items()
-                           if isinstance(v, float) and k.startswith("val_")},
+            "validation": {
+                k: round(v, 4)
+                for k, v in stage1.get("scores", {}).items()
+                if isinstance(v, float) and k.startswith("val_")
+            },
         }
     return paths, settings, provenance

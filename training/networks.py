@@ -370,8 +370,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for norm in args.norm:
         torch.manual_seed(0)
         model = DriftingUNet(
-            context_slices=args.context_slices, noise_channels=args.noise_channels, width=args.width,
-            depth=args.depth, channel_mult=args.channel_mult, convs_per_block=args.convs_per_block, norm=norm,
+            context_slices=args.context_slices,
+            noise_channels=args.noise_channels,
+            width=args.width,
+            depth=args.depth,
+            channel_mult=args.channel_mult,
+            convs_per_block=args.convs_per_block,
+            norm=norm,
         )
         try:
             check_input_size(model, height, width)

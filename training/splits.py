@@ -65,7 +65,8 @@ class Split:
             if where != split:
                 raise SplitError(
                     f"{case_dir}: case {case_dir.name} is in the {where or 'no'} split of {self.source or 'the split file'}, "
-                    f"not {split}: refusing to report on it")
+                    f"not {split}: refusing to report on it"
+                )
 
     def counts(self) -> dict[str, dict[str, int]]:
         table: dict[str, dict[str, int]] = {}
@@ -78,8 +79,10 @@ class Split:
         return {
             "schema_version": SCHEMA_VERSION,
             "description": self.description,
-            "cases": {case: {"region": self.regions[case], "split": self.assignments[case]}
-                      for case in sorted(self.assignments)},
+            "cases": {
+                case: {"region": self.regions[case], "split": self.assignments[case]}
+                for case in sorted(self.assignments)
+            },
         }
 
 
@@ -90,7 +93,11 @@ def load_split(path: Path | str) -> Split:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SplitError(f"{path}: cannot read the split file: {err}") from err
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("cases"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("schema_version") != SCHEMA_VERSION
+        or not isinstance(data.get("cases"), dict)
+    ):
         raise SplitError(f"{path}: not a split file (need schema_version {SCHEMA_VERSION} and a 'cases' object)")
     assignments, regions = {}, {}
     for case, entry in data["cases"].items():
@@ -110,8 +117,9 @@ def write_split(split: Split, path: Path | str) -> None:
     os.replace(temporary, path)
 
 
-def create_split(cases: list[tuple[Path, str]], val_per_region: int, test_per_region: int, seed: int,
-                 description: str = "") -> Split:
+def create_split(
+    cases: list[tuple[Path, str]], val_per_region: int, test_per_region: int, seed: int, description: str = ""
+) -> Split:
     """A seeded split per region: a permutation's first cases validate, the next ones test, the rest train.
 
     With test_per_region = 0 the validation cases equal the earlier trainer's seeded draw
@@ -153,7 +161,9 @@ def _check_unique(cases: Iterable[tuple[Path, str]]) -> None:
     seen: dict[str, Path] = {}
     for case_dir, _ in cases:
         if case_dir.name in seen:
-            raise SplitError(f"case id {case_dir.name} appears twice ({seen[case_dir.name]} and {case_dir}): ids must be unique")
+            raise SplitError(
+                f"case id {case_dir.name} appears twice ({seen[case_dir.name]} and {case_dir}): ids must be unique"
+            )
         seen[case_dir.name] = case_dir
 
 
@@ -161,8 +171,10 @@ def check_covers(split: Split, cases: list[tuple[Path, str]]) -> None:
     """Every case found on disk must be in the split file (a new case must be assigned on purpose)."""
     unknown = [c[0].name for c in cases if c[0].name not in split.assignments]
     if unknown:
-        raise SplitError(f"{split.source}: {len(unknown)} case(s) found on disk are not in the split file "
-                         f"(first: {unknown[0]}); add them with `python -m training.splits extend`")
+        raise SplitError(
+            f"{split.source}: {len(unknown)} case(s) found on disk are not in the split file "
+            f"(first: {unknown[0]}); add them with `python -m training.splits extend`"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "create":
-            split = create_split(find_cases(args.data), args.val_per_region, args.test_per_region, args.seed,
-                                 args.description)
+            split = create_split(
+                find_cases(args.data), args.val_per_region, args.test_per_region, args.seed, args.description
+            )
             write_split(split, args.out)
         elif args.command == "extend":
             split = extend_split(load_split(args.split), find_cases(args.data), args.test_per_region, args.description)

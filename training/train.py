@@ -48,6 +48,7 @@ LOG = logging.getLogger("training")
 
 # --- what differs between model kinds lives here --------------------------------------------------------------
 
+
 def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
     """The 2.5D generator for this config (the L1-only baseline is the same network)."""
     if config.model.kind in LDM_KINDS:
@@ -76,8 +77,12 @@ def build_objective(config: TrainConfig, device: torch.device):
 
 
 def training_step(
-    net: torch.nn.Module, batch: dict[str, torch.Tensor], config: TrainConfig, generator: torch.Generator,
-    use_amp: bool, objective=None,
+    net: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: TrainConfig,
+    generator: torch.Generator,
+    use_amp: bool,
+    objective=None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One forward pass and its loss (and log diagnostics)."""
     if config.model.kind in LDM_KINDS:
@@ -85,8 +90,9 @@ def training_step(
 
         return ldm_training_step(net, batch, config, use_amp)
     objective = objective or build_objective(config, batch["mr"].device)
-    noise = torch.randn(batch["mr"].shape[0], config.model.noise_channels, *batch["mr"].shape[2:],
-                        device=batch["mr"].device)
+    noise = torch.randn(
+        batch["mr"].shape[0], config.model.noise_channels, *batch["mr"].shape[2:], device=batch["mr"].device
+    )
     device_type = batch["mr"].device.type
     with torch.autocast(device_type, dtype=amp_dtype(device_type), enabled=use_amp):
         pred = net(batch["mr"], noise)
@@ -126,6 +132,7 @@ def training_cases(cases: list[tuple[Path, str]], config: TrainConfig) -> tuple[
 
 # --- distributed helpers ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Distributed:
     rank: int = 0
@@ -157,6 +164,7 @@ def seed_everything(seed: int) -> None:
 
 # --- validation: whole held-out volumes, scored on their own grid like the challenge ---------------------------
 
+
 @dataclass
 class Reference:
     """Ground truth of a held-out case on its input grid."""
@@ -172,8 +180,13 @@ def load_reference(volume: TrainingVolume) -> Reference:
 
 @torch.no_grad()
 def predict_volume(
-    model: torch.nn.Module, volume: np.ndarray, spec: ModelSpec, device: torch.device, noise_channels: int,
-    batch_size: int = 8, sample: int = 0,
+    model: torch.nn.Module,
+    volume: np.ndarray,
+    spec: ModelSpec,
+    device: torch.device,
+    noise_channels: int,
+    batch_size: int = 8,
+    sample: int = 0,
 ) -> np.ndarray:
     """The model on every slice, with the inference engine's per-slice noise seeds."""
     model.eval()
@@ -181,14 +194,20 @@ def predict_volume(
     seed = int(spec.sampler.get("seed", 0))
     for centres, stacks in iter_slice_batches(volume, spec.context_slices, batch_size):
         noise = slice_noise(slice_seeds(seed, sample, centres), noise_channels, *stacks.shape[2:])
-        pred = model(torch.from_numpy(stacks.astype(np.float32, copy=False)).to(device), torch.from_numpy(noise).to(device))
+        pred = model(
+            torch.from_numpy(stacks.astype(np.float32, copy=False)).to(device), torch.from_numpy(noise).to(device)
+        )
         out[centres] = pred[:, 0].float().cpu().numpy()
     return out
 
 
 def validate(
-    model: torch.nn.Module, volumes: list[TrainingVolume], references: list[Reference], spec: ModelSpec,
-    device: torch.device, config: TrainConfig,
+    model: torch.nn.Module,
+    volumes: list[TrainingVolume],
+    references: list[Reference],
+    spec: ModelSpec,
+    device: torch.device,
+    config: TrainConfig,
 ) -> dict[str, float]:
     """Mean MAE / PSNR / MS-SSIM over held-out volumes, and per region MAE."""
     scores: dict[str, list[float]] = {"mae": [], "psnr": [], "ms_ssim": []}
@@ -206,6 +225,7 @@ def validate(
 
 
 # --- the trainer --------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class TrainState:
@@ -254,11 +274,23 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolume], length: int) -> SliceCrops:
     """The training crops as configured, MR domain randomisation included (shared with the training benchmark)."""
-    randomisation = Randomisation(config.data.mr_randomisation, config.data.randomise_probability,
-                                  config.data.contrast_probability, blur_px=(0.0, config.data.max_blur_px),
-                                  slice_blur=(0.0, config.data.max_slice_blur))
-    return SliceCrops(volumes, spec.context_slices, config.data.crop, length, spec.normalisation.outside_value,
-                      seed=config.run.seed, randomisation=randomisation, ct_window_hu=spec.ct_window_hu)
+    randomisation = Randomisation(
+        config.data.mr_randomisation,
+        config.data.randomise_probability,
+        config.data.contrast_probability,
+        blur_px=(0.0, config.data.max_blur_px),
+        slice_blur=(0.0, config.data.max_slice_blur),
+    )
+    return SliceCrops(
+        volumes,
+        spec.context_slices,
+        config.data.crop,
+        length,
+        spec.normalisation.outside_value,
+        seed=config.run.seed,
+        randomisation=randomisation,
+        ct_window_hu=spec.ct_window_hu,
+    )
 
 
 def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
@@ -279,17 +311,27 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     if dist_state.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
-    volumes = [load_volume(d, r, spec, compact=True)
-               for d, r in tqdm(train_cases, desc="loading", disable=not dist_state.main)]
+    volumes = [
+        load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not dist_state.main)
+    ]
     val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if dist_state.main else []
     references = [load_reference(v) for v in val_volumes]
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
-    sampler = DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed) \
-        if dist_state.world > 1 else None
-    loader = DataLoader(dataset, batch_size=config.optim.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=config.run.workers, drop_last=True,
-                        generator=torch.Generator().manual_seed(config.run.seed))
+    sampler = (
+        DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed)
+        if dist_state.world > 1
+        else None
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.optim.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.run.workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.run.seed),
+    )
 
     model = build_network(config, spec).to(device)
     ema = copy.deepcopy(model).eval()
@@ -312,8 +354,11 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     log = CsvLog(out_dir / "log.csv") if dist_state.main else None
     board = _tensorboard(out_dir) if dist_state.main else None
     if dist_state.main:
-        (out_dir / "config.json").write_text(json.dumps({
-            "config": config.to_dict(), "settings": spec.settings(), "command": command}, indent=2, default=str))
+        (out_dir / "config.json").write_text(
+            json.dumps(
+                {"config": config.to_dict(), "settings": spec.settings(), "command": command}, indent=2, default=str
+            )
+        )
     loss_generator = torch.Generator(device="cpu").manual_seed(config.run.seed + 1000 * dist_state.rank)
     objective = build_objective(config, device)
     steps_per_epoch = max(1, len(loader))
@@ -347,8 +392,12 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
             validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps
             if dist_state.main and (state.step % config.run.log_every == 0 or validating):
                 # Validation has its own schedule: a val_every off the logging grid must still validate.
-                row = {"step": state.step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                       **{k: float(np.mean(v)) for k, v in running.items()}}
+                row = {
+                    "step": state.step,
+                    "epoch": epoch,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    **{k: float(np.mean(v)) for k, v in running.items()},
+                }
                 running = {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if validating:
@@ -356,9 +405,15 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
                     if row["val_mae"] < state.best_mae:
                         state.best_mae, state.best_step = row["val_mae"], state.step
                         _save(out_dir / "best.pt", model, ema, optimizer, scaler, state, config, spec, row, command)
-                    LOG.info("step %d: val MAE %.1f HU, PSNR %.2f dB, MS-SSIM %.4f (best MAE %.1f at %d)",
-                             state.step, row["val_mae"], row["val_psnr"], row["val_ms_ssim"],
-                             state.best_mae, state.best_step)
+                    LOG.info(
+                        "step %d: val MAE %.1f HU, PSNR %.2f dB, MS-SSIM %.4f (best MAE %.1f at %d)",
+                        state.step,
+                        row["val_mae"],
+                        row["val_psnr"],
+                        row["val_ms_ssim"],
+                        state.best_mae,
+                        state.best_step,
+                    )
                 log.write(row)
                 if board is not None:
                     for key, value in row.items():
@@ -370,8 +425,12 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         state.epoch_losses.append(float(np.mean(epoch_loss)) if epoch_loss else float("nan"))
         stop = _early_stop(state.epoch_losses, config)
         if stop and dist_state.main:
-            LOG.info("early stop after epoch %d: loss fell less than %.0f%% over %d epochs", epoch,
-                     100 * config.run.early_stop_min_improvement, config.run.early_stop_epochs)
+            LOG.info(
+                "early stop after epoch %d: loss fell less than %.0f%% over %d epochs",
+                epoch,
+                100 * config.run.early_stop_min_improvement,
+                config.run.early_stop_epochs,
+            )
     bar.close()
     if dist_state.main:
         if not (out_dir / "best.pt").is_file():  # no validation happened: the final weights are the best known
@@ -380,8 +439,12 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     if dist_state.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    summary = {"steps": state.step, "best_step": state.best_step, "best_val_mae": state.best_mae,
-               "wall_seconds": round(time.perf_counter() - started, 1)}
+    summary = {
+        "steps": state.step,
+        "best_step": state.best_step,
+        "best_val_mae": state.best_mae,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
     if dist_state.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -396,26 +459,51 @@ def _early_stop(losses: list[float], config: TrainConfig) -> bool:
     return not (now < before * (1.0 - config.run.early_stop_min_improvement))
 
 
-def _save(path: Path, model, ema, optimizer, scaler, state: TrainState, config: TrainConfig, spec: ModelSpec,
-          scores: dict[str, Any], command: str) -> None:
+def _save(
+    path: Path,
+    model,
+    ema,
+    optimizer,
+    scaler,
+    state: TrainState,
+    config: TrainConfig,
+    spec: ModelSpec,
+    scores: dict[str, Any],
+    command: str,
+) -> None:
     temporary = path.with_suffix(".tmp")
-    torch.save({
-        "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(), "state": state.__dict__, "config": config.to_dict(),
-        "settings": spec.settings(), "scores": scores, "command": command,
-    }, temporary)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "state": state.__dict__,
+            "config": config.to_dict(),
+            "settings": spec.settings(),
+            "scores": scores,
+            "command": command,
+        },
+        temporary,
+    )
     os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="TOML config (see configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (JSON-parsed), e.g. --set optim.steps=200")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (JSON-parsed), e.g. --set optim.steps=200",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from run.out_dir/last.pt")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     config = load_config(args.config, args.set)
     command = " ".join(["python -m training.train"] + (argv if argv is not None else __import__("sys").argv[1:]))
     try:

@@ -74,31 +74,47 @@ def check_ok(args: argparse.Namespace, c: Checker) -> None:
     results_path = args.output / "results.json"
     if c.check(results_path.is_file(), "results.json written"):
         got, expected = read_json(results_path), read_json(args.expected_results)
-        c.check(got == expected, "results.json equals the expected one",
-                "" if got == expected else f"got {json.dumps(got)}; expected {json.dumps(expected)}")
+        c.check(
+            got == expected,
+            "results.json equals the expected one",
+            "" if got == expected else f"got {json.dumps(got)}; expected {json.dumps(expected)}",
+        )
 
     sct_dir = args.output / "images" / "synthetic-ct"
     written = files_under(args.output / "images")
     expected_file = sct_dir / mr_path.name
-    c.check(written == [expected_file], "exactly one image written, named like the MR",
-            ", ".join(str(p.relative_to(args.output)) for p in written) or "none")
+    c.check(
+        written == [expected_file],
+        "exactly one image written, named like the MR",
+        ", ".join(str(p.relative_to(args.output)) for p in written) or "none",
+    )
     if not expected_file.is_file():
         return
     c.check(mha_is_compressed(expected_file), "the sCT is written compressed")
 
-    mr, sct, ref = sitk.ReadImage(str(mr_path)), sitk.ReadImage(str(expected_file)), sitk.ReadImage(str(args.expected_sct))
+    mr, sct, ref = (
+        sitk.ReadImage(str(mr_path)),
+        sitk.ReadImage(str(expected_file)),
+        sitk.ReadImage(str(args.expected_sct)),
+    )
     mr_grid, sct_grid = grid_of(mr), grid_of(sct)
     c.check(sct_grid["size"] == mr_grid["size"], "sCT size equals the MR's", f"{sct_grid['size']} vs {mr_grid['size']}")
     for key in ("spacing", "origin", "direction"):
         same = np.allclose(sct_grid[key], mr_grid[key], rtol=0.0, atol=GRID_ATOL)
         c.check(same, f"sCT {key} equals the MR's", "" if same else f"{sct_grid[key]} vs {mr_grid[key]}")
-    c.check(sct.GetPixelIDTypeAsString() == ref.GetPixelIDTypeAsString(), "sCT pixel type equals the expected sCT's",
-            f"{sct.GetPixelIDTypeAsString()} vs {ref.GetPixelIDTypeAsString()}")
+    c.check(
+        sct.GetPixelIDTypeAsString() == ref.GetPixelIDTypeAsString(),
+        "sCT pixel type equals the expected sCT's",
+        f"{sct.GetPixelIDTypeAsString()} vs {ref.GetPixelIDTypeAsString()}",
+    )
     got, want = sitk.GetArrayViewFromImage(sct).astype(np.float64), sitk.GetArrayViewFromImage(ref).astype(np.float64)
     if c.check(got.shape == want.shape, "sCT shape equals the expected sCT's", f"{got.shape} vs {want.shape}"):
         diff = np.abs(got - want)
-        c.check(bool(diff.max() <= args.tolerance_hu), f"sCT within {args.tolerance_hu:g} HU of the expected sCT",
-                f"max |diff| {diff.max():.3f} HU, mean {diff.mean():.4f} HU, {int((diff > 0).sum())} voxel(s) differ")
+        c.check(
+            bool(diff.max() <= args.tolerance_hu),
+            f"sCT within {args.tolerance_hu:g} HU of the expected sCT",
+            f"max |diff| {diff.max():.3f} HU, mean {diff.mean():.4f} HU, {int((diff > 0).sum())} voxel(s) differ",
+        )
 
 
 def check_failed(args: argparse.Namespace, c: Checker) -> None:
@@ -106,8 +122,11 @@ def check_failed(args: argparse.Namespace, c: Checker) -> None:
     mr_container_path = f"{args.container_input}/images/mri/{args.mr_name}"
     results_path = args.output / "results.json"
     leftovers = [p for p in files_under(args.output) if p != results_path]
-    c.check(not leftovers, "no image and no partial file left in the output",
-            ", ".join(str(p.relative_to(args.output)) for p in leftovers))
+    c.check(
+        not leftovers,
+        "no image and no partial file left in the output",
+        ", ".join(str(p.relative_to(args.output)) for p in leftovers),
+    )
     if results_path.is_file():
         entries = read_json(results_path)
         entry = entries[0] if isinstance(entries, list) and len(entries) == 1 else None
@@ -115,8 +134,11 @@ def check_failed(args: argparse.Namespace, c: Checker) -> None:
         if entry is not None:
             c.check(entry.get("outputs") == [], "results.json lists no output for it")
             errors = entry.get("error_messages") or []
-            c.check(any(mr_container_path in e for e in errors), "results.json's error names the MR file",
-                    "; ".join(errors) or "no error message")
+            c.check(
+                any(mr_container_path in e for e in errors),
+                "results.json's error names the MR file",
+                "; ".join(errors) or "no error message",
+            )
     log = args.log.read_text(encoding="utf-8", errors="replace") if args.log else ""
     if args.log:
         lines = [line for line in log.splitlines() if mr_container_path in line and "ERROR" in line]
@@ -130,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, required=True, help="what the container wrote to /output")
     parser.add_argument("--expected-results", type=Path, help="ok: the expected results.json")
     parser.add_argument("--expected-sct", type=Path, help="ok: the expected sCT")
-    parser.add_argument("--tolerance-hu", type=float, default=1.0, help="ok: max |sCT - expected| (default: %(default)s)")
+    parser.add_argument(
+        "--tolerance-hu", type=float, default=1.0, help="ok: max |sCT - expected| (default: %(default)s)"
+    )
     parser.add_argument("--mr-name", help="failed: the MR file name in images/mri")
     parser.add_argument("--log", type=Path, help="failed: the container's log (stdout + stderr)")
     parser.add_argument("--container-input", default="/input", help="where the input is mounted (default: %(default)s)")

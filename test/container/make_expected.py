@@ -25,14 +25,27 @@ REPO = HERE.parents[1]
 LOG = logging.getLogger("make_expected")
 
 #: The phantom generator's arguments for the sample (one small HN case, seeded).
-PHANTOM_ARGS = ["--regions", "HN", "--cases", "1", "--seed", "0", "--size", "small", "--template-layout", "--no-progress"]
+PHANTOM_ARGS = [
+    "--regions",
+    "HN",
+    "--cases",
+    "1",
+    "--seed",
+    "0",
+    "--size",
+    "small",
+    "--template-layout",
+    "--no-progress",
+]
 MAX_STORED_BYTES = 1_000_000
 
 
 def weights_fingerprint(folder: Path) -> str:
     """sha256 of `sha256sum` over the folder's files in C order, as run_test.sh computes it inside the image."""
     lines = []
-    for path in sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: str(p.relative_to(folder)).encode()):
+    for path in sorted(
+        (p for p in folder.rglob("*") if p.is_file()), key=lambda p: str(p.relative_to(folder)).encode()
+    ):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         lines.append(f"{digest}  ./{path.relative_to(folder).as_posix()}\n")
     return hashlib.sha256("".join(lines).encode()).hexdigest()
@@ -47,7 +60,7 @@ def to_container_paths(value: Any, host_input: Path, host_output: Path) -> Any:
     if isinstance(value, str):
         for host, container in ((str(host_input), "/input"), (str(host_output), "/output")):
             if value == host or value.startswith(host + "/"):
-                return container + value[len(host):]
+                return container + value[len(host) :]
     return value
 
 
@@ -62,8 +75,10 @@ def write_smoke_model(path: Path) -> None:
         "smoke",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 3, 4])],
-        initializer=[numpy_helper.from_array(np.array(2.0, np.float32), "two"),
-                     numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+        initializer=[
+            numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_expected")
     model.ir_version = 9
@@ -88,8 +103,13 @@ def make_sample(source: Path | None, work: Path, phantom_extra: list[str]) -> Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, help="use this template-layout folder instead of a new phantom case")
-    parser.add_argument("--phantom-arg", action="append", default=[], dest="phantom_extra",
-                        help="extra argument for `python -m phantoms` (repeat it)")
+    parser.add_argument(
+        "--phantom-arg",
+        action="append",
+        default=[],
+        dest="phantom_extra",
+        help="extra argument for `python -m phantoms` (repeat it)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -108,8 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{sample}: the sample must hold exactly one MR, found {len(mr_files)}")
 
         out = work / "out"
-        command = [sys.executable, "-m", "process", "--input", str(stored_input), "--output", str(out),
-                   "--device", "cpu", "--no-progress"]
+        command = [
+            sys.executable,
+            "-m",
+            "process",
+            "--input",
+            str(stored_input),
+            "--output",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
         LOG.info("%s", " ".join(command))
         subprocess.run(command, cwd=REPO, check=True)
 

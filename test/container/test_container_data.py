@@ -28,7 +28,7 @@ def host_paths(value, output: Path):
     if isinstance(value, str):
         for container, host in (("/input", SAMPLE), ("/output", output)):
             if value == container or value.startswith(container + "/"):
-                return str(host) + value[len(container):]
+                return str(host) + value[len(container) :]
     return value
 
 
@@ -47,15 +47,31 @@ def host_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def ok_args(out: Path, expected_results: Path, expected_sct: Path = HERE / "expected_sct.mha") -> list[str]:
-    return ["ok", "--input", str(SAMPLE), "--output", str(out), "--expected-results", str(expected_results),
-            "--expected-sct", str(expected_sct), "--tolerance-hu", "1"]
+    return [
+        "ok",
+        "--input",
+        str(SAMPLE),
+        "--output",
+        str(out),
+        "--expected-results",
+        str(expected_results),
+        "--expected-sct",
+        str(expected_sct),
+        "--tolerance-hu",
+        "1",
+    ]
 
 
 def test_stored_data_is_small_and_complete() -> None:
     files = [p for p in HERE.rglob("*") if p.is_file() and p.suffix in (".mha", ".json", ".onnx", ".sha256")]
     names = {p.relative_to(HERE).as_posix() for p in files}
-    assert {"expected_results.json", "expected_sct.mha", "expected_weights.sha256", "smoke.onnx",
-            "input/region.json"} <= names
+    assert {
+        "expected_results.json",
+        "expected_sct.mha",
+        "expected_weights.sha256",
+        "smoke.onnx",
+        "input/region.json",
+    } <= names
     assert len(list((SAMPLE / "images" / "mri").iterdir())) == 1
     assert sum(p.stat().st_size for p in files) < 1_000_000
 
