@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import process
@@ -154,3 +155,45 @@ def test_every_shipped_model_runs_and_honours_its_contract():
         assert out.shape == (2, 1, side, side), spec.name
         assert np.all(np.isfinite(out)) and out.min() >= -1.0 and out.max() <= 1.0, spec.name
         np.testing.assert_array_equal(out, generator.predict(stacks, seeds))
+
+
+def test_fallback_runs_when_the_primary_body_mean_is_implausible(tmp_path):
+    manifest = _fallback_setup(tmp_path)
+    data = json.loads(manifest.read_text())
+    data["models"]["gen"]["ct_window_hu"] = [2000.0, 3000.0]  # the same network now claims bone everywhere
+    manifest.write_text(json.dumps(data))
+    code, entry = _run(tmp_path, manifest)
+    assert code == 0 and entry["model"] == "water"
+    assert "mean HU in the body" in entry["fallback_reason"]
+
+
+def test_usability_check_refuses_a_saturated_or_implausible_sct(tmp_path):
+    from pipeline.run import MAX_SATURATED_FRACTION, SANE_BODY_MEAN_HU, UnusableOutput, check_usable
+
+    onnx_model(tmp_path / "gen.onnx")
+    spec = load_manifest(write_manifest(tmp_path, {"gen": identity_model_entry()})).models["gen"]  # window 0-1000
+    mask = np.ones((4, 10, 10), dtype=np.uint8)
+    fine = np.full(mask.shape, 300.0, dtype=np.float32)
+    check_usable(fine, mask, spec)
+    saturated = fine.copy()
+    saturated.reshape(-1)[: int(saturated.size * (MAX_SATURATED_FRACTION + 0.05))] = 1000.0
+    with pytest.raises(UnusableOutput, match="at the HU window's ends"):
+        check_usable(saturated, mask, spec)
+    almost = fine.copy()
+    almost.reshape(-1)[: int(almost.size * (MAX_SATURATED_FRACTION - 0.05))] = 1000.0
+    check_usable(almost, mask, spec)  # just under the limit is still usable
+    with pytest.raises(UnusableOutput, match="mean HU"):
+        check_usable(np.full(mask.shape, SANE_BODY_MEAN_HU[1] + 50.0, dtype=np.float32), mask, spec)
+
+
+def test_a_malformed_manifest_exits_2_with_one_line(tmp_path, caplog):
+    write_case(tmp_path / "in")
+    bad = tmp_path / "manifest.json"
+    bad.write_text('{"schema_version": 1, "defaults": {"context_slices": 4}, "models": {}, "regions": {}}')
+    code = process.main(
+        ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--manifest", str(bad), "--no-progress"]
+    )
+    assert code == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "'models' must be a non-empty object" in errors[0].getMessage()
+    assert str(bad) in errors[0].getMessage()
