@@ -55,12 +55,21 @@ class Randomisation:
     ghost_amplitude: tuple[float, float] = (0.03, 0.2)
     texture: tuple[float, float] = (0.0, 0.15)  # ("full") relative spread inside a tissue
     partial_volume_px: tuple[float, float] = (0.3, 1.0)  # ("full") border blur of the rendered labels
+    dark_bone_probability: float = 0.0  # share of randomised samples whose bone classes are darkened
+    dark_bone_factor: tuple[float, float] = (0.05, 0.5)  # their signal is multiplied by a factor from this range
+    bone_min_class: int = 7  # the first bone class of `ct_classes` (CT >= 200 HU)
     kinds: tuple[str, ...] = field(default=("bias", "gamma", "resolution", "gibbs", "ghost", "noise"))
 
     def check(self) -> "Randomisation":
         if self.level not in LEVELS:
             raise RandomisationError(f"MR randomisation level must be one of {', '.join(LEVELS)}, got {self.level!r}")
-        for name in ("probability", "contrast_probability", "gibbs_probability", "ghost_probability"):
+        for name in (
+            "probability",
+            "contrast_probability",
+            "gibbs_probability",
+            "ghost_probability",
+            "dark_bone_probability",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise RandomisationError(f"{name} must be within [0, 1], got {value}")
@@ -233,11 +242,21 @@ def randomise_signal(
     if settings.level == "off" or decide.random() >= settings.probability:
         return np.asarray(signal, dtype=np.float32), ""
     done = "physics"
+    cached: list[np.ndarray] = []
+
+    def label_map() -> np.ndarray:
+        if not cached:
+            cached.append(labels() if callable(labels) else labels)
+        return cached[0]
+
     if settings.level == "full" and labels is not None and decide.random() < settings.contrast_probability:
-        signal = random_contrast(
-            labels() if callable(labels) else labels, rng, settings.texture, settings.partial_volume_px
-        )
+        signal = random_contrast(label_map(), rng, settings.texture, settings.partial_volume_px)
         done = "full"
+    if settings.dark_bone_probability > 0 and labels is not None and decide.random() < settings.dark_bone_probability:
+        # bone without bright marrow (red marrow, thin tables, a blurred or fat-suppressed image): bone classes
+        # darkened, so a dark shell between scalp and brain must also read as bone, not only as air
+        factor = np.float32(decide.uniform(*settings.dark_bone_factor))
+        signal = np.where(label_map() >= settings.bone_min_class, signal * factor, signal).astype(np.float32)
     return artefacts(signal, body.astype(bool), rng, settings), done
 
 

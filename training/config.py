@@ -30,6 +30,7 @@ class DataConfig:
     contrast_probability: float = 0.5  # ("full") share of randomised crops whose tissue contrast is redrawn
     max_blur_px: float = 1.5  # largest in-plane Gaussian sigma of the resolution randomisation (pixels)
     max_slice_blur: float = 0.6  # largest Gaussian sigma across the context slices (slices)
+    dark_bone_probability: float = 0.0  # share of randomised crops whose bone (CT >= 200 HU) MR signal is darkened
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,7 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         config.data.contrast_probability,
         blur_px=(0.0, config.data.max_blur_px),
         slice_blur=(0.0, config.data.max_slice_blur),
+        dark_bone_probability=config.data.dark_bone_probability,
     )
     return SliceCrops(
         volumes,
