@@ -343,3 +343,22 @@ def test_cli_switches_reach_the_cases_and_the_record(tmp_path):
     assert np.array_equal(stored, _arr(direct.mr))  # the CLI and the Python API give the same case
     bad = subprocess.run(command[:-4] + ["strong"], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert bad.returncode == 2 and "strong" in bad.stderr
+
+
+def test_dark_bone_darkens_only_the_bone_classes():
+    from phantoms.randomise import randomise_signal
+
+    ct = np.array([-1000.0, 0.0, 60.0, 900.0], dtype=np.float32)[_blocks()[0]]
+    body = ct > -900
+    classes = ct_classes(ct, body)
+    signal = np.where(body, 0.6, 0.0).astype(np.float32)
+    settings = Randomisation("physics", probability=1.0, dark_bone_probability=1.0, kinds=())
+    out, done = randomise_signal(signal, lambda: classes, body, np.random.default_rng(0), settings)
+    bone = ct >= 200
+    assert done == "physics"
+    assert float(out[bone].max()) <= 0.6 * 0.5 + 1e-6  # darkened by a factor in [0.05, 0.5]
+    assert np.array_equal(out[~bone], signal[~bone])  # nothing else touched
+    untouched, _ = randomise_signal(
+        signal, lambda: classes, body, np.random.default_rng(0), Randomisation("physics", probability=1.0, kinds=())
+    )
+    assert np.array_equal(untouched, signal)  # off by default
