@@ -294,46 +294,34 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
     )
 
 
-def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
-    """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
-    dist_state = init_distributed()
-    started = time.perf_counter()
-    seed_everything(config.run.seed + dist_state.rank)
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
-    device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
-    out_dir = Path(config.run.out_dir)
-    spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
+@dataclass
+class Session:
+    """What a training run holds while it runs: the network, its EMA copy, the optimiser and the step state."""
 
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    state: TrainState
+    use_amp: bool
+
+
+def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path):
+    """Training volumes (compact, in memory), validation volumes and their references on the input grid."""
     cases = find_cases(Path(config.data.root), list(config.data.regions))
     if not cases:
         raise TrainingError(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
     train_cases, val_cases = training_cases(cases, config)
-    if dist_state.main:
+    if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
-    volumes = [
-        load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not dist_state.main)
-    ]
-    val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if dist_state.main else []
-    references = [load_reference(v) for v in val_volumes]
+    volumes = [load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not main)]
+    val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if main else []
+    return volumes, val_volumes, [load_reference(v) for v in val_volumes]
 
-    dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
-    sampler = (
-        DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed)
-        if dist_state.world > 1
-        else None
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=config.optim.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=config.run.workers,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.run.seed),
-    )
 
+def _start_session(config: TrainConfig, spec: ModelSpec, device: torch.device, out_dir: Path, resume: bool) -> Session:
+    """A new network, EMA copy and optimiser, or all of them restored from out_dir/last.pt when resuming."""
     model = build_network(config, spec).to(device)
     ema = copy.deepcopy(model).eval()
     for param in ema.parameters():
@@ -350,6 +338,53 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(**checkpoint["state"])
         LOG.info("resumed from step %d", state.step)
+    return Session(model, ema, optimizer, scaler, state, use_amp)
+
+
+def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_generator, objective):
+    """One step: loss, scaled backward, clipped gradients, optimiser and EMA update; returns loss and diagnostics."""
+    session.model.train()
+    loss, diagnostics = training_step(net, batch, config, loss_generator, session.use_amp, objective)
+    session.optimizer.zero_grad(set_to_none=True)
+    session.scaler.scale(loss).backward()
+    session.scaler.unscale_(session.optimizer)
+    torch.nn.utils.clip_grad_norm_(session.model.parameters(), config.optim.grad_clip)
+    session.scaler.step(session.optimizer)
+    session.scaler.update()
+    update_ema(session.ema, session.model, config.optim.ema_decay)
+    session.state.step += 1
+    return loss, diagnostics
+
+
+def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
+    """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
+    dist_state = init_distributed()
+    started = time.perf_counter()
+    seed_everything(config.run.seed + dist_state.rank)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(config.run.out_dir)
+    spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
+    volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
+
+    dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
+    sampler = (
+        DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed)
+        if dist_state.world > 1
+        else None
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.optim.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.run.workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.run.seed),
+    )
+    session = _start_session(config, spec, device, out_dir, resume)
+    model, ema, optimizer, scaler, state = session.model, session.ema, session.optimizer, session.scaler, session.state
     net = DistributedDataParallel(model) if dist_state.world > 1 else model
 
     log = CsvLog(out_dir / "log.csv") if dist_state.main else None
@@ -375,17 +410,8 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         for batch in loader:
             if state.step >= config.optim.steps:
                 break
-            model.train()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss, diagnostics = training_step(net, batch, config, loss_generator, use_amp, objective)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            update_ema(ema, model, config.optim.ema_decay)
-            state.step += 1
+            loss, diagnostics = _optimiser_step(session, net, batch, config, loss_generator, objective)
             epoch_loss.append(float(loss.detach()))
             for key, value in diagnostics.items():
                 running.setdefault(key, []).append(float(value))
@@ -402,18 +428,8 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
                 running = {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if validating:
-                    row.update(validate(ema, val_volumes, references, spec, device, config))
-                    if row["val_mae"] < state.best_mae:
-                        state.best_mae, state.best_step = row["val_mae"], state.step
-                        _save(out_dir / "best.pt", model, ema, optimizer, scaler, state, config, spec, row, command)
-                    LOG.info(
-                        "step %d: val MAE %.1f HU, PSNR %.2f dB, MS-SSIM %.4f (best MAE %.1f at %d)",
-                        state.step,
-                        row["val_mae"],
-                        row["val_psnr"],
-                        row["val_ms_ssim"],
-                        state.best_mae,
-                        state.best_step,
+                    _validate_and_keep_best(
+                        row, session, val_volumes, references, spec, device, config, out_dir, command
                     )
                 log.write(row)
                 if board is not None:
@@ -449,6 +465,45 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     if dist_state.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _validate_and_keep_best(
+    row: dict,
+    session: Session,
+    val_volumes,
+    references,
+    spec: ModelSpec,
+    device,
+    config: TrainConfig,
+    out_dir: Path,
+    command: str,
+) -> None:
+    """Score the EMA weights on the validation volumes into `row`; a new best validation MAE saves best.pt."""
+    state = session.state
+    row.update(validate(session.ema, val_volumes, references, spec, device, config))
+    if row["val_mae"] < state.best_mae:
+        state.best_mae, state.best_step = row["val_mae"], state.step
+        _save(
+            out_dir / "best.pt",
+            session.model,
+            session.ema,
+            session.optimizer,
+            session.scaler,
+            state,
+            config,
+            spec,
+            row,
+            command,
+        )
+    LOG.info(
+        "step %d: val MAE %.1f HU, PSNR %.2f dB, MS-SSIM %.4f (best MAE %.1f at %d)",
+        state.step,
+        row["val_mae"],
+        row["val_psnr"],
+        row["val_ms_ssim"],
+        state.best_mae,
+        state.best_step,
+    )
 
 
 def _early_stop(losses: list[float], config: TrainConfig) -> bool:
