@@ -74,3 +74,12 @@ def test_no_import_cycle_on_the_container_path():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+
+
+def test_every_container_package_reaches_the_image():
+    """The image is built from a whitelist (.dockerignore) and explicit COPY lines: a new package needs both."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    allowed = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    for package in CONTAINER_PACKAGES:
+        assert f"!{package}/" in allowed, f".dockerignore keeps {package}/ out of the build context"
+        assert f" {package}/ {package}/" in dockerfile, f"the Dockerfile does not COPY {package}/"
