@@ -6,12 +6,13 @@ import copy
 import math
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
-
-from training.drifting import (  # noqa: E402
+# One rule for every test file: the test environment (requirements-train.txt) has torch and onnxruntime, so a
+# missing one is an error, never a silent skip.
+from training.drifting import (
     DriftConfig,
     drift_field,
     drifting_loss,
@@ -19,7 +20,7 @@ from training.drifting import (  # noqa: E402
     masked_l1,
     sample_patches,
 )
-from training.networks import DriftingUNet, conv_macs, export_onnx, flops_per_slice  # noqa: E402
+from training.networks import DriftingUNet, conv_macs, export_onnx, flops_per_slice
 
 # HU-scaled error: a difference of the network's [-1, 1] outputs times half the width of the manifest's default
 # CT window [-1024, 3071] HU, i.e. the difference in HU after the engine's linear de-normalisation.
