@@ -25,8 +25,10 @@ def _session_options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # keep onnxruntime's own warnings (e.g. a failed CUDA load) out of the log
-    threads = os.environ.get("SCT_THREADS")
+    threads = os.environ.get("SCT_THREADS", "").strip()
     if threads:
+        if not threads.isdigit() or int(threads) < 1:
+            raise DeviceError(f"SCT_THREADS must be a positive whole number of threads, got {threads[:40]!r}")
         options.intra_op_num_threads = int(threads)
     return options
 

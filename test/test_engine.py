@@ -10,7 +10,7 @@ import pytest
 
 import process
 from engine.generators import OnnxSliceGenerator, slice_noise
-from engine.manifest import load_manifest
+from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from engine.runtime import CUDA, DeviceError, create_session
 from preprocessing.slices import iter_slice_batches, stack_indices
 from sct_testing import identity_model_entry, onnx_model, read_array, write_case, write_manifest
@@ -176,3 +176,30 @@ def test_the_gpu_check_runs_its_cpu_half(tmp_path):
     assert {r["model"] for r in report["runs"]} == {"drifting", "ldm N=2"}
     assert all(r["exit"] == 0 and r["device"] == "cpu" for r in report["runs"])
     assert json.loads(done.stdout.strip().splitlines()[-1])["devices"] == ["cpu"]
+
+
+def test_sct_threads_sets_the_onnx_runtime_threads_and_rejects_nonsense(tmp_path, monkeypatch):
+    path = onnx_model(tmp_path / "gen.onnx")
+    monkeypatch.setenv("SCT_THREADS", "1")
+    assert create_session(path, "cpu").get_session_options().intra_op_num_threads == 1
+    monkeypatch.setenv("SCT_THREADS", "3")
+    assert create_session(path, "cpu").get_session_options().intra_op_num_threads == 3
+    for bad in ("two", "0", "-1", "1.5"):
+        monkeypatch.setenv("SCT_THREADS", bad)
+        with pytest.raises(DeviceError, match="SCT_THREADS"):
+            create_session(path, "cpu")
+
+
+def test_automatic_batch_size_keeps_the_activation_budget():
+    from engine.generators import auto_batch_size
+
+    models = load_manifest(DEFAULT_MANIFEST).models
+    drifting = models["l1"]
+    for pixels in (96 * 96, 256 * 256, 400 * 400, 512 * 512, 2048 * 2048):
+        for device, budget in (("cpu", 4_000_000), ("cuda", 64_000_000)):
+            batch = auto_batch_size(drifting, device, pixels)
+            assert 1 <= batch <= 64
+            assert batch == 1 or batch * pixels * 16 <= budget  # within the budget unless one slice exceeds it
+            assert batch == 64 or (batch + 1) * pixels * 16 > budget  # and not needlessly small
+    assert auto_batch_size(drifting, "cpu", 400 * 400) < auto_batch_size(drifting, "cuda", 400 * 400)
+    assert auto_batch_size(models["water"], "cpu", 512 * 512) == 64  # no network, no activations
