@@ -316,7 +316,9 @@ def _render_mr_volume(
     whatever the level, so the plain MR is the one an "off" case has.
     """
     shape = labels.shape
-    rz = randomiser if randomiser is not None else np.random.default_rng(0)
+    if level != "off" and randomiser is None:
+        raise ValueError(f"MR randomisation {level!r} needs its own random stream")
+    rz = randomiser
     mr_seq, jitter = (seq, 0.08) if level == "off" else (widened(seq, rz), 0.25)
     if level == "full":  # a random contrast per label; the sequence's table is drawn (same draws) but not painted
         mr_lookup(mr_seq, rng, jitter)

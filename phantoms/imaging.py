@@ -9,6 +9,7 @@ bias field, bSSFP banding at low field, Rician noise and an arbitrary intensity 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -317,8 +318,6 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
 
 def widened(seq: Sequence, rng: np.random.Generator) -> Sequence:
     """The sequence with TR, TE and flip angle, SNR, bias and blur drawn from wide ranges ("physics" randomisation)."""
-    import dataclasses
-
     return dataclasses.replace(
         seq,
         tr=seq.tr * float(rng.uniform(0.6, 1.6)),

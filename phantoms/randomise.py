@@ -26,6 +26,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft, ndimage
 
+from phantoms.imaging import rician
+
 LEVELS = ("off", "physics", "full")
 Labels = np.ndarray | Callable[[], np.ndarray] | None  # tissue labels, or a callable computing them on demand
 
@@ -182,15 +184,6 @@ def ghosting(signal: np.ndarray, rng: np.random.Generator, amplitude: tuple[floa
     return np.abs(out, out=out).astype(np.float32, copy=False)
 
 
-def rician_noise(signal: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """Magnitude of signal plus complex Gaussian noise of standard deviation `sigma`."""
-    from phantoms.imaging import fast_normal  # the 16-bit inverse-CDF table: ~5x faster than rng.normal
-
-    real = signal + np.float32(sigma) * fast_normal(rng, signal.shape)
-    imaginary = np.float32(sigma) * fast_normal(rng, signal.shape)
-    return np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
-
-
 def artefacts(signal: np.ndarray, body: np.ndarray, rng: np.random.Generator, settings: Randomisation) -> np.ndarray:
     """The acquisition side ("physics"): bias, gamma, resolution, Gibbs, ghosting, noise, each kind if listed.
 
@@ -212,7 +205,8 @@ def artefacts(signal: np.ndarray, body: np.ndarray, rng: np.random.Generator, se
     if "noise" in kinds:
         inside = out[body] if body.any() else out
         level = float(inside.mean()) if inside.size else 1.0
-        out = rician_noise(out, streams[5], _uniform(streams[5], settings.noise) * max(level, 1e-6))
+        sigma = _uniform(streams[5], settings.noise) * max(level, 1e-6)
+        out = rician(out, sigma, streams[5])  # the renderer's Rician noise, slab by slab
     return out
 
 
