@@ -170,6 +170,30 @@ def test_export_gives_a_manifest_entry_that_process_runs(data_root, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())[0]["model"] == "tiny"
 
 
+def test_a_run_starts_from_exported_or_checkpointed_weights(data_root, tmp_path):
+    """run.init_from: fine-tuning starts from the shipped ONNX generator (or a checkpoint), weights exactly."""
+    from training.errors import TrainingError
+
+    train(tiny_config(data_root, tmp_path / "run", "optim.steps=3", "model.kind=l1"))
+    trained = torch.load(tmp_path / "run" / "best.pt", weights_only=False)["ema"]
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(DEFAULT_MANIFEST, weights / "manifest.json")
+    export(tmp_path / "run" / "best.pt", "tiny", weights / "manifest.json", ["TH"], "primary", "test")
+    for source in (weights / "tiny.onnx", tmp_path / "run" / "best.pt"):
+        out = tmp_path / f"from_{source.suffix[1:]}"
+        train(tiny_config(data_root, out, "optim.steps=0", "model.kind=l1", f"run.init_from={source}"))
+        start = torch.load(out / "last.pt", weights_only=False)
+        assert start["model"].keys() == trained.keys()
+        for key, value in trained.items():
+            assert torch.equal(start["model"][key], value), (source.name, key)
+            assert torch.equal(start["ema"][key], value), (source.name, key)
+    with pytest.raises(TrainingError, match="this network"):
+        train(tiny_config(data_root, tmp_path / "wide", "model.width=8", f"run.init_from={weights / 'tiny.onnx'}"))
+    with pytest.raises(TrainingError, match="not a file"):
+        train(tiny_config(data_root, tmp_path / "none", f"run.init_from={tmp_path / 'missing.onnx'}"))
+
+
 def test_distributed_training_with_two_cpu_processes(data_root, tmp_path):
     out = tmp_path / "ddp"
     args = [

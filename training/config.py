@@ -65,6 +65,7 @@ class RunConfig:
     early_stop_min_improvement: float = 0.01
     workers: int = 0  # data-loader workers (0 keeps them off /dev/shm, which is 128 MB in the template)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    init_from: str = ""  # start from these weights (checkpoint .pt or exported .onnx; training/initial_weights.py)
 
 
 @dataclass(frozen=True)

@@ -338,6 +338,19 @@ def _start_session(config: TrainConfig, spec: ModelSpec, device: torch.device, o
         scaler.load_state_dict(checkpoint["scaler"])
         state = TrainState(**checkpoint["state"])
         LOG.info("resumed from step %d", state.step)
+    elif config.run.init_from:
+        if config.model.kind in LDM_KINDS:
+            raise TrainingError("run.init_from is for the one-step generator (kinds drifting and l1)")
+        from training.initial_weights import load_initial_weights
+
+        load_initial_weights(
+            model,
+            config.run.init_from,
+            spec.context_slices,
+            config.model.noise_channels,
+            tuple(spec.ct_window_hu),
+        )
+        ema.load_state_dict(model.state_dict())
     return Session(model, ema, optimizer, scaler, state, use_amp)
 
 
