@@ -71,6 +71,25 @@ def draw_patient(rng: np.random.Generator, region: str) -> Patient:
     )
 
 
+SKULL_THICKNESS_MM = (3.5, 9.0)
+NO_DIPLOE_PROBABILITY = 0.35
+
+
+def skull_layers(rng: np.random.Generator) -> tuple[float, float, float]:
+    """Skull thickness and outer / inner table thickness (mm) for one patient, when skulls vary.
+
+    Real calvaria range from thick ones with bright fatty diploe to thin shells of compact bone with hardly any
+    marrow (which T1 shows as one dark band); the fixed phantom skull (5.5-8 mm, 1.8 and 1.7 mm tables) only
+    covers the first kind. Here a third of the skulls have no diploe at all, the rest a random marrow fraction.
+    """
+    thick = float(rng.uniform(*SKULL_THICKNESS_MM))
+    if rng.random() < NO_DIPLOE_PROBABILITY:
+        return thick, thick, 0.0
+    marrow = float(rng.uniform(0.15, 0.6)) * thick
+    outer = float(rng.uniform(0.4, 0.6)) * (thick - marrow)
+    return thick, outer, thick - marrow - outer
+
+
 def fat_planes(tex: np.ndarray, level: float, width: float) -> np.ndarray:
     """Thin curved sheets (a level set of the smooth texture field): fascial fat planes between muscles."""
     return np.abs(tex - level) < width
@@ -84,6 +103,7 @@ class Body:
         self.seed = int(seed)
         self.rng = self._stream("init")
         self.arms_in_body = True  # False: arms are painted separately (present in one modality only)
+        self.vary_skull = False  # True: skull tables and diploe drawn per case (anatomical variability)
         s, ws, ap = p.hs, p.ws, p.ap
         shoulder = (1.0, 1.0) if p.arms_down else (0.78, 0.88)
         zk = (
@@ -344,10 +364,16 @@ class Body:
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
         thick = float(rng.uniform(5.5, 8.0))
+        outer_table, inner_table = 1.8, 1.7
+        if self.vary_skull:
+            thick, outer_table, inner_table = skull_layers(self._stream("skull"))
         base_ok = lambda b: b.Z > self.zb(b.X, b.Y) - 7 * s
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, sk, where=base_ok)
-        cv.ellipsoid(T.MARROW, cran_c, [v - 1.8 for v in sk], where=base_ok, only=(T.CORTICAL_DENSE,))
-        cv.ellipsoid(T.CORTICAL_DENSE, cran_c, [v - thick + 1.7 for v in sk], where=base_ok, only=(T.MARROW,))
+        if thick - outer_table - inner_table > 0.0:
+            cv.ellipsoid(T.MARROW, cran_c, [v - outer_table for v in sk], where=base_ok, only=(T.CORTICAL_DENSE,))
+            cv.ellipsoid(
+                T.CORTICAL_DENSE, cran_c, [v - thick + inner_table for v in sk], where=base_ok, only=(T.MARROW,)
+            )
         inner = [v - thick for v in sk]
         box, F = cv.superquadric(cran_c, inner)
         if box is not None:

@@ -36,7 +36,7 @@ from phantoms.imaging import (
 )
 from phantoms.masks import body_mask, crop_box, take
 from phantoms.randomise import LEVELS, Randomisation, artefacts, random_contrast
-from phantoms.regions import REGION_INDEX, RegionSpec, case_id, region_spec
+from phantoms.region_specs import REGION_INDEX, RegionSpec, case_id, region_spec
 from phantoms.tissues import T
 from phantoms.variability import add_textures, deformation, warp
 
@@ -457,6 +457,7 @@ def generate_case(
     cv = Canvas(x, y, z, tex)
     body = Body(patient, anat_seed)
     body.arms_in_body = not (has["arms"] and arms_mode != "both")
+    body.vary_skull = variability
     body.paint(cv)
     labels = cv.labels
     arms_labels = None

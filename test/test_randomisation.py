@@ -196,6 +196,43 @@ def test_deformation_keeps_mr_and_ct_on_the_same_labels():
     assert fit_mr - off_mr > 0.05 and fit_ct - off_ct > 0.1, (fit_mr, off_mr, fit_ct, off_ct)
 
 
+def test_skull_layers_cover_thin_marrow_free_shells_and_thick_diploe():
+    from phantoms.anatomy import SKULL_THICKNESS_MM, skull_layers
+
+    draws = [skull_layers(np.random.default_rng(i)) for i in range(200)]
+    for thick, outer, inner in draws:
+        assert SKULL_THICKNESS_MM[0] <= thick <= SKULL_THICKNESS_MM[1]
+        assert outer > 0 and inner >= 0 and outer + inner <= thick + 1e-9
+    no_diploe = [d for d in draws if d[1] + d[2] >= d[0] - 1e-9]
+    assert 0.2 < len(no_diploe) / len(draws) < 0.5  # about a third are compact shells (dark on T1)
+    assert min(d[0] for d in no_diploe) < 5.0 and max(d[0] - d[1] - d[2] for d in draws) > 3.0
+
+
+def _calvarium_labels(vary: bool, layers=None, monkeypatch=None) -> np.ndarray:
+    from phantoms import anatomy
+    from phantoms.canvas import Canvas
+
+    if layers is not None:
+        monkeypatch.setattr(anatomy, "skull_layers", lambda rng: layers)
+    patient = anatomy.draw_patient(np.random.default_rng(0), "HN")
+    body = anatomy.Body(patient, 3)
+    body.vary_skull = vary
+    canvas = Canvas(np.arange(-100.0, 100.0, 1.5), np.arange(-110.0, 120.0, 1.5), np.arange(-75.0, -30.0, 3.0))
+    body.paint_head(canvas)
+    return canvas.labels
+
+
+def test_varying_skulls_change_the_calvarium_only_when_asked(monkeypatch):
+    from phantoms.tissues import T
+
+    fixed = _calvarium_labels(False)
+    assert (fixed == T.MARROW).sum() > 1000  # the fixed skull always has diploe
+    compact = _calvarium_labels(True, (6.0, 6.0, 0.0), monkeypatch)
+    assert (compact == T.MARROW).sum() == 0 and (compact == T.CORTICAL_DENSE).sum() > (fixed == T.CORTICAL_DENSE).sum()
+    thick = _calvarium_labels(True, (9.0, 1.5, 1.5), monkeypatch)
+    assert (thick == T.MARROW).sum() > (fixed == T.MARROW).sum()
+
+
 def test_textures_are_painted_inside_tissues():
     case = generate_case("TH", 0, seed=1, size="full", rates=CLEAN, variability=True)
     drawn = case.info["variability"]
