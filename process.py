@@ -22,7 +22,7 @@ from pipeline.cases import Case, discover_cases, single_case
 from pipeline.results import result_entry, run_info, write_json_atomic
 from pipeline.run import GeneratorPool, RunOptions, run_case
 from preprocessing.errors import printable
-from preprocessing.io import memory_budget_bytes
+from preprocessing.load import memory_budget_bytes
 
 LOG = logging.getLogger("process")
 CONTAINER_INPUT = Path("/input")

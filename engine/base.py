@@ -1,6 +1,6 @@
 """The engine's one interface (what the pipeline needs from a model kind), its error, and per-slice noise.
 
-Every model kind (engine/generators.py, engine/ldm.py) builds on this module, and it imports none of them, so
+Every model kind (engine/generators.py, engine/ldm_sampler.py) builds on this module, and it imports none of them, so
 the kinds never import each other.
 """
 

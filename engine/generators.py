@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from engine.base import Generator, GeneratorError, slice_noise  # noqa: F401  (re-exported)
-from engine.ldm import LatentDiffusionGenerator
+from engine.ldm_sampler import LatentDiffusionGenerator
 from engine.runtime import create_session, session_device
 from modelspec import ModelSpec, hu_to_normalised
 

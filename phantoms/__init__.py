@@ -6,7 +6,7 @@ write_dataset("data/phantoms", ["HN", "TH", "AB"], cases=20, seed=0)
 """
 
 from phantoms.generate import PhantomCase, PhantomError, Rates, case_name, generate_case
-from phantoms.io import save_overview, write_case, write_dataset, write_template
+from phantoms.writer import save_overview, write_case, write_dataset, write_template
 
 __all__ = [
     "PhantomCase",

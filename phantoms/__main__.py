@@ -18,9 +18,9 @@ from pathlib import Path
 
 from engine.regions import RegionError, accepted_values
 from phantoms.generate import SIZES, PhantomError, Rates
-from phantoms.io import write_dataset
 from phantoms.randomise import LEVELS
-from phantoms.regions import region_spec
+from phantoms.region_specs import region_spec
+from phantoms.writer import write_dataset
 
 log = logging.getLogger("phantoms")
 

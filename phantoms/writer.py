@@ -17,7 +17,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from phantoms.generate import PhantomCase, Rates, generate_case
-from phantoms.regions import region_spec
+from phantoms.region_specs import region_spec
 
 log = logging.getLogger(__name__)
 

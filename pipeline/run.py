@@ -43,7 +43,7 @@ class RunOptions:
     samples: int = 1
     model_override: str | None = None
     progress: bool = True
-    memory_budget_bytes: int | None = None  # None: SCT_MEMORY_BUDGET_GB or 4 GB (preprocessing.io)
+    memory_budget_bytes: int | None = None  # None: SCT_MEMORY_BUDGET_GB or 4 GB (preprocessing.load)
     manifest_note: str | None = None  # why the baked-in manifest runs (a model tarball was unusable)
 
 

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from modelspec import ModelSpec
 from preprocessing.errors import CaseError
-from preprocessing.io import load_mask, load_mr
+from preprocessing.load import load_mask, load_mr
 from preprocessing.normalise import normalise_mr
 from preprocessing.orientation import Reorientation, canonical_reorientation
 from preprocessing.slices import Padding, needs_resampling, pad_to_multiple, resample_inplane

@@ -16,7 +16,7 @@ import torch
 
 import process
 from engine.generators import load_generator
-from engine.ldm import BETA_END, BETA_START, alphas_cumprod, ddim_sample, ddim_step, ddim_timesteps
+from engine.ldm_sampler import BETA_END, BETA_START, alphas_cumprod, ddim_sample, ddim_step, ddim_timesteps
 from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from sct_testing import read_array, write_manifest, write_paired_case
 from training.config import load_config
@@ -136,7 +136,7 @@ def test_ddim_with_the_exact_denoiser_of_a_point_mass_returns_it(prediction, ste
 
 
 def test_engine_imports_no_torch():
-    code = "import sys, engine.ldm, engine.generators, process; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, engine.ldm_sampler, engine.generators, process; assert 'torch' not in sys.modules, 'torch imported'"
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
 

@@ -15,10 +15,10 @@ from scipy import ndimage
 
 from phantoms import Rates, case_name, generate_case
 from phantoms.generate import ORIENTATIONS, SIZES, PhantomError, _orient
-from phantoms.io import write_dataset
 from phantoms.masks import body_mask, dilate_disk_xy, fill_holes_xy
-from phantoms.regions import REGIONS
+from phantoms.region_specs import REGIONS
 from phantoms.tissues import T
+from phantoms.writer import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 NO_IMPERFECTIONS = Rates(misalign=0, metal=0, arms=0, couch=0, banding=0)

@@ -7,11 +7,11 @@ Stage 2, `model.kind = "ldm_denoiser"`: the frozen autoencoder of stage 1 (`ldm.
 checkpoint) plus an MR condition encoder and a MONAI `DiffusionModelUNet` trained with the DDPM objective on
 scaled latents. The condition is the MR stack brought to latent size, concatenated with the noisy latent:
 `condition = "pool"` averages each block of f x f pixels, `"learned"` adds a small strided-conv encoding to
-that. The noise schedule is `engine.ldm.alphas_cumprod` (NumPy), the one the sampler uses; validation samples
-with `engine.ldm.ddim_sample` itself, so the trainer scores exactly what the container will run.
+that. The noise schedule is `engine.ldm_sampler.alphas_cumprod` (NumPy), the one the sampler uses; validation samples
+with `engine.ldm_sampler.ddim_sample` itself, so the trainer scores exactly what the container will run.
 
 Stage 2's checkpoint holds all three parts; `python -m training.export` writes them as the ONNX files of a
-manifest entry of kind "ldm" (contracts in engine/ldm.py).
+manifest entry of kind "ldm" (contracts in engine/ldm_sampler.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engine.generators import slice_noise
-from engine.ldm import (
+from engine.ldm_sampler import (
     BETA_END,
     BETA_START,
     DEFAULT_DDIM_STEPS,
@@ -190,7 +190,7 @@ class ConditionEncoder(nn.Module):
 class LatentDiffusion(nn.Module):
     """Stage 2: frozen autoencoder + condition encoder + denoiser; `forward` is one DDPM training draw.
 
-    Buffers travel with the checkpoint (and the EMA copy): `alpha_bars` (engine.ldm's schedule) and
+    Buffers travel with the checkpoint (and the EMA copy): `alpha_bars` (engine.ldm_sampler's schedule) and
     `latent_scale` (1 / std of the first training batch's latents, the usual LDM choice; 0 until then).
     """
 
@@ -327,7 +327,7 @@ def _adversarial_terms(net: nn.Module, real: torch.Tensor, recon: torch.Tensor) 
 def sample_latents(
     model: LatentDiffusion, stacks: np.ndarray, seeds: np.ndarray, steps: int, device: torch.device
 ) -> np.ndarray:
-    """DDIM in latent space with engine.ldm's loop (NumPy), the torch networks standing in for the ONNX files."""
+    """DDIM in latent space with engine.ldm_sampler's loop (NumPy), the torch networks standing in for the ONNX files."""
     cond = model.condition(torch.from_numpy(np.ascontiguousarray(stacks, dtype=np.float32)).to(device))
     noise = slice_noise(seeds, model.latent_channels, *cond.shape[2:])
 
