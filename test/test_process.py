@@ -74,6 +74,11 @@ def test_released_layout_takes_the_region_from_the_folder(tmp_path):
     assert [r["inputs"][2] for r in results] == [{"type": "String", "value": v} for v in ("AB", "BRAIN", "TH")]
     info = json.loads((tmp_path / "out" / "run_info.json").read_text())
     assert [c["case_id"] for c in info["cases"]] == ["1ABA005", "1BA001", "1THB012"]
+    # what a user reproducing a run needs from run_info.json: which model ran per case, the manifest, the versions
+    assert all(c["ok"] and c["model"] == r["model"] for c, r in zip(info["cases"], results))
+    assert Path(info["manifest"]).resolve() == DEFAULT_MANIFEST.resolve()
+    assert set(info["versions"]) >= {"numpy", "SimpleITK", "onnxruntime"} and info["python"].count(".") == 2
+    assert info["arguments"]["input"] == str(tmp_path) and info["arguments"]["samples"] == 1
 
 
 def test_single_file_mode(tmp_path):
