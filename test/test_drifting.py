@@ -309,7 +309,9 @@ def test_network_output_shape_and_range(context: int, noise: int, depth: int, si
     with torch.no_grad():
         out = model(mr, z)
     assert out.shape == (2, 1, *size)
-    assert float(out.abs().max()) <= 1.0
+    # the network reads its input: the two different MR stacks give different slices, and each slice has structure
+    assert float((out[0] - out[1]).abs().max()) > 1e-3
+    assert float(out[0].std()) > 1e-3
 
 
 def test_network_uses_its_noise_and_refuses_bad_sizes() -> None:
