@@ -222,3 +222,37 @@ def test_distributed_training_with_two_cpu_processes(data_root, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
     assert (out / "best.pt").is_file()
+
+
+def test_best_checkpoint_is_the_lowest_validation_mae(data_root, tmp_path):
+    out = tmp_path / "best"
+    summary = train(tiny_config(data_root, out, "optim.steps=9", "model.kind=l1"))
+    with open(out / "log.csv") as handle:
+        scores = {int(r["step"]): float(r["val_mae"]) for r in csv.DictReader(handle) if r["val_mae"]}
+    assert sorted(scores) == [3, 6, 9]
+    best = min(scores, key=scores.get)
+    assert summary["best_step"] == best and summary["best_val_mae"] == pytest.approx(scores[best])
+    assert torch.load(out / "best.pt", weights_only=False)["state"]["step"] == best
+
+
+def test_ema_moves_a_fraction_of_the_way_and_copies_buffers():
+    from training.train import update_ema
+
+    model, ema = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+        ema.weight.fill_(1.0)
+        model.running_mean.fill_(5.0)
+    update_ema(ema, model, decay=0.9)
+    assert torch.allclose(ema.weight, torch.full((3,), 1.1))  # 0.9 * 1 + 0.1 * 2
+    assert torch.equal(ema.running_mean, model.running_mean)
+
+
+def test_early_stop_rule():
+    from training.train import _early_stop
+
+    config = tiny_config(Path("."), Path("."), "run.early_stop_epochs=2", "run.early_stop_min_improvement=0.1")
+    assert not _early_stop([1.0, 0.9], config)  # too few epochs to judge
+    assert not _early_stop([1.0, 0.95, 0.85], config)  # fell 15 % over 2 epochs
+    assert _early_stop([1.0, 0.95, 0.95], config)  # fell 5 %: stop
+    assert not _early_stop([1.0, 0.9, 0.5], tiny_config(Path("."), Path(".")))  # off by default (0 epochs)
