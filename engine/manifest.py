@@ -145,22 +145,8 @@ def _number_pair(where: str, value: Any) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
-def build_spec(
-    name: str, entry: dict[str, Any], defaults: dict[str, Any], weights_dir: Path, require_files: bool = True
-) -> ModelSpec:
-    """Validate one model entry merged over the defaults and turn it into a ModelSpec.
-
-    `require_files=False` is for the trainer, which needs the settings of a model whose files do not exist yet.
-    """
-    where = f"model {name!r}"
-    if not isinstance(entry, dict):
-        raise ManifestError(f"{where}: expected an object")
-    _check_keys(where, entry, _MODEL_KEYS)
-    settings = _merge(defaults, entry)
-    kind = settings.get("kind")
-    if kind not in KIND_FILES:
-        raise ManifestError(f"{where}: kind {kind!r} is not one of {list(KIND_FILES)}")
-
+def _model_files(where: str, kind: str, settings: dict[str, Any], weights_dir: Path, require_files: bool):
+    """The entry's file roles: every role its kind needs (when required), each with a path and a well-formed sha256."""
     files_entry = settings.get("files", {}) or {}
     if not isinstance(files_entry, dict):
         raise ManifestError(f"{where}: 'files' must map a role to {{'path', 'sha256'}}")
@@ -175,20 +161,27 @@ def build_spec(
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise ManifestError(f"{where}: file {role!r} has a malformed sha256 {item['sha256']!r}")
         files.append(ModelFile(role, (weights_dir / str(item["path"])).resolve(), digest))
+    return tuple(files)
 
+
+def _grid(where: str, settings: dict[str, Any]) -> tuple[tuple[float, float] | None, int, int]:
+    """The network's grid: in-plane spacing (None: keep the input's), odd context slices, divisibility."""
     spacing = settings.get("spacing_xy_mm")
     if spacing is not None:
         spacing = _number_pair(f"{where}: spacing_xy_mm", spacing)
         if min(spacing) <= 0:
             raise ManifestError(f"{where}: spacing_xy_mm must be positive, got {list(spacing)}")
-
     context = settings.get("context_slices", 1)
     if not isinstance(context, int) or isinstance(context, bool) or context < 1 or context % 2 == 0:
         raise ManifestError(f"{where}: context_slices must be an odd positive integer, got {context!r}")
     divisible = settings.get("divisible_by", 1)
     if not isinstance(divisible, int) or isinstance(divisible, bool) or divisible < 1:
         raise ManifestError(f"{where}: divisible_by must be a positive integer, got {divisible!r}")
+    return spacing, context, divisible
 
+
+def _normalisation(where: str, settings: dict[str, Any]) -> Normalisation:
+    """The MR normalisation the model was trained with (defaults from modelspec)."""
     norm_entry = settings.get("mr_normalisation", {}) or {}
     if not isinstance(norm_entry, dict):
         raise ManifestError(f"{where}: mr_normalisation must be an object")
@@ -204,7 +197,11 @@ def build_spec(
     outside_value = norm_entry.get("outside_value", _NORM_DEFAULT.outside_value)
     if not isinstance(outside_value, (int, float)) or isinstance(outside_value, bool):
         raise ManifestError(f"{where}: outside_value must be a number")
+    return Normalisation((low_pct, high_pct), method, float(outside_value))
 
+
+def _output(where: str, settings: dict[str, Any]) -> tuple[tuple[float, float], str, float, dict]:
+    """What the sCT is made of: the HU window, the written dtype, the fill outside the body, the sampler."""
     window = _number_pair(f"{where}: ct_window_hu", settings.get("ct_window_hu", [HU_MIN, HU_MAX]))
     if window[0] >= window[1]:
         raise ManifestError(f"{where}: ct_window_hu must be [low, high] with low < high, got {list(window)}")
@@ -218,19 +215,40 @@ def build_spec(
     if not isinstance(sampler, dict):
         raise ManifestError(f"{where}: sampler must be an object")
     _check_keys(f"{where}: sampler", sampler, _SAMPLER_KEYS)
+    return window, dtype, float(fill), dict(sampler)
 
+
+def build_spec(
+    name: str, entry: dict[str, Any], defaults: dict[str, Any], weights_dir: Path, require_files: bool = True
+) -> ModelSpec:
+    """Validate one model entry merged over the defaults and turn it into a ModelSpec.
+
+    `require_files=False` is for the trainer, which needs the settings of a model whose files do not exist yet.
+    """
+    where = f"model {name!r}"
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: expected an object")
+    _check_keys(where, entry, _MODEL_KEYS)
+    settings = _merge(defaults, entry)
+    kind = settings.get("kind")
+    if kind not in KIND_FILES:
+        raise ManifestError(f"{where}: kind {kind!r} is not one of {list(KIND_FILES)}")
+    files = _model_files(where, kind, settings, weights_dir, require_files)
+    spacing, context, divisible = _grid(where, settings)
+    normalisation = _normalisation(where, settings)
+    window, dtype, fill, sampler = _output(where, settings)
     return ModelSpec(
         name=name,
         kind=kind,
-        files=tuple(files),
+        files=files,
         spacing_xy_mm=spacing,
         context_slices=context,
         divisible_by=divisible,
-        normalisation=Normalisation((low_pct, high_pct), method, float(outside_value)),
+        normalisation=normalisation,
         ct_window_hu=window,
         output_dtype=dtype,
-        outside_fill_hu=float(fill),
-        sampler=dict(sampler),
+        outside_fill_hu=fill,
+        sampler=sampler,
         provenance=dict(settings.get("provenance", {}) or {}),
     )
 
