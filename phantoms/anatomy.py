@@ -332,10 +332,20 @@ class Body:
         return z * s
 
     def paint_head(self, cv: Canvas) -> None:
-        p, rng = self.p, self.rng
-        hc, s = p.hc, p.hs
-        if cv.z[-1] < -240 * s:
+        """Scalp and face, skull, brain, facial bones, sinuses, jaw: in this order (later parts overwrite)."""
+        if cv.z[-1] < -240 * self.p.hs:
             return
+        cran_c, cran_r = self._paint_scalp_and_face(cv)
+        inner = self._paint_skull(cv, cran_c, cran_r)
+        self._paint_brain(cv, cran_c, inner)
+        self._paint_facial_bones(cv)
+        self._paint_sinuses(cv)
+        self._paint_mandible_and_teeth(cv)
+
+    def _paint_scalp_and_face(self, cv: Canvas) -> tuple[tuple, tuple]:
+        """Cranium and face outline, skin, parotids, masseters; returns the cranium's centre and radii."""
+        p = self.p
+        hc, s = p.hc, p.hs
         above = lambda zmin: (lambda b: b.Z > zmin)
         # outline: cranium + scalp, face, nose, ears (the neck tube is part of the trunk outline)
         cran_c, cran_r = (0, 8 * hc, -97 * s), (75 * hc, 95 * hc, 97 * s)
@@ -361,6 +371,12 @@ class Body:
             cv.ellipsoid(
                 T.MUSCLE, (side * 47 * hc, -30 * hc, -165 * s), (8 * hc, 16 * hc, 25 * s), only=(T.FAT_SC, T.MUSCLE)
             )
+        return cran_c, cran_r
+
+    def _paint_skull(self, cv: Canvas, cran_c: tuple, cran_r: tuple) -> list[float]:
+        """Calvarium (tables and diploe, or a compact shell when skulls vary) and skull base; returns the inner radii."""
+        p, rng = self.p, self.rng
+        hc, s = p.hc, p.hs
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
         thick = float(rng.uniform(5.5, 8.0))
@@ -383,6 +399,12 @@ class Body:
             cv.fill(T.CORTICAL_DENSE, box, plate)
             cv.fill(T.MARROW, box, plate & (box.Z < zb - 2.0) & (box.Z > zb - 5.0 * s) & (cv.tex(box) > -0.5))
             cv.fill(T.CSF, box, (F <= 1) & (box.Z > zb))
+        return inner
+
+    def _paint_brain(self, cv: Canvas, cran_c: tuple, inner: list[float]) -> None:
+        """Grey matter ribbon, white matter, sulci, ventricles, cerebellum, brainstem inside the skull."""
+        p = self.p
+        hc, s = p.hc, p.hs
         # brain: grey matter ribbon, white matter with gyral texture, sulci, fissure, ventricles
         gm = [v - 2.5 for v in inner]
         box, F = cv.superquadric(cran_c, gm)
@@ -424,6 +446,11 @@ class Body:
             [(0, T.CORD)],
             only=(T.CSF, T.GM, T.WM, T.CORTICAL_DENSE, T.MARROW),
         )
+
+    def _paint_facial_bones(self, cv: Canvas) -> None:
+        """Orbits, maxilla and palate, zygomatic arches, petrous bones, mastoids, ear canals."""
+        p = self.p
+        hc, s = p.hc, p.hs
         # orbits: bony cone, fat, globe, lens, optic nerve
         for side in (-1, 1):
             oc = (side * 30 * hc, -52 * hc, -108 * s)
@@ -469,6 +496,11 @@ class Body:
                 [(0, T.GAS)],
                 only=SOFT_LIKE + (T.CORTICAL_DENSE, T.CORTICAL, T.MARROW),
             )
+
+    def _paint_sinuses(self, cv: Canvas) -> None:
+        """Paranasal sinuses (air, sometimes fluid), nasal cavity and ethmoid cells."""
+        p, rng = self.p, self.rng
+        hc, s = p.hc, p.hs
         # sinuses and nasal cavity (bony walls, then air)
         sinuses = [((side * 27 * hc, -50 * hc, -137 * s), (13 * hc, 16 * hc, 16 * s)) for side in (-1, 1)]
         sinuses.append(((0, -18 * hc, -140 * s), (11 * hc, 10 * hc, 9 * s)))
@@ -492,8 +524,6 @@ class Body:
         for side in (-1, 1):
             cv.ellipsoid(T.SOFT, (side * 8 * hc, -58 * hc, -138 * s), (4, 24 * hc, 5), only=(T.GAS,))
             cv.ellipsoid(T.SOFT, (side * 9 * hc, -55 * hc, -124 * s), (3, 18 * hc, 4), only=(T.GAS,))
-        # mandible, teeth, tongue, mouth
-        self._paint_mandible_and_teeth(cv)
 
     def _arch(self, theta: float, upper: bool) -> tuple[float, float]:
         hc = self.p.hc
