@@ -352,6 +352,38 @@ def _render_mr_volume(
     return mr, scale
 
 
+def _draw_imperfections(seed: int, code: str, index: int, rates: Rates, spec, seq) -> tuple[dict, str | None]:
+    """Which imperfections a case has, and where its arms are (both images, CT only, MR only).
+
+    One uniform per flag, always drawn from its own stream, so a rate only toggles its own feature.
+    """
+    rf = _rng(seed, code, index, 3)
+    u = {k: float(rf.random()) for k in ("misalign", "metal", "arms", "couch", "banding", "arms_mode")}
+    has = {
+        "misalign": u["misalign"] < rates.misalign,
+        "metal": u["metal"] < rates.metal,
+        "arms": spec.arms_possible and u["arms"] < rates.arms,
+        "couch": u["couch"] < rates.couch and code != "BRAIN",
+        "banding": seq.kind == "bssfp" and u["banding"] < rates.banding,
+    }
+    arms_mode = None
+    if has["arms"]:
+        arms_mode = "both" if u["arms_mode"] < 0.6 else ("ct_only" if u["arms_mode"] < 0.85 else "mr_only")
+    return has, arms_mode
+
+
+def _to_images(arrays, spacing, origin, direction) -> list[sitk.Image]:
+    """SimpleITK images of the oriented arrays, all on the same physical grid."""
+    images = []
+    for array in arrays:
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin)
+        image.SetDirection(direction)
+        images.append(image)
+    return images
+
+
 # ---------------------------------------------------------------------------------------------- main
 def generate_case(
     region: str,
@@ -394,19 +426,7 @@ def generate_case(
     cid, centre = case_name(code, index, seed)
     seq = SEQUENCES[spec.sequences[centre]]
 
-    # --- draws: flags first (one uniform each, always drawn, so a rate only toggles its own feature)
-    rf = _rng(seed, code, index, 3)
-    u = {k: float(rf.random()) for k in ("misalign", "metal", "arms", "couch", "banding", "arms_mode")}
-    has = {
-        "misalign": u["misalign"] < rates.misalign,
-        "metal": u["metal"] < rates.metal,
-        "arms": spec.arms_possible and u["arms"] < rates.arms,
-        "couch": u["couch"] < rates.couch and code != "BRAIN",
-        "banding": seq.kind == "bssfp" and u["banding"] < rates.banding,
-    }
-    arms_mode = None
-    if has["arms"]:
-        arms_mode = "both" if u["arms_mode"] < 0.6 else ("ct_only" if u["arms_mode"] < 0.85 else "mr_only")
+    has, arms_mode = _draw_imperfections(seed, code, index, rates, spec, seq)
 
     ra = _rng(seed, code, index, 1)
     patient = draw_patient(ra, code)
@@ -589,13 +609,7 @@ def generate_case(
     )
     if clean_ct:
         clean_a = _orient([clean_a], (sx, sy, sz), origin, orient)[0][0]
-    images = []
-    for arr in (mr_a, ct_a, mask_a) + ((clean_a,) if clean_ct else ()):
-        img = sitk.GetImageFromArray(arr)
-        img.SetSpacing(sp)
-        img.SetOrigin(org)
-        img.SetDirection(direction)
-        images.append(img)
+    images = _to_images((mr_a, ct_a, mask_a) + ((clean_a,) if clean_ct else ()), sp, org, direction)
     timings["total_s"] = time.perf_counter() - t_start
     info = {
         "case_id": cid,
