@@ -301,3 +301,15 @@ def test_the_container_path_never_imports_torch(tmp_path):
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_single_file_mode_with_samples_writes_the_spread_beside_the_output(tmp_path):
+    mr_path, mask_path = write_case(tmp_path / "in")
+    out = tmp_path / "sct" / "case1_sct.mha"
+    args = ["--mr", str(mr_path), "--mask", str(mask_path), "--region", "ab", "--out", str(out), "--no-progress"]
+    assert process.main([*args, "--samples", "3"]) == 0
+    spread = sorted(out.parent.glob("*_std.mha"))
+    assert len(spread) == 1 and spread[0] != out
+    std, inside = read_array(spread[0]), read_array(mask_path) > 0
+    assert std.shape == read_array(mr_path).shape and np.all(std[~inside] == 0)
+    assert std[inside].mean() > 0.5  # the samples differ (the shipped generator reads its noise input)
