@@ -372,6 +372,41 @@ def _draw_imperfections(seed: int, code: str, index: int, rates: Rates, spec, se
     return has, arms_mode
 
 
+def _render_cts(render_args: tuple, clean_ct: bool, metal: bool, couch: bool, fov, y, spacing_xy) -> list:
+    """The CT (and, with clean_ct, its noise-free twin from the same draws), metal streaks and couch added.
+
+    render_args are `render_ct`'s arguments; its stream (the fifth) is copied before use so that the clean CT
+    replays the same draws with the noise scaled by zero.
+    """
+    ct_labels, rc = render_args[0], render_args[4]
+    before = copy.deepcopy(rc.bit_generator.state)
+    cts = [render_ct(*render_args)]
+    streams = [rc]
+    if clean_ct:  # the same stream from the same state: the same draws, the noise scaled by zero
+        clean_stream = np.random.Generator(type(rc.bit_generator)())
+        clean_stream.bit_generator.state = before
+        cts.append(render_ct(*render_args[:4], clean_stream, 0.0, render_args[6]))
+        streams.append(clean_stream)
+    for image, stream in zip(cts, streams):
+        if metal:
+            metal_streaks(image, ct_labels == T.METAL, spacing_xy, stream, strength=float(stream.uniform(0.8, 1.6)))
+        if couch:
+            add_couch(image, ct_labels, fov, y, stream)
+    return cts
+
+
+def _deface(patient, z: np.ndarray, y: np.ndarray, shape: tuple, cts: list, mr: np.ndarray) -> np.ndarray:
+    """Remove nose, lips and chin (in front of a plane just anterior to the eyes, brows to chin) from the images,
+    in place, as the release's defacing does; returns the removed region."""
+    Z, Y = z[:, None, None], y[None, :, None]
+    face = (Y < -81 * patient.hc - 0.08 * (Z + 150 * patient.hs)) & (Z > -210 * patient.hs) & (Z < -92 * patient.hs)
+    face = np.broadcast_to(face, shape)
+    for image in cts:
+        np.copyto(image, np.float32(CT_DEFACED), where=face)
+    np.copyto(mr, np.float32(0), where=face)
+    return face
+
+
 def _to_images(arrays, spacing, origin, direction) -> list[sitk.Image]:
     """SimpleITK images of the oriented arrays, all on the same physical grid."""
     images = []
@@ -522,19 +557,8 @@ def generate_case(
     marrow = (0.25 + 0.45 * patient.age, 0.2)
     noise_hu = float(rc.uniform(8, 18)) * (1 + 0.003 * max(bx1 - bx0 - 300, 0))  # wider patient, more noise
     blur_w = (0.12, 0.2 * min(1.0, 1.0 / sy), 0.2 * min(1.0, 1.0 / sx))
-    before = copy.deepcopy(rc.bit_generator.state)
-    cts = [render_ct(ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)]
-    streams = [rc]
-    if clean_ct:  # the same stream from the same state: the same draws, the noise scaled by zero
-        clean_stream = np.random.Generator(type(rc.bit_generator)())
-        clean_stream.bit_generator.state = before
-        cts.append(render_ct(ct_labels, tex, marrow, y_rel, clean_stream, 0.0, blur_w))
-        streams.append(clean_stream)
-    for image, stream in zip(cts, streams):
-        if metal:
-            metal_streaks(image, ct_labels == T.METAL, (sx, sy), stream, strength=float(stream.uniform(0.8, 1.6)))
-        if has["couch"]:
-            add_couch(image, ct_labels, fov, y, stream)
+    render_args = (ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)
+    cts = _render_cts(render_args, clean_ct, bool(metal), has["couch"], fov, y, (sx, sy))
     ct = cts[0]
     timings["ct_s"] = time.perf_counter() - t0
 
@@ -555,15 +579,7 @@ def generate_case(
 
     # --- defacing, field of view, mask, crop
     t0 = time.perf_counter()
-    face = None
-    if spec.defaced:
-        Z, Y = z[:, None, None], y[None, :, None]
-        # remove nose, lips and chin in front of a plane just anterior to the eyes, brows to chin
-        face = (Y < -81 * patient.hc - 0.08 * (Z + 150 * patient.hs)) & (Z > -210 * patient.hs) & (Z < -92 * patient.hs)
-        face = np.broadcast_to(face, shape)
-        for image in cts:
-            np.copyto(image, np.float32(CT_DEFACED), where=face)
-        np.copyto(mr, np.float32(0), where=face)
+    face = _deface(patient, z, y, shape, cts, mr) if spec.defaced else None
     for image in cts:
         np.clip(image, HU_MIN, HU_MAX, out=image)
         _outside_box(image, fov_box, CT_OUTSIDE)
