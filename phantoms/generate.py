@@ -407,6 +407,48 @@ def _deface(patient, z: np.ndarray, y: np.ndarray, shape: tuple, cts: list, mr: 
     return face
 
 
+def _slab(seed: int, code: str, index: int, spec, patient, anat_seed: int, preset, spacing_xyz: tuple) -> tuple:
+    """Where the scan lies: the slab along z, the MR's in-plane field of view (it can be narrower than the patient),
+    the canvas grid around them, the scanner orientation and table offset; all from stream 2.
+
+    Returns x, y, z (voxel centres, mm), the canvas shape, the field-of-view box and mask, orientation, table,
+    z_top, z_bot and the body's extent (x0, x1, y0, y1).
+    """
+    sx, sy, sz = spacing_xyz
+    rg = _rng(seed, code, index, 2)
+    top_range = spec.top
+    if spec.low_top is not None and rg.random() < spec.low_rate:
+        top_range = spec.low_top
+    z_top = float(rg.uniform(*top_range)) * patient.hs
+    length = float(rg.uniform(*spec.length))
+    n_fov = max(int(round(length / sz)), 3)
+    z_bot = z_top - n_fov * sz
+    body_probe = Body(patient, anat_seed)
+    bx0, bx1, by0, by1 = _body_extent(body_probe, z_bot, z_top, patient.arms_down)
+    half_w = float(rg.uniform(215, 260))  # the MR's in-plane field of view can be narrower than the patient
+    half_h = float(rg.uniform(170, 210))
+    fx0 = max(bx0 - rg.uniform(5, 50), -half_w)
+    fx1 = min(bx1 + rg.uniform(5, 50), half_w)
+    ymid = (by0 + by1) / 2
+    fy0 = max(by0 - rg.uniform(5, 50), ymid - half_h)
+    fy1 = min(by1 + rg.uniform(5, 50), ymid + half_h)
+    orient = ORIENTATIONS[int(rg.choice(len(ORIENTATIONS), p=[o[-1] for o in ORIENTATIONS]))]
+    table = np.array([rg.uniform(-40, 40), rg.uniform(-120, 60), rg.uniform(-300, 300)])
+
+    pad_xy = preset.dilate_xy + preset.margin_xy + 2
+    x = np.arange(max(bx0, fx0) - pad_xy * sx, min(bx1, fx1) + pad_xy * sx + sx, sx)
+    y = np.arange(max(by0, fy0) - pad_xy * sy, min(by1, fy1) + 50 + pad_xy * sy + sy, sy)
+    mz = preset.margin_z + 1
+    z = z_bot + (np.arange(n_fov + 2 * mz) + 0.5 - mz) * sz
+    shape = (z.size, y.size, x.size)
+    fov_box = tuple(
+        slice(int(np.searchsorted(c, lo)), int(np.searchsorted(c, hi, side="right")))
+        for c, lo, hi in ((z, z_bot, z_top), (y, fy0, fy1), (x, fx0, fx1))
+    )
+    fov = _box_mask(shape, fov_box, broadcast=True)
+    return x, y, z, shape, fov_box, fov, orient, table, z_top, z_bot, (bx0, bx1, by0, by1)
+
+
 def _to_images(arrays, spacing, origin, direction) -> list[sitk.Image]:
     """SimpleITK images of the oriented arrays, all on the same physical grid."""
     images = []
@@ -470,37 +512,9 @@ def generate_case(
     anat_seed = int(ra.integers(2**31))
 
     # --- slab and field of view
-    rg = _rng(seed, code, index, 2)
-    top_range = spec.top
-    if spec.low_top is not None and rg.random() < spec.low_rate:
-        top_range = spec.low_top
-    z_top = float(rg.uniform(*top_range)) * patient.hs
-    length = float(rg.uniform(*spec.length))
-    n_fov = max(int(round(length / sz)), 3)
-    z_bot = z_top - n_fov * sz
-    body_probe = Body(patient, anat_seed)
-    bx0, bx1, by0, by1 = _body_extent(body_probe, z_bot, z_top, patient.arms_down)
-    half_w = float(rg.uniform(215, 260))  # the MR's in-plane field of view can be narrower than the patient
-    half_h = float(rg.uniform(170, 210))
-    fx0 = max(bx0 - rg.uniform(5, 50), -half_w)
-    fx1 = min(bx1 + rg.uniform(5, 50), half_w)
-    ymid = (by0 + by1) / 2
-    fy0 = max(by0 - rg.uniform(5, 50), ymid - half_h)
-    fy1 = min(by1 + rg.uniform(5, 50), ymid + half_h)
-    orient = ORIENTATIONS[int(rg.choice(len(ORIENTATIONS), p=[o[-1] for o in ORIENTATIONS]))]
-    table = np.array([rg.uniform(-40, 40), rg.uniform(-120, 60), rg.uniform(-300, 300)])
-
-    pad_xy = preset.dilate_xy + preset.margin_xy + 2
-    x = np.arange(max(bx0, fx0) - pad_xy * sx, min(bx1, fx1) + pad_xy * sx + sx, sx)
-    y = np.arange(max(by0, fy0) - pad_xy * sy, min(by1, fy1) + 50 + pad_xy * sy + sy, sy)
-    mz = preset.margin_z + 1
-    z = z_bot + (np.arange(n_fov + 2 * mz) + 0.5 - mz) * sz
-    shape = (z.size, y.size, x.size)
-    fov_box = tuple(
-        slice(int(np.searchsorted(c, lo)), int(np.searchsorted(c, hi, side="right")))
-        for c, lo, hi in ((z, z_bot, z_top), (y, fy0, fy1), (x, fx0, fx1))
+    x, y, z, shape, fov_box, fov, orient, table, z_top, z_bot, (bx0, bx1, by0, by1) = _slab(
+        seed, code, index, spec, patient, anat_seed, preset, (sx, sy, sz)
     )
-    fov = _box_mask(shape, fov_box, broadcast=True)
     spacing_zyx = (sz, sy, sx)
     timings = {}
 
