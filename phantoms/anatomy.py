@@ -379,7 +379,7 @@ class Body:
         hc, s = p.hc, p.hs
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
-        thick = float(rng.uniform(5.5, 8.0))
+        thick = float(rng.uniform(5.5, 8.0))  # drawn even when skulls vary: later parts of the head share this stream
         outer_table, inner_table = 1.8, 1.7
         if self.vary_skull:
             thick, outer_table, inner_table = skull_layers(self._stream("skull"))

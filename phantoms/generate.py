@@ -372,20 +372,32 @@ def _draw_imperfections(seed: int, code: str, index: int, rates: Rates, spec, se
     return has, arms_mode
 
 
-def _render_cts(render_args: tuple, clean_ct: bool, metal: bool, couch: bool, fov, y, spacing_xy) -> list:
+def _render_cts(
+    ct_labels,
+    tex,
+    marrow,
+    y_rel,
+    rc,
+    noise_hu: float,
+    blur_w,
+    clean_ct: bool,
+    metal: bool,
+    couch: bool,
+    fov,
+    y,
+    spacing_xy,
+) -> list:
     """The CT (and, with clean_ct, its noise-free twin from the same draws), metal streaks and couch added.
 
-    render_args are `render_ct`'s arguments; its stream (the fifth) is copied before use so that the clean CT
-    replays the same draws with the noise scaled by zero.
+    The stream rc is copied before use so that the clean CT replays the same draws with the noise scaled by zero.
     """
-    ct_labels, rc = render_args[0], render_args[4]
     before = copy.deepcopy(rc.bit_generator.state)
-    cts = [render_ct(*render_args)]
+    cts = [render_ct(ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)]
     streams = [rc]
-    if clean_ct:  # the same stream from the same state: the same draws, the noise scaled by zero
+    if clean_ct:
         clean_stream = np.random.Generator(type(rc.bit_generator)())
         clean_stream.bit_generator.state = before
-        cts.append(render_ct(*render_args[:4], clean_stream, 0.0, render_args[6]))
+        cts.append(render_ct(ct_labels, tex, marrow, y_rel, clean_stream, 0.0, blur_w))
         streams.append(clean_stream)
     for image, stream in zip(cts, streams):
         if metal:
@@ -571,8 +583,9 @@ def generate_case(
     marrow = (0.25 + 0.45 * patient.age, 0.2)
     noise_hu = float(rc.uniform(8, 18)) * (1 + 0.003 * max(bx1 - bx0 - 300, 0))  # wider patient, more noise
     blur_w = (0.12, 0.2 * min(1.0, 1.0 / sy), 0.2 * min(1.0, 1.0 / sx))
-    render_args = (ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w)
-    cts = _render_cts(render_args, clean_ct, bool(metal), has["couch"], fov, y, (sx, sy))
+    cts = _render_cts(
+        ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w, clean_ct, bool(metal), has["couch"], fov, y, (sx, sy)
+    )
     ct = cts[0]
     timings["ct_s"] = time.perf_counter() - t0
 
