@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model manifest (default: {MODEL_TARBALL_DIR}/manifest.json when a model tarball is "
         f"mounted there, else {DEFAULT_MANIFEST})",
     )
-    model.add_argument("--model", help="force a manifest entry or a model kind (water, drifting, ldm) for every case")
+    model.add_argument(
+        "--model", help="force a manifest entry or a model kind (water, drifting, ldm, ensemble) for every case"
+    )
     model.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="noise draws per slice; >1 writes their mean as the sCT and the voxel-wise standard "
-        "deviation (HU) beside it (default: 1)",
+        "deviation (HU) beside it; with an ensemble or flip_tta model every member and mirror view counts as "
+        "a draw, so the spread shows their disagreement (default: 1)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (also off when not a terminal)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -7,11 +7,13 @@ share the batch: the same input always gives the same output.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 
 from engine.base import Generator, GeneratorError, slice_noise  # noqa: F401  (re-exported)
+from engine.ensemble import EnsembleGenerator, FlipGenerator
 from engine.ldm_sampler import LatentDiffusionGenerator
 from engine.runtime import create_session, session_device
 from modelspec import ModelSpec, hu_to_normalised
@@ -80,8 +82,24 @@ class OnnxSliceGenerator:
 
 
 def load_generator(spec: ModelSpec, device: str = "auto") -> Generator:
-    """Verify the model's files, then build its generator. Raises ManifestError/GeneratorError/DeviceError."""
+    """Verify the model's files (an ensemble's: every member's), then build its generator.
+
+    Raises ManifestError/GeneratorError/DeviceError."""
     spec.verify_files()
+    return _build(spec, device)
+
+
+def _build(spec: ModelSpec, device: str) -> Generator:
+    """The generator of a verified spec, wrapped for flip test-time augmentation when the entry asks for it."""
+    generator = _build_kind(spec, device)
+    return FlipGenerator(generator) if spec.flip_tta else generator
+
+
+def _build_kind(spec: ModelSpec, device: str) -> Generator:
+    if spec.kind == "ensemble":
+        # the ensemble's sampler (its own, or its region's, e.g. ddim_steps) applies to every member
+        members = [_build(dataclasses.replace(m, sampler={**m.sampler, **spec.sampler}), device) for m in spec.members]
+        return EnsembleGenerator(spec, members)
     if spec.kind == "water":
         return WaterGenerator(spec, device)
     if spec.kind == "drifting":
@@ -99,4 +117,6 @@ def auto_batch_size(spec: ModelSpec, device: str, slice_pixels: int) -> int:
     if spec.kind == "water":
         return 64
     budget = 64_000_000 if device == "cuda" else 4_000_000
-    return int(max(1, min(64, budget // max(1, slice_pixels * 16))))
+    batch = int(max(1, min(64, budget // max(1, slice_pixels * 16))))
+    # flip test-time augmentation runs the stacks and their mirror images in one call: twice the batch
+    return max(1, batch // 2) if spec.flip_tta else batch

@@ -36,6 +36,7 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
     "water": (),
     "drifting": ("generator",),
     "ldm": ("encoder", "decoder", "denoiser"),
+    "ensemble": (),  # no files of its own: it names member entries ("members"), whose files it verifies
 }
 NORMALISATION_METHODS = ("zscore", "minmax")
 OUTPUT_DTYPES = ("int16", "float32")
@@ -50,7 +51,9 @@ _SETTING_KEYS = {
     "outside_fill_hu",
     "sampler",
 }
-_MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance"}
+_MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance", "flip_tta", "members"}
+#: What an ensemble's members must share with it: one preprocessing feeds them all, one HU window reads them.
+_ENSEMBLE_SHARED = ("spacing_xy_mm", "context_slices", "divisible_by", "normalisation", "ct_window_hu")
 _NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
 _NORM_DEFAULT = Normalisation()  # the one definition of the normalisation defaults (modelspec)
 _SAMPLER_KEYS = {"seed", "noise_channels", "ddim_steps", "train_timesteps", "latent_scale"}
@@ -233,6 +236,13 @@ def build_spec(
     kind = settings.get("kind")
     if kind not in KIND_FILES:
         raise ManifestError(f"{where}: kind {kind!r} is not one of {list(KIND_FILES)}")
+    if ("members" in entry) != (kind == "ensemble"):
+        raise ManifestError(f"{where}: 'members' is required for kind 'ensemble' and allowed for no other kind")
+    if kind == "ensemble" and entry.get("files"):
+        raise ManifestError(f"{where}: an ensemble has no files of its own (its members have)")
+    flip_tta = entry.get("flip_tta", False)
+    if not isinstance(flip_tta, bool):
+        raise ManifestError(f"{where}: flip_tta must be true or false, got {flip_tta!r}")
     files = _model_files(where, kind, settings, weights_dir, require_files)
     spacing, context, divisible = _grid(where, settings)
     normalisation = _normalisation(where, settings)
@@ -250,7 +260,33 @@ def build_spec(
         outside_fill_hu=fill,
         sampler=sampler,
         provenance=dict(settings.get("provenance", {}) or {}),
+        flip_tta=flip_tta,
     )
+
+
+def _with_members(name: str, spec: ModelSpec, entry: dict[str, Any], models: dict[str, ModelSpec]) -> ModelSpec:
+    """An ensemble spec with its member specs: named entries, not ensembles, sharing its grid and HU window."""
+    where = f"model {name!r}"
+    names = entry["members"]
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise ManifestError(f"{where}: 'members' must list at least two model entry names, got {names!r}")
+    if len(set(names)) != len(names):
+        raise ManifestError(f"{where}: a member is listed twice in {names}")
+    members = []
+    for member_name in names:
+        member = models.get(member_name)
+        if member is None:
+            raise ManifestError(f"{where}: member {member_name!r} is not a model entry")
+        if member.kind == "ensemble":
+            raise ManifestError(f"{where}: member {member_name!r} is itself an ensemble (not supported)")
+        for key in _ENSEMBLE_SHARED:
+            if getattr(member, key) != getattr(spec, key):
+                raise ManifestError(
+                    f"{where}: member {member_name!r} has {key} {getattr(member, key)!r} but the ensemble has "
+                    f"{getattr(spec, key)!r} (all members must share the preprocessing and the HU window)"
+                )
+        members.append(member)
+    return dataclasses.replace(spec, members=tuple(members))
 
 
 def parse_manifest(data: Any, path: Path) -> Manifest:
@@ -269,6 +305,9 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
         raise ManifestError(f"{path}: 'models' must be a non-empty object")
     try:
         models = {name: build_spec(name, entry, defaults, path.parent) for name, entry in models_entry.items()}
+        for name, spec in list(models.items()):
+            if spec.kind == "ensemble":
+                models[name] = _with_members(name, spec, models_entry[name], models)
     except ManifestError as err:
         raise ManifestError(f"{path}: {err}") from err
 

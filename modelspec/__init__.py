@@ -61,6 +61,10 @@ class ModelSpec:
     outside_fill_hu: float
     sampler: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: kind "ensemble": the member models whose predictions it averages (each with its own files and kind)
+    members: tuple[ModelSpec, ...] = ()
+    #: average the prediction with the left-right mirrored prediction of the mirrored input (test-time augmentation)
+    flip_tta: bool = False
 
     def file(self, role: str) -> Path:
         """Path of the file with this role (e.g. 'generator')."""
@@ -70,7 +74,11 @@ class ModelSpec:
         raise ManifestError(f"model {self.name!r} has no {role!r} file")
 
     def verify_files(self) -> None:
-        """Check that every file exists and matches its sha256; raise ManifestError naming the first that fails."""
+        """Check that every file exists and matches its sha256; raise ManifestError naming the first that fails.
+
+        An ensemble verifies every member's files."""
+        for member in self.members:
+            member.verify_files()
         for item in self.files:
             if not item.path.is_file():
                 raise ManifestError(f"{item.path}: model file missing (model {self.name!r}, role {item.role!r})")

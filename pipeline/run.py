@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from engine.ensemble import predict_views, view_count
 from engine.generators import Generator, GeneratorError, auto_batch_size, load_generator
 from engine.manifest import Manifest, ManifestError, ModelSpec
 from engine.regions import RegionError
@@ -101,28 +102,37 @@ def slice_seeds(seed: int, sample: int, centres: np.ndarray) -> np.ndarray:
 def generate(
     prepared: Prepared, generator: Generator, options: RunOptions, description: str = ""
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run the generator over every slice, K times; return the mean and (K > 1) the standard deviation."""
+    """Run the generator over every slice, K times; return the mean and (K > 1) the standard deviation.
+
+    With K > 1 every view of an ensemble or flip-augmented model (engine/ensemble.py) counts as one draw, so
+    the standard deviation is the spread across samples, members and mirror views together.
+    """
     spec = generator.spec
     volume = prepared.volume
     batch = options.batch_size or auto_batch_size(spec, generator.device, volume.shape[1] * volume.shape[2])
     seed = int(spec.sampler.get("seed", 0))
+    views = view_count(generator)
     mean = np.zeros((volume.shape[0], *volume.shape[1:]), dtype=np.float32)
     m2 = np.zeros_like(mean) if options.samples > 1 else None
     total = options.samples * ((volume.shape[0] + batch - 1) // batch)
     with tqdm(total=total, desc=description, unit="batch", disable=not options.progress, leave=False) as bar:
         for sample in range(options.samples):
             for centres, stacks in iter_slice_batches(volume, spec.context_slices, batch):
-                predicted = generator.predict(stacks, slice_seeds(seed, sample, centres))[:, 0]
+                seeds = slice_seeds(seed, sample, centres)
                 if m2 is None:
-                    mean[centres] = predicted
-                else:  # Welford: a running mean and sum of squared deviations, one pass, no stack of K volumes
+                    mean[centres] = generator.predict(stacks, seeds)[:, 0]
+                    bar.update(1)
+                    continue
+                for index, view in enumerate(predict_views(generator, stacks, seeds)):
+                    # Welford: a running mean and sum of squared deviations, one pass, no stack of K volumes
+                    predicted = view[:, 0]
                     delta = predicted - mean[centres]
-                    mean[centres] += delta / (sample + 1)
+                    mean[centres] += delta / (sample * views + index + 1)
                     m2[centres] += delta * (predicted - mean[centres])
                 bar.update(1)
     if m2 is None:
         return mean, None
-    np.divide(m2, options.samples, out=m2)
+    np.divide(m2, options.samples * views, out=m2)
     return mean, np.sqrt(m2, out=m2)
 
 

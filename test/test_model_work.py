@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sct_testing import write_paired_case
-from training.splits import SplitError, create_split, extend_split, load_split, write_split
+from training.splits import SplitError, add_folds, create_split, extend_split, load_split, write_split
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED_SPLIT = REPO / "configs" / "splits" / "phantoms_final.json"
@@ -63,6 +63,85 @@ def test_a_broken_split_file_is_one_clear_error(tmp_path):
     path.write_text(json.dumps({"schema_version": 1, "cases": {"A": {"region": "HN", "split": "holdout"}}}))
     with pytest.raises(SplitError, match="split in"):
         load_split(path)
+
+
+def _centred_split(folds: int = 3, seed: int = 0):
+    """A split of ids from two regions and three centres (no files needed: folds read ids only)."""
+    from training.splits import Split
+
+    assignments, regions = {}, {}
+    for region, centres in (("HN", "AAAAABBBBCCC"), ("TH", "AAAABBBBBBB")):
+        for index, centre in enumerate(centres):
+            case = f"1{region}{centre}{index:03d}"
+            assignments[case] = "test" if index % 5 == 4 else "train"
+            regions[case] = region
+    return add_folds(Split(assignments, regions), folds, seed)
+
+
+def test_folds_are_deterministic_stratified_and_never_touch_the_test_split():
+    split = _centred_split()
+    assert split.folds == _centred_split().folds and split.folds != _centred_split(seed=1).folds
+    pool = {c for c, where in split.assignments.items() if where != "test"}
+    held = [set(fold) for fold in split.folds]
+    assert set().union(*held) == pool and sum(map(len, held)) == len(pool)  # disjoint, cover the pool, no test case
+    for region in ("HN", "TH"):
+        for centre in "ABC":
+            group = [c for c in pool if c[1:3] == region and c[3] == centre]
+            per_fold = [len(fold & set(group)) for fold in held]
+            assert max(per_fold) - min(per_fold) <= 1, (region, centre, per_fold)
+        per_fold = [sum(1 for c in fold if split.regions[c] == region) for fold in held]
+        assert max(per_fold) - min(per_fold) <= 1, (region, per_fold)
+    train, val = split.fold(1)
+    assert set(val) == held[1] and set(train) == pool - held[1]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_seeds_folds_spread_each_centre_evenly(seed):
+    """A shuffle that ignored centres would put two of a centre's cases in one fold for some seed."""
+    split = _centred_split(seed=seed)
+    for region in ("HN", "TH"):
+        for centre in "ABC":
+            group = {c for c, w in split.assignments.items() if w != "test" and c[1:3] == region and c[3] == centre}
+            per_fold = [len(set(fold) & group) for fold in split.folds]
+            assert max(per_fold) - min(per_fold) <= 1, (region, centre, per_fold)
+
+
+def test_fold_files_round_trip_and_broken_folds_are_one_clear_error(tmp_path):
+    split = _centred_split()
+    write_split(split, tmp_path / "folds.json")
+    assert load_split(tmp_path / "folds.json").folds == split.folds
+    data = json.loads((tmp_path / "folds.json").read_text())
+    test_case = next(c for c, e in data["cases"].items() if e["split"] == "test")
+    for change, words in (
+        (lambda d: d["folds"][0].append(d["folds"][1][0]), "more than one fold"),
+        (lambda d: d["folds"][0].append(test_case), "is a test case"),
+        (lambda d: d["folds"][2].pop(), "in no fold"),
+    ):
+        broken = json.loads(json.dumps(data))
+        change(broken)
+        (tmp_path / "broken.json").write_text(json.dumps(broken))
+        with pytest.raises(SplitError, match=words):
+            load_split(tmp_path / "broken.json")
+    with pytest.raises(SplitError, match="fold 3 does not exist"):
+        split.fold(3)
+
+
+def test_the_trainer_fold_option_trains_on_the_other_folds_in_its_own_folder(tmp_path):
+    from training.config import load_config
+    from training.splits import Split
+    from training.train import training_cases, with_fold
+
+    cases = _cases(tmp_path / "data")
+    base = create_split(cases, val_per_region=1, test_per_region=1, seed=0)
+    split = add_folds(Split(base.assignments, base.regions), 2, seed=0)
+    write_split(split, tmp_path / "folds.json")
+    config = with_fold(load_config(None, [f"data.split={tmp_path / 'folds.json'}", "run.out_dir=runs/x"]), 1)
+    train, val = training_cases(cases, config)
+    assert sorted(c[0].name for c in val) == sorted(split.folds[1])
+    assert sorted(c[0].name for c in train) == sorted(split.folds[0])
+    assert config.run.out_dir == str(Path("runs/x") / "fold_1")
+    with pytest.raises(ValueError, match="needs data.split"):
+        with_fold(load_config(None, []), 0)
 
 
 def test_benchmarks_refuse_a_case_used_for_training_or_selection(tmp_path):

@@ -22,6 +22,7 @@ class DataConfig:
     regions: tuple[str, ...] = ("HN", "TH", "AB")
     val_per_region: int = 2  # without a split file: a seeded draw of this many validation cases per region
     split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load
+    fold: int = -1  # >= 0: cross-validation fold of the split file (its folds); -1: the file's train / val
     crop: int = 128
     samples_per_epoch: int = 512
     # MR domain randomisation on every crop (phantoms/randomise.py): off, physics or full

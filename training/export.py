@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.manifest import DEFAULT_MANIFEST, load_manifest, read_manifest_json, sha256_of
+from engine.manifest import DEFAULT_MANIFEST, ManifestError, load_manifest, read_manifest_json, sha256_of
 from engine.regions import canonical_region
 from training.config import config_from_dict
 from training.errors import TrainingError
@@ -72,6 +72,7 @@ def export(
     role: str,
     description: str,
     extra_provenance: dict[str, Any] | None = None,
+    flip_tta: bool = False,
 ) -> dict[str, Any]:
     """Write `<name>.onnx` beside the manifest and add (or replace) the manifest entry; returns the entry."""
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
@@ -124,6 +125,51 @@ def export(
             **(extra_provenance or {}),
         },
     }
+    if flip_tta:
+        entry["flip_tta"] = True
+    _add_entry(manifest_path, name, entry, regions, role)
+    return entry
+
+
+def add_ensemble(
+    manifest_path: Path,
+    name: str,
+    members: list[str],
+    regions: list[str],
+    role: str = "primary",
+    flip_tta: bool = False,
+    description: str = "",
+) -> dict[str, Any]:
+    """Add (or replace) an ensemble entry averaging existing entries (e.g. the fold models); returns the entry.
+
+    It takes its shared settings from the first member; the manifest check refuses members that disagree."""
+    data = read_manifest_json(manifest_path)
+    missing = [m for m in members if m not in data.get("models", {})]
+    if missing:
+        raise TrainingError(f"{manifest_path}: ensemble member(s) {missing} are not model entries")
+    first = data["models"][members[0]]
+    shared = {
+        k: first[k]
+        for k in (
+            "spacing_xy_mm",
+            "context_slices",
+            "divisible_by",
+            "mr_normalisation",
+            "ct_window_hu",
+            "output_dtype",
+            "outside_fill_hu",
+        )
+        if k in first
+    }
+    entry = {"kind": "ensemble", "description": description, "members": list(members), **shared}
+    if flip_tta:
+        entry["flip_tta"] = True
+    _add_entry(manifest_path, name, entry, regions, role)
+    return entry
+
+
+def _add_entry(manifest_path: Path, name: str, entry: dict[str, Any], regions: list[str], role: str) -> None:
+    """Put `entry` in the manifest and route `regions` to it; the new file is validated before it replaces the old."""
     data = read_manifest_json(manifest_path)
     data["models"][name] = entry
     for region in regions:
@@ -138,13 +184,23 @@ def export(
         temporary.unlink()
         raise
     os.replace(temporary, manifest_path)
-    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="best.pt or last.pt of a training run")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="best.pt or last.pt of a training run")
+    source.add_argument(
+        "--ensemble-of",
+        metavar="NAME,NAME,...",
+        help="instead of a checkpoint: add an ensemble entry that averages these existing entries (e.g. fold models)",
+    )
     parser.add_argument("--name", required=True, help="manifest entry name; the ONNX file is <name>.onnx")
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="the entry averages each prediction with its left-right mirrored one (test-time augmentation)",
+    )
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest to update (%(default)s)")
     parser.add_argument("--regions", default="", help="comma-separated regions to route to this model")
     parser.add_argument(
@@ -166,10 +222,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     regions = [r for r in args.regions.split(",") if r.strip()]
     try:
+        if args.ensemble_of:
+            members = [m.strip() for m in args.ensemble_of.split(",") if m.strip()]
+            add_ensemble(
+                args.manifest.resolve(), args.name, members, regions, args.role, args.flip_tta, args.description
+            )
+            LOG.info("added ensemble %r of %s", args.name, ", ".join(members))
+            return 0
         entry = export(
-            args.checkpoint, args.name, args.manifest.resolve(), regions, args.role, args.description, args.provenance
+            args.checkpoint,
+            args.name,
+            args.manifest.resolve(),
+            regions,
+            args.role,
+            args.description,
+            args.provenance,
+            args.flip_tta,
         )
-    except TrainingError as err:
+    except (TrainingError, ManifestError) as err:
         LOG.error("%s", err)
         return 2
     for item in entry["files"].values():

@@ -8,8 +8,13 @@ found on disk silently moves cases between splits when a case is added; a commit
         --val-per-region 2 --test-per-region 3 --seed 0
     python -m training.splits extend --split OLD.json --data DIR --out NEW.json --test-per-region 3
     python -m training.splits show configs/splits/phantoms_final.json --data data/phantoms_final
+    python -m training.splits kfold --split configs/splits/phantoms_final.json --folds 3 --seed 0 \
+        --out configs/splits/phantoms_final_3fold.json
 
-File format: {"schema_version": 1, "description": ..., "cases": {"<case id>": {"region": "HN", "split": "test"}}}.
+File format: {"schema_version": 1, "description": ..., "cases": {"<case id>": {"region": "HN", "split": "test"}},
+"folds": [["<case id>", ...], ...]}. "folds" is optional: k-fold cross-validation (nnU-Net style) lists the
+validation cases of each fold; fold k trains on every train/val case outside fold k. Folds never touch the test
+split, so the ensemble of fold models is scored on the same untouched test cases as a single model.
 Validation chooses checkpoints, early stopping and ablations; the test split is scored once per shipped model.
 """
 
@@ -44,6 +49,7 @@ class Split:
     regions: dict[str, str]  # case id -> region code
     description: str = ""
     source: str = field(default="", compare=False)  # the file it came from, for messages
+    folds: tuple[tuple[str, ...], ...] = ()  # validation case ids of each cross-validation fold (may be empty)
 
     def ids(self, split: str) -> list[str]:
         if split not in SPLITS:
@@ -56,6 +62,25 @@ class Split:
     def select(self, cases: Iterable[tuple[Path, str]], split: str) -> list[tuple[Path, str]]:
         """The (case folder, region) pairs of `cases` that belong to `split`, in the given order."""
         wanted = set(self.ids(split))
+        return [case for case in cases if case[0].name in wanted]
+
+    def fold(self, k: int) -> tuple[list[str], list[str]]:
+        """(training ids, validation ids) of fold `k`: the fold's cases validate, every other non-test case trains."""
+        if not self.folds:
+            raise SplitError(
+                f"{self.source or 'the split file'} has no folds; add them with `python -m training.splits kfold`"
+            )
+        if not 0 <= k < len(self.folds):
+            raise SplitError(
+                f"fold {k} does not exist: {self.source or 'the split file'} has folds 0-{len(self.folds) - 1}"
+            )
+        held = set(self.folds[k])
+        pool = [case for case, where in sorted(self.assignments.items()) if where != "test"]
+        return [case for case in pool if case not in held], sorted(held)
+
+    def select_ids(self, cases: Iterable[tuple[Path, str]], ids: Iterable[str]) -> list[tuple[Path, str]]:
+        """The (case folder, region) pairs of `cases` whose id is in `ids`, in the given order."""
+        wanted = set(ids)
         return [case for case in cases if case[0].name in wanted]
 
     def require(self, cases: Iterable[tuple[Path, str]], split: str) -> None:
@@ -76,7 +101,7 @@ class Split:
         return dict(sorted(table.items()))
 
     def to_dict(self) -> dict:
-        return {
+        data: dict = {
             "schema_version": SCHEMA_VERSION,
             "description": self.description,
             "cases": {
@@ -84,6 +109,48 @@ class Split:
                 for case in sorted(self.assignments)
             },
         }
+        if self.folds:
+            data["folds"] = [sorted(fold) for fold in self.folds]
+        return data
+
+
+def centre_of_case(case_id: str) -> str:
+    """The centre letter of a SynthRAD case id (task digit, two-letter region, centre, number: 1HNA001 -> A).
+
+    An id that does not follow the release's pattern counts as its own group "?" (stratified by region only)."""
+    return case_id[3] if len(case_id) >= 5 and case_id[0].isdigit() and case_id[1:3].isalpha() else "?"
+
+
+def add_folds(split: Split, n_folds: int, seed: int) -> Split:
+    """k folds over the non-test cases, stratified by region and centre (seeded, deterministic).
+
+    Cases of each (region, centre) group are shuffled and dealt in turn to the folds; the dealing continues across
+    the groups of a region, so every fold gets a region's cases within one of each other and each centre spreads
+    over the folds. The test split is left as it is.
+    """
+    if n_folds < 2:
+        raise SplitError(f"need at least 2 folds, got {n_folds}")
+    rng = np.random.default_rng(seed)
+    folds: list[list[str]] = [[] for _ in range(n_folds)]
+    pool = sorted(case for case, where in split.assignments.items() if where != "test")
+    if len(pool) < n_folds:
+        raise SplitError(f"{len(pool)} non-test case(s) cannot fill {n_folds} folds")
+    for region in sorted({split.regions[c] for c in pool}):
+        members = [c for c in pool if split.regions[c] == region]
+        # start each region at a different fold so small regions do not all land in fold 0
+        turn = int(rng.integers(n_folds))
+        for centre in sorted({centre_of_case(c) for c in members}):
+            group = [c for c in members if centre_of_case(c) == centre]
+            for index in rng.permutation(len(group)).tolist():
+                folds[turn % n_folds].append(group[index])
+                turn += 1
+    return Split(
+        dict(split.assignments),
+        dict(split.regions),
+        split.description,
+        split.source,
+        tuple(tuple(sorted(fold)) for fold in folds),
+    )
 
 
 def load_split(path: Path | str) -> Split:
@@ -105,7 +172,28 @@ def load_split(path: Path | str) -> Split:
             raise SplitError(f"{path}: case {case!r} needs a region and a split in {SPLITS}, got {entry!r}")
         assignments[case] = entry["split"]
         regions[case] = entry["region"]
-    return Split(assignments, regions, str(data.get("description", "")), str(path))
+    folds = _read_folds(path, data.get("folds", []), assignments)
+    return Split(assignments, regions, str(data.get("description", "")), str(path), folds)
+
+
+def _read_folds(path: Path, raw: object, assignments: dict[str, str]) -> tuple[tuple[str, ...], ...]:
+    """Folds must be disjoint lists of known non-test cases that together cover every non-test case."""
+    if not isinstance(raw, list) or not all(isinstance(f, list) and all(isinstance(c, str) for c in f) for f in raw):
+        raise SplitError(f"{path}: 'folds' must be a list of lists of case ids")
+    if not raw:
+        return ()
+    seen: set[str] = set()
+    for index, fold in enumerate(raw):
+        for case in fold:
+            if assignments.get(case) in (None, "test"):
+                raise SplitError(f"{path}: fold {index} holds {case!r}, which is a test case or not in 'cases'")
+            if case in seen:
+                raise SplitError(f"{path}: case {case!r} is in more than one fold")
+            seen.add(case)
+    missing = sorted(c for c, where in assignments.items() if where != "test" and c not in seen)
+    if missing:
+        raise SplitError(f"{path}: {len(missing)} non-test case(s) are in no fold (first: {missing[0]})")
+    return tuple(tuple(sorted(fold)) for fold in raw)
 
 
 def write_split(split: Split, path: Path | str) -> None:
@@ -195,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     extend.add_argument("--out", type=Path, required=True)
     extend.add_argument("--test-per-region", type=int, default=3)
     extend.add_argument("--description", default="")
+    kfold = sub.add_parser("kfold", help="add k cross-validation folds (stratified by region and centre) to a split")
+    kfold.add_argument("--split", type=Path, required=True)
+    kfold.add_argument("--folds", type=int, default=5)
+    kfold.add_argument("--seed", type=int, default=0)
+    kfold.add_argument("--out", type=Path, required=True)
     show = sub.add_parser("show", help="print the counts per region and split")
     show.add_argument("split", type=Path)
     show.add_argument("--data", type=Path, help="also check that every case found here is in the file")
@@ -209,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "extend":
             split = extend_split(load_split(args.split), find_cases(args.data), args.test_per_region, args.description)
             write_split(split, args.out)
+        elif args.command == "kfold":
+            split = add_folds(load_split(args.split), args.folds, args.seed)
+            write_split(split, args.out)
         else:
             split = load_split(args.split)
             if args.data is not None:
@@ -218,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for region, row in split.counts().items():
         print(f"{region}: " + ", ".join(f"{name} {row[name]}" for name in SPLITS))
+    for index, fold in enumerate(split.folds):
+        per_region = {}
+        for case in fold:
+            per_region[split.regions[case]] = per_region.get(split.regions[case], 0) + 1
+        print(f"fold {index}: " + ", ".join(f"{region} {n}" for region, n in sorted(per_region.items())))
     return 0
 
 

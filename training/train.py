@@ -127,6 +127,9 @@ def training_cases(cases: list[tuple[Path, str]], config: TrainConfig) -> tuple[
         return split_cases(cases, config.data.val_per_region, config.run.seed)
     split = load_split(config.data.split)
     check_covers(split, cases)
+    if config.data.fold >= 0:
+        train_ids, val_ids = split.fold(config.data.fold)
+        return split.select_ids(cases, train_ids), split.select_ids(cases, val_ids)
     return split.select(cases, "train"), split.select(cases, "val")
 
 
@@ -558,6 +561,19 @@ def _save(
     os.replace(temporary, path)
 
 
+def with_fold(config: TrainConfig, fold: int) -> TrainConfig:
+    """The config for cross-validation fold `fold`: its cases from data.split, its own run folder (nnU-Net's fold_K)."""
+    if fold < 0:
+        raise ValueError(f"--fold must be >= 0, got {fold}")
+    if not config.data.split:
+        raise ValueError("--fold needs data.split: a split file with folds (python -m training.splits kfold)")
+    return replace(
+        config,
+        data=replace(config.data, fold=fold),
+        run=replace(config.run, out_dir=str(Path(config.run.out_dir) / f"fold_{fold}")),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="TOML config (see configs/)")
@@ -569,11 +585,22 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config value (JSON-parsed), e.g. --set optim.steps=200",
     )
     parser.add_argument("--resume", action="store_true", help="continue from run.out_dir/last.pt")
+    parser.add_argument(
+        "--fold",
+        type=int,
+        help="train cross-validation fold K of data.split's folds (python -m training.splits kfold); "
+        "writes to run.out_dir/fold_K",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     config = load_config(args.config, args.set)
+    if args.fold is not None:
+        try:
+            config = with_fold(config, args.fold)
+        except ValueError as err:
+            parser.error(str(err))
     command = " ".join(["python -m training.train"] + (argv if argv is not None else __import__("sys").argv[1:]))
     try:
         summary = train(config, resume=args.resume, command=command)
