@@ -25,6 +25,9 @@ class DataConfig:
     fold: int = -1  # >= 0: cross-validation fold of the split file (its folds); -1: the file's train / val
     crop: int = 128
     samples_per_epoch: int = 512
+    region_balanced: bool = False  # draw each crop's region uniformly first (the shipped recipe: every volume alike)
+    cache: str = ""  # a preprocessing cache folder (training/cache.py): training volumes memory-mapped from it
+    cache_workers: int = 1  # processes that build stale cache entries
     # MR domain randomisation on every crop (phantoms/randomise.py): off, physics or full
     mr_randomisation: str = "off"
     randomise_probability: float = 0.8  # share of crops randomised

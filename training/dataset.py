@@ -35,7 +35,7 @@ class TrainingVolume:
     mr: np.ndarray  # normalised MR
     ct: np.ndarray  # CT in [-1, 1] over the spec's HU window
     mask: np.ndarray  # 0/1 body mask
-    prepared: Prepared  # how to go back to the input grid (validation scores there, like the challenge)
+    prepared: Prepared | None  # how to go back to the input grid (validation scores there); None from the cache
 
 
 def find_cases(root: Path, regions: list[str] | None = None) -> list[tuple[Path, str]]:
@@ -118,9 +118,16 @@ class SliceCrops(Dataset):
         seed: int = 0,
         randomisation: Randomisation | None = None,
         ct_window_hu: tuple[float, float] = (HU_MIN, HU_MAX),
+        region_balanced: bool = False,
     ):
         if not volumes:
             raise ValueError("no training volumes")
+        # region-balanced: each crop first draws a region uniformly, then one of its volumes (a release has about
+        # twice as many cases of one region as of another); otherwise every volume is equally likely
+        self.by_region = [
+            [i for i, v in enumerate(volumes) if v.region == region] for region in sorted({v.region for v in volumes})
+        ]
+        self.region_balanced = region_balanced
         self.volumes = volumes
         self.context = context_slices
         self.crop = crop
@@ -141,7 +148,11 @@ class SliceCrops(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        which = int(rng.integers(len(self.volumes)))
+        if self.region_balanced:
+            members = self.by_region[int(rng.integers(len(self.by_region)))]
+            which = members[int(rng.integers(len(members)))]
+        else:
+            which = int(rng.integers(len(self.volumes)))
         volume = self.volumes[which]
         centre = int(rng.choice(self.slices[which]))
         half = self.context // 2

@@ -294,6 +294,7 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         seed=config.run.seed,
         randomisation=randomisation,
         ct_window_hu=spec.ct_window_hu,
+        region_balanced=config.data.region_balanced,
     )
 
 
@@ -318,9 +319,30 @@ def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path):
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
-    volumes = [load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not main)]
+    if config.data.cache:
+        volumes = _cached_volumes(config, spec, train_cases, main)
+    else:
+        volumes = [
+            load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not main)
+        ]
     val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if main else []
     return volumes, val_volumes, [load_reference(v) for v in val_volumes]
+
+
+def _cached_volumes(config: TrainConfig, spec: ModelSpec, cases: list, main: bool) -> list[TrainingVolume]:
+    """Training volumes memory-mapped from the preprocessing cache; the main process first builds what is stale."""
+    from training.cache import CacheError, build_cache, load_cached
+
+    cache = Path(config.data.cache)
+    try:
+        if main:
+            report = build_cache(cases, spec, cache, config.data.cache_workers)
+            LOG.info("cache %s: %d built, %d reused, %.0f MB", cache, report.built, report.reused, report.bytes / 1e6)
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # the other ranks read what the main rank built
+        return [load_cached(d, r, spec, cache) for d, r in cases]
+    except CacheError as err:
+        raise TrainingError(str(err)) from err
 
 
 def _start_session(config: TrainConfig, spec: ModelSpec, device: torch.device, out_dir: Path, resume: bool) -> Session:
