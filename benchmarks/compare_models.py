@@ -88,8 +88,12 @@ def bone_edge_sharpness(sct: np.ndarray, ct: np.ndarray, mask: np.ndarray) -> fl
     return float(gradient(sct)[band].mean() / max(gradient(ct)[band].mean(), 1e-6))
 
 
+#: The --models name that runs the manifest's own region routes (e.g. one model per region) instead of one entry.
+ROUTES = "routes"
+
+
 def run_model(model: str, data_root: Path, out: Path, manifest: Path) -> float:
-    """process.py on every held-out case with one model; returns the wall seconds per case."""
+    """process.py on every held-out case with one model (or the manifest's routes); returns wall seconds per case."""
     cases = sorted(data_root.glob("Task1/*/*"))
     started = time.perf_counter()
     subprocess.run(
@@ -100,8 +104,7 @@ def run_model(model: str, data_root: Path, out: Path, manifest: Path) -> float:
             str(data_root),
             "--output",
             str(out),
-            "--model",
-            model,
+            *(["--model", model] if model != ROUTES else []),
             "--manifest",
             str(manifest),
             "--no-progress",
@@ -157,7 +160,11 @@ def montage(models: list[str], out: Path, data_root: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="phantom (or real) data in the released layout")
-    parser.add_argument("--models", default="water,drifting", help="comma-separated manifest entries or kinds")
+    parser.add_argument(
+        "--models",
+        default="water,drifting",
+        help="comma-separated manifest entries or kinds; 'routes' runs the manifest's region routes (a model per region)",
+    )
     parser.add_argument("--manifest", type=Path, default=REPO / "model_weights" / "manifest.json")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT, help="split file; its test cases are scored")

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from typing import Sequence as Seq
 
 import numpy as np
@@ -419,12 +420,25 @@ def _deface(patient, z: np.ndarray, y: np.ndarray, shape: tuple, cts: list, mr: 
     return face
 
 
-def _slab(seed: int, code: str, index: int, spec, patient, anat_seed: int, preset, spacing_xyz: tuple) -> tuple:
+class Slab(NamedTuple):
+    """Where the scan lies on the patient and the canvas grid around it."""
+
+    x: np.ndarray  # voxel centres (mm) along x, y, z
+    y: np.ndarray
+    z: np.ndarray
+    shape: tuple[int, int, int]  # canvas (z, y, x)
+    fov_box: tuple[slice, slice, slice]  # the MR's field of view on the canvas
+    fov: np.ndarray  # the same as a broadcastable mask
+    orient: tuple  # scanner orientation (one of ORIENTATIONS)
+    table: np.ndarray  # table offset (mm) added to the origin
+    z_top: float
+    z_bot: float
+    body_extent: tuple[float, float, float, float]  # the body's x0, x1, y0, y1 (mm)
+
+
+def _slab(seed: int, code: str, index: int, spec, patient, anat_seed: int, preset, spacing_xyz: tuple) -> Slab:
     """Where the scan lies: the slab along z, the MR's in-plane field of view (it can be narrower than the patient),
     the canvas grid around them, the scanner orientation and table offset; all from stream 2.
-
-    Returns x, y, z (voxel centres, mm), the canvas shape, the field-of-view box and mask, orientation, table,
-    z_top, z_bot and the body's extent (x0, x1, y0, y1).
     """
     sx, sy, sz = spacing_xyz
     rg = _rng(seed, code, index, 2)
@@ -458,7 +472,174 @@ def _slab(seed: int, code: str, index: int, spec, patient, anat_seed: int, prese
         for c, lo, hi in ((z, z_bot, z_top), (y, fy0, fy1), (x, fx0, fx1))
     )
     fov = _box_mask(shape, fov_box, broadcast=True)
-    return x, y, z, shape, fov_box, fov, orient, table, z_top, z_bot, (bx0, bx1, by0, by1)
+    return Slab(x, y, z, shape, fov_box, fov, orient, table, z_top, z_bot, (bx0, bx1, by0, by1))
+
+
+class Anatomy(NamedTuple):
+    """The painted labels of a case (CT and MR may differ: arms, misregistration) and what went into them."""
+
+    tex: np.ndarray  # the smooth texture field every tissue's intensity is modulated by
+    ct_labels: np.ndarray
+    mr_labels: np.ndarray
+    metal: list[str]  # metal implants inside the slab
+    textures: dict | None  # the variability's texture draws (None without variability)
+    misalignment: dict | None  # the MR's rigid misregistration (None without)
+
+
+def _anatomy(
+    seed: int, code: str, index: int, slab: Slab, spacing_zyx: tuple, patient, anat_seed: int, has: dict,
+    arms_mode: str | None, spec: RegionSpec, variability: bool,
+) -> Anatomy:  # fmt: skip
+    """Paint the labels on the canvas (streams 4, 6, 9, 10, and 6 again for the misregistration): body, arms,
+    metal, the optional elastic deformation and textures, then the CT's and the MR's own label maps."""
+    x, y, z, shape = slab.x, slab.y, slab.z, slab.shape
+    sz, sy, sx = spacing_zyx
+    rt = _rng(seed, code, index, 4)
+    corr = max(7.0, 1.5 * max(sx, sy))
+    tex = smooth_field(shape, spacing_zyx, (max(corr, 1.2 * sz), corr, corr), rt)
+    cv = Canvas(x, y, z, tex)
+    body = Body(patient, anat_seed)
+    body.arms_in_body = not (has["arms"] and arms_mode != "both")
+    body.vary_skull = variability
+    body.paint(cv)
+    labels = cv.labels
+    arms_labels = None
+    if has["arms"] and arms_mode != "both":
+        arm_cv = Canvas(x, y, z, tex)
+        body.paint_arms(arm_cv)
+        arms_labels = arm_cv.labels
+    rm = _rng(seed, code, index, 6)
+    metal = _add_metal(cv, body, spec, code, rm) if has["metal"] else []
+    if metal and not (cv.labels == T.METAL).any():
+        metal = []  # nothing of it inside the slab
+    textures = None
+    if variability:
+        rv = _rng(seed, code, index, 9)
+        moved = deformation(shape, spacing_zyx, rv)
+        labels = warp(labels, moved)
+        if arms_labels is not None:
+            arms_labels = warp(arms_labels, moved)
+        del moved
+        textures = add_textures(labels, spacing_zyx, rv)
+        if arms_labels is not None:
+            add_textures(arms_labels, spacing_zyx, _rng(seed, code, index, 10))
+        if metal and not (labels == T.METAL).any():
+            metal = []
+    ct_labels, mr_labels = labels, labels
+    if arms_labels is not None:
+        with_arms = np.where(arms_labels > 0, arms_labels, labels)
+        if arms_mode == "ct_only":
+            ct_labels = with_arms
+        else:
+            mr_labels = with_arms
+    mis = None
+    if has["misalign"]:
+        mr_labels, mis = _misalign(mr_labels, spacing_zyx, rm)
+    return Anatomy(tex, ct_labels, mr_labels, metal, textures, mis)
+
+
+class Cropped(NamedTuple):
+    """The stored images of a case, cropped to the body mask's box (before the scanner's axis order)."""
+
+    box: tuple[slice, slice, slice]
+    ct: np.ndarray  # int16
+    clean: np.ndarray  # int16 (a 1-voxel placeholder without clean_ct)
+    mask: np.ndarray  # int16
+    labels: np.ndarray
+    fov: np.ndarray
+    mr: np.ndarray  # int16
+    mr_scale: float
+    mr_seconds: float  # time of the randomised MR re-render (counted as MR time, not crop time)
+
+
+def _mask_and_crop(
+    cid: str, seed: int, code: str, index: int, spec: RegionSpec, patient, slab: Slab, preset, cts: list,
+    mr: np.ndarray, scale: float, mr_labels: np.ndarray, ct_labels: np.ndarray, render: dict,
+    mr_randomisation: str, clean_ct: bool, timings: dict,
+) -> Cropped:  # fmt: skip
+    """Deface, cut to the field of view, draw the organisers' body mask on the MR, crop every image to its box;
+    with MR randomisation, re-render the MR of the crop (stream 8) and add its time to timings["mr_s"]."""
+    ct, tex = cts[0], render["tex"]
+    x, y, z, shape, fov_box = slab[:5]
+    mr_seconds = 0.0
+    face = _deface(patient, z, y, shape, cts, mr) if spec.defaced else None
+    for image in cts:
+        np.clip(image, HU_MIN, HU_MAX, out=image)
+        _outside_box(image, fov_box, CT_OUTSIDE)
+    np.minimum(mr, 32767, out=mr)
+    _outside_box(mr, fov_box, 0)
+    fov_full = np.zeros(shape, dtype=bool)
+    fov_full[fov_box] = True
+    mask = body_mask(mr, fov_full, preset.dilate_xy, preset.open_iter)  # the organisers draw it on the MR
+    box = crop_box(mask, preset.margin_xy, preset.margin_z)
+    if box is None:
+        raise PhantomError(f"{cid}: empty body mask (no anatomy in the field of view)")
+    ct_a = np.rint(take(ct, box, CT_OUTSIDE)).astype(np.int16)
+    clean_a = np.rint(take(cts[1], box, CT_OUTSIDE)).astype(np.int16) if clean_ct else np.zeros((1, 1, 1), np.int16)
+    mask_a = take(mask, box, False).astype(np.int16)
+    labels_a = take(ct_labels, box, 0)
+    fov_a = take(fov_full, box, False)
+    if mr_randomisation != "off":
+        # The randomised MR replaces the plain one inside the stored crop only: the mask (drawn on the plain MR)
+        # and so the crop and the CT stay exactly those of the same case at "off", and the work is done on the
+        # crop, not on the whole canvas. Stream 7 gives the plain draws, stream 8 the randomisation's.
+        t1 = time.perf_counter()
+        render["tex"] = take(tex, box, 0)
+        mr, scale = _render_mr_volume(
+            take(mr_labels, box, 0),
+            rng=_rng(seed, code, index, 7),
+            level=mr_randomisation,
+            randomiser=_rng(seed, code, index, 8),
+            **render,
+        )
+        if face is not None:
+            mr[take(face, box, False)] = 0
+        mr[~fov_a] = 0
+        mr_seconds = time.perf_counter() - t1
+        timings["mr_s"] += mr_seconds
+    mr_box = take(mr, box, 0) if mr_randomisation == "off" else mr
+    mr_a = np.rint(np.clip(mr_box, 0, np.iinfo(np.int16).max)).astype(np.int16)  # never wraps
+    return Cropped(box, ct_a, clean_a, mask_a, labels_a, fov_a, mr_a, scale, mr_seconds)
+
+
+def _case_info(
+    cid: str, code: str, centre: str, index: int, seed: int, size: str, seq, shape_zyx: tuple, spacing_xyz, orient,
+    slab: Slab, patient, anatomy: Anatomy, has: dict, arms_mode, mr_randomisation: str, noise_hu: float,
+    scale: float, timings: dict,
+) -> dict:  # fmt: skip
+    """The case's record (info.json): who, what was drawn, which imperfections, how long each stage took."""
+    return {
+        "case_id": cid,
+        "region": code,
+        "centre": centre,
+        "index": index,
+        "seed": seed,
+        "size": size,
+        "sequence": seq.description,
+        "sequence_key": seq.key,
+        "shape_zyx": list(shape_zyx),
+        "spacing_xyz": list(spacing_xyz),
+        "orientation": orient[0],
+        "slab_mm_below_vertex": [round(-slab.z_top, 1), round(-slab.z_bot, 1)],
+        "patient": {
+            "sex": "M" if patient.male else "F",
+            "height_scale": round(patient.hs, 3),
+            "girth_scale": round(patient.ws, 3),
+            "fat_mm": round(patient.fat, 1),
+        },
+        "imperfections": {
+            "misalignment": anatomy.misalignment,
+            "metal": anatomy.metal or None,
+            "arms": arms_mode,
+            "couch": has["couch"],
+            "banding": has["banding"],
+        },
+        "mr_randomisation": mr_randomisation,
+        "variability": anatomy.textures,
+        "ct_noise_hu": round(noise_hu, 1),
+        "mr_scale": round(scale, 1),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
 
 
 def _to_images(arrays, spacing, origin, direction) -> list[sitk.Image]:
@@ -524,55 +705,16 @@ def generate_case(
     anat_seed = int(ra.integers(2**31))
 
     # --- slab and field of view
-    x, y, z, shape, fov_box, fov, orient, table, z_top, z_bot, (bx0, bx1, by0, by1) = _slab(
-        seed, code, index, spec, patient, anat_seed, preset, (sx, sy, sz)
-    )
+    slab = _slab(seed, code, index, spec, patient, anat_seed, preset, (sx, sy, sz))
+    x, y, z, shape, fov_box, fov, orient, table = slab[:8]
+    bx0, bx1, by0, by1 = slab.body_extent
     spacing_zyx = (sz, sy, sx)
     timings = {}
 
     # --- anatomy
     t0 = time.perf_counter()
-    rt = _rng(seed, code, index, 4)
-    corr = max(7.0, 1.5 * max(sx, sy))
-    tex = smooth_field(shape, spacing_zyx, (max(corr, 1.2 * sz), corr, corr), rt)
-    cv = Canvas(x, y, z, tex)
-    body = Body(patient, anat_seed)
-    body.arms_in_body = not (has["arms"] and arms_mode != "both")
-    body.vary_skull = variability
-    body.paint(cv)
-    labels = cv.labels
-    arms_labels = None
-    if has["arms"] and arms_mode != "both":
-        arm_cv = Canvas(x, y, z, tex)
-        body.paint_arms(arm_cv)
-        arms_labels = arm_cv.labels
-    rm = _rng(seed, code, index, 6)
-    metal = _add_metal(cv, body, spec, code, rm) if has["metal"] else []
-    if metal and not (cv.labels == T.METAL).any():
-        metal = []  # nothing of it inside the slab
-    textures = None
-    if variability:
-        rv = _rng(seed, code, index, 9)
-        moved = deformation(shape, spacing_zyx, rv)
-        labels = warp(labels, moved)
-        if arms_labels is not None:
-            arms_labels = warp(arms_labels, moved)
-        del moved
-        textures = add_textures(labels, spacing_zyx, rv)
-        if arms_labels is not None:
-            add_textures(arms_labels, spacing_zyx, _rng(seed, code, index, 10))
-        if metal and not (labels == T.METAL).any():
-            metal = []
-    ct_labels, mr_labels = labels, labels
-    if arms_labels is not None:
-        with_arms = np.where(arms_labels > 0, arms_labels, labels)
-        if arms_mode == "ct_only":
-            ct_labels = with_arms
-        else:
-            mr_labels = with_arms
-    mis = None
-    if has["misalign"]:
-        mr_labels, mis = _misalign(mr_labels, spacing_zyx, rm)
+    anatomy = _anatomy(seed, code, index, slab, spacing_zyx, patient, anat_seed, has, arms_mode, spec, variability)
+    tex, ct_labels, mr_labels, metal = anatomy.tex, anatomy.ct_labels, anatomy.mr_labels, anatomy.metal
     timings["anatomy_s"] = time.perf_counter() - t0
 
     # --- CT
@@ -586,7 +728,6 @@ def generate_case(
     cts = _render_cts(
         ct_labels, tex, marrow, y_rel, rc, noise_hu, blur_w, clean_ct, bool(metal), has["couch"], fov, y, (sx, sy)
     )
-    ct = cts[0]
     timings["ct_s"] = time.perf_counter() - t0
 
     # --- MR
@@ -606,44 +747,12 @@ def generate_case(
 
     # --- defacing, field of view, mask, crop
     t0 = time.perf_counter()
-    face = _deface(patient, z, y, shape, cts, mr) if spec.defaced else None
-    for image in cts:
-        np.clip(image, HU_MIN, HU_MAX, out=image)
-        _outside_box(image, fov_box, CT_OUTSIDE)
-    np.minimum(mr, 32767, out=mr)
-    _outside_box(mr, fov_box, 0)
-    fov_full = np.zeros(shape, dtype=bool)
-    fov_full[fov_box] = True
-    mask = body_mask(mr, fov_full, preset.dilate_xy, preset.open_iter)  # the organisers draw it on the MR
-    box = crop_box(mask, preset.margin_xy, preset.margin_z)
-    if box is None:
-        raise PhantomError(f"{cid}: empty body mask (no anatomy in the field of view)")
-    ct_a = np.rint(take(ct, box, CT_OUTSIDE)).astype(np.int16)
-    clean_a = np.rint(take(cts[1], box, CT_OUTSIDE)).astype(np.int16) if clean_ct else np.zeros((1, 1, 1), np.int16)
-    mask_a = take(mask, box, False).astype(np.int16)
-    labels_a = take(ct_labels, box, 0)
-    fov_a = take(fov_full, box, False)
-    if mr_randomisation != "off":
-        # The randomised MR replaces the plain one inside the stored crop only: the mask (drawn on the plain MR)
-        # and so the crop and the CT stay exactly those of the same case at "off", and the work is done on the
-        # crop, not on the whole canvas. Stream 7 gives the plain draws, stream 8 the randomisation's.
-        t1 = time.perf_counter()
-        render["tex"] = take(tex, box, 0)
-        mr, scale = _render_mr_volume(
-            take(mr_labels, box, 0),
-            rng=_rng(seed, code, index, 7),
-            level=mr_randomisation,
-            randomiser=_rng(seed, code, index, 8),
-            **render,
-        )
-        if face is not None:
-            mr[take(face, box, False)] = 0
-        mr[~fov_a] = 0
-        timings["mr_s"] += time.perf_counter() - t1
-        t0 += time.perf_counter() - t1
-    mr_box = take(mr, box, 0) if mr_randomisation == "off" else mr
-    mr_a = np.rint(np.clip(mr_box, 0, np.iinfo(np.int16).max)).astype(np.int16)  # never wraps
-    timings["mask_crop_s"] = time.perf_counter() - t0
+    crop = _mask_and_crop(
+        cid, seed, code, index, spec, patient, slab, preset, cts, mr, scale, mr_labels, ct_labels, render,
+        mr_randomisation, clean_ct, timings,
+    )  # fmt: skip
+    box, ct_a, clean_a, mask_a, labels_a, fov_a, mr_a, scale = crop[:8]
+    timings["mask_crop_s"] = time.perf_counter() - t0 - crop.mr_seconds
 
     # --- geometry: physical position of the crop's first voxel, then the scanner's axis order
     origin = np.array([x[0] + box[2].start * sx, y[0] + box[1].start * sy, z[0] + box[0].start * sz]) + table
@@ -654,38 +763,10 @@ def generate_case(
         clean_a = _orient([clean_a], (sx, sy, sz), origin, orient)[0][0]
     images = _to_images((mr_a, ct_a, mask_a) + ((clean_a,) if clean_ct else ()), sp, org, direction)
     timings["total_s"] = time.perf_counter() - t_start
-    info = {
-        "case_id": cid,
-        "region": code,
-        "centre": centre,
-        "index": index,
-        "seed": seed,
-        "size": size,
-        "sequence": seq.description,
-        "sequence_key": seq.key,
-        "shape_zyx": list(ct_a.shape),
-        "spacing_xyz": list(sp),
-        "orientation": orient[0],
-        "slab_mm_below_vertex": [round(-z_top, 1), round(-z_bot, 1)],
-        "patient": {
-            "sex": "M" if patient.male else "F",
-            "height_scale": round(patient.hs, 3),
-            "girth_scale": round(patient.ws, 3),
-            "fat_mm": round(patient.fat, 1),
-        },
-        "imperfections": {
-            "misalignment": mis,
-            "metal": metal or None,
-            "arms": arms_mode,
-            "couch": has["couch"],
-            "banding": has["banding"],
-        },
-        "mr_randomisation": mr_randomisation,
-        "variability": textures,
-        "ct_noise_hu": round(noise_hu, 1),
-        "mr_scale": round(scale, 1),
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    info = _case_info(
+        cid, code, centre, index, seed, size, seq, ct_a.shape, sp, orient, slab, patient, anatomy, has, arms_mode,
+        mr_randomisation, noise_hu, scale, timings,
+    )  # fmt: skip
     log.debug("%s: %s", cid, info)
     return PhantomCase(
         cid,

@@ -256,3 +256,19 @@ def test_early_stop_rule():
     assert not _early_stop([1.0, 0.95, 0.85], config)  # fell 15 % over 2 epochs
     assert _early_stop([1.0, 0.95, 0.95], config)  # fell 5 %: stop
     assert not _early_stop([1.0, 0.9, 0.5], tiny_config(Path("."), Path(".")))  # off by default (0 epochs)
+
+
+@pytest.mark.parametrize("name", ["drifting.toml", "drifting_gpu.toml"])
+def test_the_committed_generator_configs_load_and_build_their_network(name):
+    """A typo in a committed config (an unknown key, a depth the channel list cannot carry) fails here, not on a GPU."""
+    from engine.manifest import training_spec
+    from training.train import build_network
+
+    config = load_config(REPO / "configs" / name)
+    spec = training_spec(REPO / config.manifest, "drifting", config.settings)
+    model = build_network(config, spec)
+    stride = 2**config.model.depth
+    assert spec.divisible_by % stride == 0, "the manifest grid must be divisible by the network's stride"
+    with torch.no_grad():
+        out = model(torch.zeros(1, spec.context_slices, stride, stride), torch.zeros(1, 1, stride, stride))
+    assert out.shape == (1, 1, stride, stride)
