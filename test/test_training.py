@@ -235,6 +235,22 @@ def test_best_checkpoint_is_the_lowest_validation_mae(data_root, tmp_path):
     assert torch.load(out / "best.pt", weights_only=False)["state"]["step"] == best
 
 
+def test_best_checkpoint_is_the_middle_one_when_validation_gets_worse_again(data_root, tmp_path, monkeypatch):
+    """Scripted validation MAE 50, 30, 40 at steps 3, 6, 9: best.pt is step 6, neither the first nor the last."""
+    import training.train as trainer
+
+    scripted = iter([50.0, 30.0, 40.0])
+    monkeypatch.setattr(
+        trainer, "validate", lambda *args, **kwargs: {"val_mae": next(scripted), "val_psnr": 0.0, "val_ms_ssim": 0.0}
+    )
+    out = tmp_path / "scripted"
+    summary = train(tiny_config(data_root, out, "optim.steps=9", "model.kind=l1"))
+    assert summary["best_step"] == 6 and summary["best_val_mae"] == 30.0
+    best, last = (torch.load(out / name, weights_only=False) for name in ("best.pt", "last.pt"))
+    assert best["state"]["step"] == 6 and last["state"]["step"] == 9
+    assert any(not torch.equal(best["ema"][key], last["ema"][key]) for key in best["ema"])
+
+
 def test_ema_moves_a_fraction_of_the_way_and_copies_buffers():
     from training.train import update_ema
 
