@@ -407,20 +407,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
-    sampler = (
-        DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed)
-        if dist_state.world > 1
-        else None
-    )
-    loader = DataLoader(
-        dataset,
-        batch_size=config.optim.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=config.run.workers,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.run.seed),
-    )
+    loader, sampler = _loader(config, dataset, dist_state)
     session = _start_session(config, spec, device, out_dir, resume)
     model, ema, optimizer, scaler, state = session.model, session.ema, session.optimizer, session.scaler, session.state
     net = DistributedDataParallel(model) if dist_state.world > 1 else model
@@ -428,11 +415,8 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     log = CsvLog(out_dir / "log.csv") if dist_state.main else None
     board = _tensorboard(out_dir) if dist_state.main else None
     if dist_state.main:
-        (out_dir / "config.json").write_text(
-            json.dumps(
-                {"config": config.to_dict(), "settings": spec.settings(), "command": command}, indent=2, default=str
-            )
-        )
+        record = {"config": config.to_dict(), "settings": spec.settings(), "command": command}
+        (out_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     loss_generator = torch.Generator(device="cpu").manual_seed(config.run.seed + 1000 * dist_state.rank)
     objective = build_objective(config, device)
     steps_per_epoch = max(1, len(loader))
@@ -457,23 +441,15 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
             validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps
             if dist_state.main and (state.step % config.run.log_every == 0 or validating):
                 # Validation has its own schedule: a val_every off the logging grid must still validate.
-                row = {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    **{k: float(np.mean(v)) for k, v in running.items()},
-                }
+                row = {"step": state.step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+                row.update({k: float(np.mean(v)) for k, v in running.items()})
                 running = {}
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if validating:
                     _validate_and_keep_best(
                         row, session, val_volumes, references, spec, device, config, out_dir, command
                     )
-                log.write(row)
-                if board is not None:
-                    for key, value in row.items():
-                        if isinstance(value, float):
-                            board.add_scalar(key, value, state.step)
+                _write_row(row, log, board)
             if dist_state.main and (state.step % config.run.checkpoint_every == 0 or state.step == config.optim.steps):
                 _save(out_dir / "last.pt", model, ema, optimizer, scaler, state, config, spec, {}, command)
         epoch += 1
@@ -503,6 +479,34 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     if dist_state.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _loader(config: TrainConfig, dataset: SliceCrops, dist_state: Distributed):
+    """The training DataLoader (seeded shuffling; under DDP each rank its own share through a DistributedSampler)."""
+    sampler = (
+        DistributedSampler(dataset, dist_state.world, dist_state.rank, shuffle=True, seed=config.run.seed)
+        if dist_state.world > 1
+        else None
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=config.optim.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.run.workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.run.seed),
+    )
+    return loader, sampler
+
+
+def _write_row(row: dict, log: CsvLog, board) -> None:
+    """One log row to the CSV log and, when installed, TensorBoard."""
+    log.write(row)
+    if board is not None:
+        for key, value in row.items():
+            if isinstance(value, float):
+                board.add_scalar(key, value, row["step"])
 
 
 def _validate_and_keep_best(
