@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -288,3 +289,29 @@ def test_the_committed_generator_configs_load_and_build_their_network(name):
     with torch.no_grad():
         out = model(torch.zeros(1, spec.context_slices, stride, stride), torch.zeros(1, 1, stride, stride))
     assert out.shape == (1, 1, stride, stride)
+
+
+def test_an_fp16_copy_of_the_shipped_generator_stays_within_two_hu_and_is_refused_beyond(tmp_path, monkeypatch):
+    import training.export as exporter
+    from engine.generators import load_generator
+
+    shipped = json.loads(DEFAULT_MANIFEST.read_text())
+    shutil.copy(DEFAULT_MANIFEST.parent / "l1.onnx", tmp_path / "l1.onnx")
+    data = {**shipped, "models": {"l1": shipped["models"]["l1"]}, "regions": {"HN": {"model": "l1"}}}
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(data))
+    entry = exporter.add_fp16(path, "l1", "l1_fp16", ["HN"])
+    assert entry["provenance"]["fp16_difference_hu"]["mean"] <= exporter.FP16_MEAN_TOLERANCE_HU
+    assert (tmp_path / "l1_fp16.onnx").stat().st_size < 0.6 * (tmp_path / "l1.onnx").stat().st_size
+    manifest = load_manifest(path)
+    assert manifest.route("HN").primary.name == "l1_fp16"
+    stacks = np.random.default_rng(1).standard_normal((2, 5, 64, 48)).astype(np.float32)
+    seeds = np.arange(2, dtype=np.uint64)
+    half, full = (load_generator(manifest.models[n], "cpu").predict(stacks, seeds) for n in ("l1_fp16", "l1"))
+    assert half.dtype == np.float32 and 0 < np.abs(half - full).mean() * 4095 / 2 < 2.0
+
+    before = path.read_text()
+    monkeypatch.setattr(exporter, "FP16_MEAN_TOLERANCE_HU", 0.0)
+    with pytest.raises(exporter.TrainingError, match="differs from l1"):
+        exporter.add_fp16(path, "l1", "l1_half", [])
+    assert path.read_text() == before and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "l1_half.onnx").exists()

@@ -168,6 +168,70 @@ def add_ensemble(
     return entry
 
 
+#: fp16 weights must stay within this mean |difference| from their fp32 source (HU), as the GPU target says.
+FP16_MEAN_TOLERANCE_HU = 2.0
+
+
+def onnx_difference_hu(reference: Path, candidate: Path, context: int, window: tuple[float, float], seed: int = 0):
+    """(max, mean) |candidate - reference| in HU of two ONNX generators on a seeded random input (CPU)."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    mr = rng.standard_normal((3, context, 96, 80), dtype=np.float32)
+    outputs = []
+    for path in (reference, candidate):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {"mr": mr}
+        for item in session.get_inputs():
+            if item.name == "noise":
+                feeds["noise"] = np.zeros(
+                    (3, int(item.shape[1]) if isinstance(item.shape[1], int) else 1, 96, 80), np.float32
+                )
+        outputs.append(session.run(None, feeds)[0])
+    difference = np.abs(outputs[1].astype(np.float64) - outputs[0]) * (window[1] - window[0]) / 2.0
+    return float(difference.max()), float(difference.mean())
+
+
+def add_fp16(manifest_path: Path, source: str, name: str, regions: list[str], role: str = "primary") -> dict[str, Any]:
+    """A half-precision copy of the one-step generator `source` as entry `name` (<name>.onnx beside the manifest).
+
+    Weights and activations in float16, inputs and outputs kept float32 (the pipeline's contract), so a GPU's
+    tensor cores can run it. Refused when its mean difference from the fp32 file exceeds FP16_MEAN_TOLERANCE_HU."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    manifest = load_manifest(manifest_path)
+    spec = manifest.models.get(source)
+    if spec is None or spec.kind != "drifting":
+        raise TrainingError(
+            f"{manifest_path}: --fp16-of needs a one-step generator entry (kind drifting), got {source!r}"
+        )
+    spec.verify_files()
+    target = manifest_path.parent / f"{name}.onnx"
+    if target.resolve() == spec.file("generator").resolve():
+        raise TrainingError(f"{target}: the fp16 copy must not overwrite its source")
+    temporary = target.with_suffix(".onnx.tmp")
+    onnx.save(convert_float_to_float16(onnx.load(str(spec.file("generator"))), keep_io_types=True), str(temporary))
+    worst, mean = onnx_difference_hu(spec.file("generator"), temporary, spec.context_slices, spec.ct_window_hu)
+    LOG.info("fp16 vs fp32 ONNX: max |difference| %.2f HU, mean %.3f HU", worst, mean)
+    if mean > FP16_MEAN_TOLERANCE_HU:
+        temporary.unlink()
+        raise TrainingError(
+            f"{target}: fp16 copy differs from {source} by {mean:.2f} HU on average (> {FP16_MEAN_TOLERANCE_HU})"
+        )
+    os.replace(temporary, target)
+    entry = dict(read_manifest_json(manifest_path)["models"][source])
+    entry["description"] = f"{source} in float16 (weights and activations; float32 inputs and outputs)"
+    entry["files"] = {"generator": {"path": target.name, "sha256": sha256_of(target)}}
+    entry["provenance"] = {
+        **entry.get("provenance", {}),
+        "fp16_of": source,
+        "fp16_difference_hu": {"max": round(worst, 3), "mean": round(mean, 4)},
+    }
+    _add_entry(manifest_path, name, entry, regions, role)
+    return entry
+
+
 def _add_entry(manifest_path: Path, name: str, entry: dict[str, Any], regions: list[str], role: str) -> None:
     """Put `entry` in the manifest and route `regions` to it; the new file is validated before it replaces the old."""
     data = read_manifest_json(manifest_path)
@@ -190,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="best.pt or last.pt of a training run")
+    source.add_argument(
+        "--fp16-of",
+        metavar="NAME",
+        help="instead of a checkpoint: a float16 copy of this one-step generator entry (parity checked in HU)",
+    )
     source.add_argument(
         "--ensemble-of",
         metavar="NAME,NAME,...",
@@ -222,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     regions = [r for r in args.regions.split(",") if r.strip()]
     try:
+        if args.fp16_of:
+            entry = add_fp16(args.manifest.resolve(), args.fp16_of, args.name, regions, args.role)
+            LOG.info("wrote %s (%s)", entry["files"]["generator"]["path"], entry["provenance"]["fp16_difference_hu"])
+            return 0
         if args.ensemble_of:
             members = [m.strip() for m in args.ensemble_of.split(",") if m.strip()]
             add_ensemble(
