@@ -109,14 +109,33 @@ def _build_kind(spec: ModelSpec, device: str) -> Generator:
     raise GeneratorError(f"model {spec.name!r}: no generator for kind {spec.kind!r}")
 
 
-def auto_batch_size(spec: ModelSpec, device: str, slice_pixels: int) -> int:
-    """A batch size that keeps activations modest: about 64 Mpixel-channels on a GPU, 4 Mpixel on the CPU.
+#: GPU memory one slice of activations takes per pixel, by the shipped networks' widths (fp32 activations that
+#: are alive at once, cuDNN workspace and ONNX Runtime's arena rounding); conservative, so a batch always fits.
+GPU_BYTES_PER_PIXEL = 2048
+#: Share of the free GPU memory a batch may take (the rest: other sessions, the arena's growth, the decoder).
+GPU_MEMORY_SHARE = 0.5
 
-    The 4 GB container limit is the binding constraint on the CPU path; a T4 has 16 GB on the GPU path.
+
+def auto_batch_size(spec: ModelSpec, device: str, slice_pixels: int, free_gpu: int | None = None) -> int:
+    """A batch size that keeps activations modest.
+
+    On a GPU: half of the free GPU memory (`free_gpu` bytes; read from the device when not given) over
+    GPU_BYTES_PER_PIXEL per pixel, at most 64; when the free memory cannot be read, about 64 Mpixel-channels.
+    On the CPU about 4 Mpixel-channels: the 4 GB container limit is the binding constraint there.
     """
     if spec.kind == "water":
         return 64
-    budget = 64_000_000 if device == "cuda" else 4_000_000
-    batch = int(max(1, min(64, budget // max(1, slice_pixels * 16))))
+    if device == "cuda":
+        if free_gpu is None:
+            from engine.runtime import free_gpu_bytes
+
+            free_gpu = free_gpu_bytes()
+        if free_gpu is not None:
+            batch = int(GPU_MEMORY_SHARE * free_gpu // max(1, slice_pixels * GPU_BYTES_PER_PIXEL))
+        else:
+            batch = 64_000_000 // max(1, slice_pixels * 16)
+    else:
+        batch = 4_000_000 // max(1, slice_pixels * 16)
+    batch = int(max(1, min(64, batch)))
     # flip test-time augmentation runs the stacks and their mirror images in one call: twice the batch
     return max(1, batch // 2) if spec.flip_tta else batch

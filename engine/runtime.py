@@ -15,6 +15,9 @@ ort.set_default_logger_severity(4)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+#: Where TensorRT keeps its built engines between runs (building one takes minutes; a cached one loads in seconds).
+DEFAULT_TRT_CACHE = Path("/tmp/sct_trt_cache")
 
 
 class DeviceError(RuntimeError):
@@ -52,12 +55,37 @@ def cuda_provider_options(device_id: int = 0) -> dict[str, str]:
     }
 
 
+def tensorrt_provider_options(device_id: int = 0) -> dict[str, str]:
+    """TensorRT execution provider options: an engine cache (SCT_TRT_CACHE, default /tmp/sct_trt_cache) and a
+    timing cache, so an engine is built once per model and input-shape profile, not once per run; fp16 kernels
+    when SCT_TENSORRT_FP16=1 (TensorRT then chooses per layer)."""
+    cache = os.environ.get("SCT_TRT_CACHE", "").strip() or str(DEFAULT_TRT_CACHE)
+    return {
+        "device_id": str(device_id),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache,
+        "trt_fp16_enable": "True" if os.environ.get("SCT_TENSORRT_FP16", "") == "1" else "False",
+    }
+
+
 def providers_for(device: str, available: list[str] | None = None) -> list:
-    """The providers list for InferenceSession: CUDA (with its options) then the CPU, or the CPU alone."""
+    """The providers list for InferenceSession: CUDA (with its options) then the CPU, or the CPU alone.
+
+    With SCT_TENSORRT=1 and a TensorRT-enabled onnxruntime, TensorRT goes first (layers it cannot take fall to
+    CUDA, then the CPU); without TensorRT installed that is a warning and CUDA runs as usual.
+    """
     available = ort.get_available_providers() if available is None else available
     if device in ("auto", "cuda") and CUDA in available:
         device_id = int(os.environ.get("SCT_CUDA_DEVICE", "0") or 0)
-        return [(CUDA, cuda_provider_options(device_id)), CPU]
+        providers: list = [(CUDA, cuda_provider_options(device_id)), CPU]
+        if os.environ.get("SCT_TENSORRT", "") == "1":
+            if TENSORRT in available:
+                providers.insert(0, (TENSORRT, tensorrt_provider_options(device_id)))
+            else:
+                LOG.warning("SCT_TENSORRT=1 but this onnxruntime has no TensorRT execution provider: using CUDA")
+        return providers
     return [CPU]
 
 
@@ -83,5 +111,31 @@ def create_session(model_path: Path, device: str = "auto") -> ort.InferenceSessi
 
 
 def session_device(session: ort.InferenceSession) -> str:
-    """'cuda' or 'cpu': where this session runs."""
-    return "cuda" if session.get_providers()[0] == CUDA else "cpu"
+    """'cuda' or 'cpu': where this session runs (TensorRT runs on the CUDA device)."""
+    return "cuda" if session.get_providers()[0] in (CUDA, TENSORRT) else "cpu"
+
+
+def free_gpu_bytes(device_id: int | None = None) -> int | None:
+    """Free memory of the CUDA device (cudaMemGetInfo through the CUDA runtime library), None when unknown.
+
+    The container's onnxruntime-gpu ships with the CUDA runtime; no torch needed. Any failure (no library, no
+    device) gives None, and the caller keeps its fixed budget."""
+    import ctypes
+
+    device_id = int(os.environ.get("SCT_CUDA_DEVICE", "0") or 0) if device_id is None else device_id
+    for name in ("libcudart.so.12", "libcudart.so.11.0", "libcudart.so"):
+        try:
+            runtime = ctypes.CDLL(name)
+        except OSError:
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        try:
+            if (
+                runtime.cudaSetDevice(device_id) != 0
+                or runtime.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total)) != 0
+            ):
+                return None
+        except AttributeError:
+            return None
+        return int(free.value)
+    return None

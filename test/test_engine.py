@@ -203,3 +203,31 @@ def test_automatic_batch_size_keeps_the_activation_budget():
             assert batch == 64 or (batch + 1) * pixels * 16 > budget  # and not needlessly small
     assert auto_batch_size(drifting, "cpu", 400 * 400) < auto_batch_size(drifting, "cuda", 400 * 400)
     assert auto_batch_size(models["water"], "cpu", 512 * 512) == 64  # no network, no activations
+
+
+def test_gpu_batch_size_follows_the_free_gpu_memory():
+    from engine.generators import GPU_BYTES_PER_PIXEL, GPU_MEMORY_SHARE, auto_batch_size
+
+    spec = load_manifest(DEFAULT_MANIFEST).models["l1"]
+    pixels = 400 * 400
+    t4_free = 14 * 2**30  # what a 16 GB T4 has free with the models loaded
+    batch = auto_batch_size(spec, "cuda", pixels, free_gpu=t4_free)
+    assert batch == int(GPU_MEMORY_SHARE * t4_free // (pixels * GPU_BYTES_PER_PIXEL)) and 1 < batch < 64
+    assert auto_batch_size(spec, "cuda", pixels, free_gpu=2 * t4_free) > batch  # more free memory, larger batches
+    assert auto_batch_size(spec, "cuda", pixels, free_gpu=10 * 2**20) == 1  # nearly full: one slice at a time
+    assert auto_batch_size(spec, "cuda", 96 * 96, free_gpu=80 * 2**30) == 64  # capped
+
+
+def test_tensorrt_goes_first_only_when_asked_for_and_installed(monkeypatch, caplog):
+    from engine.runtime import CPU, CUDA, TENSORRT, providers_for
+
+    assert providers_for("auto", [TENSORRT, CUDA, CPU])[0][0] == CUDA  # not asked for: CUDA as before
+    monkeypatch.setenv("SCT_TENSORRT", "1")
+    monkeypatch.setenv("SCT_TRT_CACHE", "/tmp/engines")
+    first = providers_for("auto", [TENSORRT, CUDA, CPU])[0]
+    assert first[0] == TENSORRT and first[1]["trt_engine_cache_enable"] == "True"
+    assert first[1]["trt_engine_cache_path"] == "/tmp/engines"
+    with caplog.at_level("WARNING"):
+        assert providers_for("auto", [CUDA, CPU])[0][0] == CUDA  # asked for, not installed: a warning, CUDA runs
+    assert "no TensorRT" in caplog.text
+    assert providers_for("cpu", [TENSORRT, CUDA, CPU]) == [CPU]
