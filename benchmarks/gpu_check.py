@@ -4,10 +4,11 @@
     python benchmarks/gpu_check.py --cpu-only --shape 8,96,96      # the CPU half alone (CI-safe, a minute)
 
 Steps: (1) which ONNX Runtime providers exist and whether the CUDA provider loads a model; (2) the sample case
-(test/container/input) and a 400 x 400 x 100 synthetic case through process.py with each model (drifting, ldm at
-N = 10 and 20): seconds per case and per slice, on the CPU and, when CUDA loads, on the GPU; (3) GPU vs CPU
-parity of the sCTs in HU (max and mean |difference|); (4) peak GPU memory (nvidia-smi, when present). Nothing is
-asserted: this measures, and it writes report.json and report.md into --out.
+(test/container/input) and a 400 x 400 x 100 synthetic case through process.py with each model (the shipped
+one-step l1, its float16 copy l1_fp16, ldm at N = 10 and 20): seconds per case and per slice, on the CPU and, when
+CUDA loads, on the GPU; (3) GPU vs CPU parity of the sCTs in HU (max and mean |difference|), and l1_fp16 against
+float32 l1 on the CPU; (4) peak GPU memory (nvidia-smi, when present). Nothing is asserted: this measures, and it
+writes report.json and report.md into --out.
 """
 
 from __future__ import annotations
@@ -49,15 +50,27 @@ def cuda_status() -> dict:
     return status
 
 
-def run_case(folder: Path, out: Path, model: str, device: str, ddim_steps: int | None = None) -> dict:
+def check_manifest(work: Path) -> Path:
+    """A copy of the shipped manifest in `work` (files named by absolute path), with `l1_fp16`, a float16 copy of
+    the shipped one-step generator (training/manifest_entries.add_fp16: its parity is checked on the way)."""
+    from training.manifest_entries import add_fp16
+
+    shipped = REPO / "model_weights" / "manifest.json"
+    data = json.loads(shipped.read_text())
+    for entry in data["models"].values():
+        for item in (entry.get("files") or {}).values():
+            item["path"] = str((shipped.parent / item["path"]).resolve())
+    manifest = work / "manifest.json"
+    manifest.write_text(json.dumps(data))
+    add_fp16(manifest, "l1", "l1_fp16", [])
+    return manifest
+
+
+def run_case(folder: Path, out: Path, model: str, device: str, manifest: Path, ddim_steps: int | None = None) -> dict:
     """process.py on one case folder; seconds (new process, read to write) and the sCT array."""
-    manifest = REPO / "model_weights" / "manifest.json"
     if ddim_steps is not None:  # a temporary manifest with the LDM's sampler at N steps, naming the same files
         data = json.loads(manifest.read_text())
         data["models"]["ldm"].setdefault("sampler", {})["ddim_steps"] = ddim_steps
-        for entry in data["models"].values():
-            for item in (entry.get("files") or {}).values():
-                item["path"] = str((manifest.parent / item["path"]).resolve())
         manifest = out.parent / f"manifest_ldm{ddim_steps}.json"
         manifest.write_text(json.dumps(data))
     started = time.perf_counter()
@@ -113,7 +126,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/gpu_check"))
     parser.add_argument("--shape", default="100,400,400", help="z,y,x of the synthetic case (default: %(default)s)")
     parser.add_argument("--cpu-only", action="store_true", help="only the CPU half (no GPU needed)")
-    parser.add_argument("--models", default="drifting,ldm10,ldm20", help="drifting, ldm<N> (default: %(default)s)")
+    parser.add_argument(
+        "--models",
+        default="l1,l1_fp16,ldm10,ldm20",
+        help="manifest entries (l1_fp16: a float16 copy of l1, compared with l1 on the CPU) and ldm<N> "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,24 +141,33 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         synthetic = Path(tmp) / "synthetic"
         make_case(synthetic, shape)
+        manifest = check_manifest(Path(tmp))
         cases = {"sample": REPO / "test" / "container" / "input", f"synthetic {args.shape}": synthetic}
         runs = []
+        fp32_on_cpu: dict = {}  # case -> the CPU run of the float32 l1 (the float16 copy's reference)
         for case_name, folder in cases.items():
             for model in [m for m in args.models.split(",") if m]:
                 steps = int(model[3:]) if model.startswith("ldm") else None
                 per_device = {}
                 for device in devices:
                     out = Path(tmp) / f"{case_name.split()[0]}_{model}_{device}"
-                    record = run_case(folder, out, "ldm" if steps else model, device, steps)
+                    record = run_case(folder, out, "ldm" if steps else model, device, manifest, steps)
                     record["case"] = case_name
                     per_device[device] = record
                     LOG.info("%s %s on %s: %s s", case_name, record["model"], device, record["seconds"])
-                if "cuda" in per_device and "array" in per_device["cuda"] and "array" in per_device["cpu"]:
-                    difference = np.abs(per_device["cuda"]["array"] - per_device["cpu"]["array"])
-                    per_device["cuda"]["parity_hu"] = {"max": float(difference.max()), "mean": float(difference.mean())}
+                # parity: GPU vs CPU of the same model; a float16 copy against its float32 source on the CPU
+                reference = fp32_on_cpu.get(case_name) if model.endswith("_fp16") else per_device.get("cpu")
+                for device, record in per_device.items():
+                    if model.endswith("_fp16") or device == "cuda":
+                        if reference is not None and "array" in reference and "array" in record:
+                            difference = np.abs(record["array"] - reference["array"])
+                            record["parity_hu"] = {"max": float(difference.max()), "mean": float(difference.mean())}
+                if model == "l1":
+                    fp32_on_cpu[case_name] = per_device["cpu"]
                 for record in per_device.values():
-                    record.pop("array", None)
                     runs.append(record)
+        for record in runs:
+            record.pop("array", None)
         report["runs"] = runs
     report["peak_gpu_memory_mb"] = peak_gpu_memory_mb()
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -162,7 +162,7 @@ def test_the_gpu_check_runs_its_cpu_half(tmp_path):
             "--shape",
             "4,48,48",
             "--models",
-            "drifting,ldm2",
+            "l1,l1_fp16,ldm2",
             "--out",
             str(tmp_path),
         ],
@@ -173,8 +173,10 @@ def test_the_gpu_check_runs_its_cpu_half(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    assert {r["model"] for r in report["runs"]} == {"drifting", "ldm N=2"}
+    assert {r["model"] for r in report["runs"]} == {"l1", "l1_fp16", "ldm N=2"}
     assert all(r["exit"] == 0 and r["device"] == "cpu" for r in report["runs"])
+    for run in (r for r in report["runs"] if r["model"] == "l1_fp16"):  # the float16 copy against float32 l1
+        assert 0 < run["parity_hu"]["mean"] < 2.0, run
     assert json.loads(done.stdout.strip().splitlines()[-1])["devices"] == ["cpu"]
 
 

@@ -292,7 +292,7 @@ def test_the_committed_generator_configs_load_and_build_their_network(name):
 
 
 def test_an_fp16_copy_of_the_shipped_generator_stays_within_two_hu_and_is_refused_beyond(tmp_path, monkeypatch):
-    import training.export as exporter
+    import training.manifest_entries as exporter
     from engine.generators import load_generator
 
     shipped = json.loads(DEFAULT_MANIFEST.read_text())
