@@ -6,8 +6,9 @@
 1. Cache build: the cases of `--data` (phantoms at the release's image sizes) preprocessed into a fresh cache by
    one process (seconds per case on one core), then the up-to-date check of a second pass; the size on disk,
    extrapolated to `--release-cases` cases.
-2. Loader: region-balanced 2.5D crops of the config's size from the memory-mapped cache through a torch DataLoader
-   with 0, 1, 2 ... workers: slices per second (after the first batch) and per worker.
+2. Loader: region-balanced 2.5D crops of the config's size from the memory-mapped cache (page cache warmed first,
+   as in every epoch after the first) through a torch DataLoader with 0, 1, 2 ... workers: slices per second
+   (after the first batch) and per worker. Resident memory counts the mapped cache pages a process touched.
 3. One GPU: the config network's FLOPs per training step (counted: 3 x forward conv FLOPs x batch), the steps per
    second a GPU of `--gpu-tflops` reaches at `--utilisation` (both stated, not measured: no GPU here), the
    slices per second it then consumes, the loader workers that takes at the measured per-worker rate, and the
@@ -30,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -89,6 +91,10 @@ def main() -> int:
     check_seconds = time.perf_counter() - check_started
     volumes = [load_cached(d, r, spec, args.cache) for d, r in cases]
     voxels = sum(v.mr.size for v in volumes)
+    for volume in volumes:  # warm the page cache: a training run reads the same pages every epoch
+        for array in (volume.mr, volume.ct, volume.mask):
+            float(np.asarray(array[:: max(1, array.shape[0] // 64)]).sum())
+            np.asarray(array).max()
 
     rates = {}
     for workers in [int(w) for w in args.workers.split(",")]:
