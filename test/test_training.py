@@ -315,3 +315,16 @@ def test_an_fp16_copy_of_the_shipped_generator_stays_within_two_hu_and_is_refuse
     with pytest.raises(exporter.TrainingError, match="differs from l1"):
         exporter.add_fp16(path, "l1", "l1_half", [])
     assert path.read_text() == before and not list(tmp_path.glob("*.tmp")) and not (tmp_path / "l1_half.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["drifting.toml", "drifting_gpu.toml", "ldm_autoencoder.toml", "ldm_denoiser.toml"])
+def test_committed_configs_never_restate_a_manifest_default(name):
+    """Shared settings have one definition (the manifest's defaults); a config states only what differs."""
+    config = load_config(REPO / "configs" / name)
+    defaults = json.loads((REPO / config.manifest).read_text())["defaults"]
+    for key, value in config.settings.items():
+        if isinstance(value, dict):
+            same = {k: v for k, v in value.items() if defaults.get(key, {}).get(k) == v}
+            assert not same, f"{name}: [settings.{key}] restates the manifest default(s) {same}"
+        else:
+            assert defaults.get(key) != value, f"{name}: [settings] {key} = {value!r} restates the manifest default"
