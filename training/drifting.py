@@ -11,7 +11,7 @@ negatives, logits [-d-/tau, -d+/tau], A = sqrt(softmax over y * softmax over x),
 V = sum W+ (y+ - x) - sum W- (y- - x). One V per tau, each divided by its RMS, summed. Everything that makes V
 (distances, their mean, the RMS) is computed without gradient: the stop-gradient holds on every scale.
 
-For MR -> CT (the seed's adaptation) the samples are 64 x 64 patches: N+ random crops of real CT and N- random
+For MR -> CT (the original design's adaptation) the samples are 64 x 64 patches: N+ random crops of real CT and N- random
 crops of generated CT; the generated crops are both the negatives and the x's that receive the drift.
 `generator_loss` adds lambda_l1 x masked L1 against the paired CT. A trainer calls, per step:
 
@@ -36,7 +36,7 @@ SELF_DISTANCE = 1.0e6  # added to a negative's distance to itself (in mean-dista
 
 
 def _pixels(patches: torch.Tensor) -> torch.Tensor:
-    """Raw pixels, flattened: the seed's image-domain drift."""
+    """Raw pixels, flattened: the original design's image-domain drift."""
     return patches.flatten(1)
 
 
@@ -67,7 +67,7 @@ FEATURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Settings of `generator_loss`; the defaults are the paper's temperatures and the seed's patches/weights.
+    """Settings of `generator_loss`; the defaults are the paper's temperatures and the original design's patches/weights.
 
     taus: relative temperatures (distances are divided by their batch mean first).
     normalisation: "both" (sqrt of the softmax over y times the softmax over x, the paper's), "y" (softmax over

@@ -6,7 +6,7 @@ output `ct` float32[B, 1, H, W] in [-1, 1] (the manifest's HU window mapped line
 be divisible by 2**depth.
 
 Design choices (see training/README.md for the reasoning in one place):
-- Noise placement. The per-pixel Gaussian noise is concatenated to the MR stack at full resolution (the seed's
+- Noise placement. The per-pixel Gaussian noise is concatenated to the MR stack at full resolution (the original design's
   choice: every pixel gets its own randomness, which is what fine texture at the 64 x 64 patch scale of the
   drift loss needs), and, by default, the same noise average-pooled down to the bottleneck (rescaled by
   2**depth so it is unit-variance again) is concatenated to the bottleneck features as a low-frequency random

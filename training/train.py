@@ -549,7 +549,7 @@ def _validate_and_keep_best(
 
 
 def _early_stop(losses: list[float], config: TrainConfig) -> bool:
-    """The seed's rule: stop when the epoch loss fell by less than min_improvement over the last N epochs."""
+    """The original design's rule: stop when the epoch loss fell by less than min_improvement over the last N epochs."""
     window = config.run.early_stop_epochs
     if window <= 0 or len(losses) <= window:
         return False
