@@ -65,7 +65,9 @@ class RunConfig:
     val_every: int = 250
     checkpoint_every: int = 250
     log_every: int = 25
-    early_stop_epochs: int = 0  # the original design's rule when > 0: stop when the loss fell < 1% over this many epochs
+    early_stop_epochs: int = (
+        0  # the original design's rule when > 0: stop when the loss fell < 1% over this many epochs
+    )
     early_stop_min_improvement: float = 0.01
     workers: int = 0  # data-loader workers (0 keeps them off /dev/shm, which is 128 MB in the template)
     threads: int = 0  # torch CPU threads (0: torch's default)
