@@ -41,7 +41,8 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
 NORMALISATION_METHODS = ("zscore", "minmax")
 OUTPUT_DTYPES = ("int16", "float32")
 
-_SETTING_KEYS = {
+#: The settings a model entry (or the defaults) may state: what training and inference share.
+SETTING_KEYS = {
     "spacing_xy_mm",
     "context_slices",
     "divisible_by",
@@ -51,7 +52,7 @@ _SETTING_KEYS = {
     "outside_fill_hu",
     "sampler",
 }
-_MODEL_KEYS = _SETTING_KEYS | {"kind", "files", "description", "provenance", "flip_tta", "members"}
+_MODEL_KEYS = SETTING_KEYS | {"kind", "files", "description", "provenance", "flip_tta", "members"}
 #: What an ensemble's members must share with it: one preprocessing feeds them all, one HU window reads them.
 _ENSEMBLE_SHARED = ("spacing_xy_mm", "context_slices", "divisible_by", "normalisation", "ct_window_hu")
 _NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
@@ -299,7 +300,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
     defaults = data.get("defaults", {}) or {}
     if not isinstance(defaults, dict):
         raise ManifestError(f"{path}: 'defaults' must be an object")
-    _check_keys(f"{path}: defaults", defaults, _SETTING_KEYS)
+    _check_keys(f"{path}: defaults", defaults, SETTING_KEYS)
     models_entry = data.get("models")
     if not isinstance(models_entry, dict) or not models_entry:
         raise ManifestError(f"{path}: 'models' must be a non-empty object")

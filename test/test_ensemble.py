@@ -125,51 +125,17 @@ def test_an_ensemble_runs_in_the_pipeline_and_samples_show_the_members_spread(tm
     path, _ = _two_member_manifest(tmp_path / "weights")
     mr, mask = write_case(tmp_path / "in", shape=(5, 24, 20))
     out = tmp_path / "out.mha"
-    code = process.main(
-        [
-            "--manifest",
-            str(path),
-            "--mr",
-            str(mr),
-            "--mask",
-            str(mask),
-            "--region",
-            "Thorax",
-            "--out",
-            str(out),
-            "--samples",
-            "2",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert code == 0
+
+    def run(target, *extra: str) -> int:
+        arguments = ["--manifest", str(path), "--mr", str(mr), "--mask", str(mask), "--region", "Thorax"]
+        return process.main(arguments + ["--out", str(target), "--device", "cpu", *extra])
+
+    assert run(out, "--samples", "2") == 0
     sct, spread = read_array(out), read_array(out.with_name(f"{out.name.split('.')[0]}_std.mha"))
     singles = {}
     for name in ("plain", "shifted"):
-        single = tmp_path / f"{name}.mha"
-        assert (
-            process.main(
-                [
-                    "--manifest",
-                    str(path),
-                    "--mr",
-                    str(mr),
-                    "--mask",
-                    str(mask),
-                    "--region",
-                    "Thorax",
-                    "--out",
-                    str(single),
-                    "--model",
-                    name,
-                    "--device",
-                    "cpu",
-                ]
-            )
-            == 0
-        )
-        singles[name] = read_array(single)
+        assert run(tmp_path / f"{name}.mha", "--model", name) == 0
+        singles[name] = read_array(tmp_path / f"{name}.mha")
     body = read_array(mask) > 0
     np.testing.assert_allclose(sct[body], (singles["plain"][body] + singles["shifted"][body]) / 2, atol=0.05)
     # two deterministic members: the spread is half their difference, and zero outside the body

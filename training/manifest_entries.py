@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.manifest import load_manifest, read_manifest_json, sha256_of
+from engine.manifest import SETTING_KEYS, load_manifest, read_manifest_json, sha256_of
 from engine.regions import canonical_region
 from training.errors import TrainingError
 
@@ -39,19 +39,7 @@ def add_ensemble(
     if missing:
         raise TrainingError(f"{manifest_path}: ensemble member(s) {missing} are not model entries")
     first = data["models"][members[0]]
-    shared = {
-        k: first[k]
-        for k in (
-            "spacing_xy_mm",
-            "context_slices",
-            "divisible_by",
-            "mr_normalisation",
-            "ct_window_hu",
-            "output_dtype",
-            "outside_fill_hu",
-        )
-        if k in first
-    }
+    shared = {key: first[key] for key in sorted(SETTING_KEYS - {"sampler"}) if key in first}
     entry = {"kind": "ensemble", "description": description, "members": list(members), **shared}
     if flip_tta:
         entry["flip_tta"] = True
