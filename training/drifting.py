@@ -32,6 +32,8 @@ LOG = logging.getLogger(__name__)
 
 NORMALISATIONS = ("both", "y", "none")
 POSITIVES = ("independent", "paired")
+#: RMS(V) below this share of the samples' RMS is float32 rounding noise, not a drift (see drift_field).
+RMS_NOISE_FLOOR = 1.0e-5
 SELF_DISTANCE = 1.0e6  # added to a negative's distance to itself (in mean-distance units): its weight becomes 0
 
 
@@ -257,13 +259,17 @@ def drift_field(
             f"{tuple(x.shape)}, {tuple(y_pos.shape)}, {tuple(y_neg.shape)}"
         )
     d_pos, d_neg = _distances(x, y_pos, y_neg, exclude_self)
+    # A V this small next to the samples themselves is rounding noise (positives and negatives balance exactly):
+    # dividing it by its own RMS would blow the noise up to a unit-size field, so it counts as zero.
+    scale = x.square().mean(dim=(-2, -1), keepdim=True).sqrt() + y_pos.square().mean(dim=(-2, -1), keepdim=True).sqrt()
+    floor = (RMS_NOISE_FLOOR * scale).clamp_min(torch.finfo(x.dtype).tiny)
     total = torch.zeros_like(x)
     raw: dict[float, torch.Tensor] = {}
     for tau in taus:
         v = _field(x, y_pos, y_neg, d_pos, d_neg, float(tau), normalisation)
         raw[float(tau)] = v if grouped else v[0]
         rms = v.square().mean(dim=(-2, -1), keepdim=True).sqrt()
-        total += torch.where(rms > 0, v / rms.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
+        total += torch.where(rms > floor, v / rms.clamp_min(torch.finfo(v.dtype).tiny), torch.zeros_like(v))
     return (total if grouped else total[0]), raw
 
 
