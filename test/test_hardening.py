@@ -414,3 +414,26 @@ def test_an_out_that_is_the_mr_through_a_link_is_refused_and_nothing_is_deleted(
         ]
     )
     assert code == 1 and mr_path.read_bytes() == before and link.exists()
+
+
+def test_a_write_that_fails_half_way_leaves_no_sct_and_no_temporary(tmp_path, monkeypatch):
+    """A full disk mid-write: the case fails with one line, nothing is left under the sCT's name or as a temporary."""
+    write_case(tmp_path / "in")
+    real_execute = sitk.ImageFileWriter.Execute
+
+    def half_then_full_disk(self, image, *args):
+        real_execute(self, image, *args)
+        written = Path(self.GetFileName())
+        written.write_bytes(written.read_bytes()[: written.stat().st_size // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sitk.ImageFileWriter, "Execute", half_then_full_disk)
+    code = process.main(
+        ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+    )
+    assert code == 1
+    (entry,) = results_of(tmp_path / "out")
+    (message,) = entry["error_messages"]
+    assert "No space left" in message
+    out_dir = tmp_path / "out" / "images" / "synthetic-ct"
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []
