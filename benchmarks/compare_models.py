@@ -157,6 +157,40 @@ def montage(models: list[str], out: Path, data_root: Path) -> Path:
     return path
 
 
+def paired_difference(reference: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+    """MAE of `other` minus `reference` over the cases both scored: mean, standard error, cases where it is lower.
+
+    Paired per case, because the cases differ far more from each other than the models do: a mean difference
+    within about two standard errors is not evidence that one model is better.
+    """
+    common = sorted(set(reference) & set(other))
+    differences = np.array([other[c] - reference[c] for c in common], dtype=float)
+    if differences.size == 0:
+        return {"mean": float("nan"), "standard_error": float("nan"), "lower_in": 0, "cases": 0}
+    spread = differences.std(ddof=1) / np.sqrt(differences.size) if differences.size > 1 else float("nan")
+    return {
+        "mean": float(differences.mean()),
+        "standard_error": float(spread),
+        "lower_in": int((differences < 0).sum()),
+        "cases": int(differences.size),
+    }
+
+
+def paired_lines(summary: dict[str, dict], models: list[str]) -> list[str]:
+    """A markdown table: each model's per-case MAE difference against the first model of the list."""
+    reference = models[0]
+    lines = [
+        f"| model | MAE minus {reference}'s, paired per case (HU) | standard error | cases with lower MAE |",
+        "|---|---|---|---|",
+    ]
+    for model in models[1:]:
+        diff = paired_difference(summary[reference]["case_mae"], summary[model]["case_mae"])
+        lines.append(
+            f"| {model} | {diff['mean']:+.2f} | {diff['standard_error']:.2f} | {diff['lower_in']} of {diff['cases']} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="phantom (or real) data in the released layout")
@@ -210,6 +244,7 @@ def main() -> None:
             },
             "bone_edge_sharpness": round(float(np.nanmean(sharpness)), 3),
             "cases": len(document["results"]),
+            "case_mae": {result["case_id"]: result["mae"] for result in document["results"]},
         }
     (args.out / "comparison.json").write_text(json.dumps(summary, indent=2))
     lines = ["| region | model | MAE (HU) | PSNR (dB) | MS-SSIM |", "|---|---|---|---|---|"]
@@ -228,6 +263,7 @@ def main() -> None:
     lines += [
         f"| {m} | {summary[m]['bone_edge_sharpness']:.3f} | {summary[m]['seconds_per_case']:.1f} |" for m in models
     ]
+    lines += ["", *paired_lines(summary, models)]
     (args.out / "comparison.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     LOG.info("montage: %s", montage(models, args.out, data_root))

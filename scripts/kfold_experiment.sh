@@ -44,3 +44,8 @@ if [[ $STAGE == all || $STAGE == compare ]]; then
   SCT_THREADS=1 $PY benchmarks/compare_models.py --data data/phantoms_final --manifest "$OUT/eval/manifest.json" \
     --models l1,l1_tta,l1_fold0,l1_fold1,l1_fold2,l1_folds,l1_folds_tta,routes --out "$OUT/compare"
 fi
+
+if [[ $STAGE == all || $STAGE == compare || $STAGE == summary ]]; then
+  $PY benchmarks/ensemble_summary.py --comparison "$OUT/compare/comparison.json" --folds l1_fold0,l1_fold1,l1_fold2 \
+    --out docs/test_comparison_kfold.json
+fi

@@ -162,6 +162,44 @@ def test_benchmarks_refuse_a_case_used_for_training_or_selection(tmp_path):
     assert sorted(p.name for p in root.glob("Task1/*/*")) == split.ids("test")
 
 
+def test_paired_difference_pairs_cases_by_id_and_reports_its_spread():
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from compare_models import paired_difference
+
+    reference = {"a": 50.0, "b": 30.0, "c": 40.0, "only_here": 1.0}
+    other = {"c": 39.0, "a": 48.0, "b": 30.5}  # another order, one case missing: pairs by id
+    diff = paired_difference(reference, other)
+    assert diff["cases"] == 3 and diff["lower_in"] == 2
+    assert diff["mean"] == pytest.approx((-2.0 + 0.5 - 1.0) / 3)
+    assert diff["standard_error"] == pytest.approx(np.std([-2.0, 0.5, -1.0], ddof=1) / np.sqrt(3))
+
+
+def test_ensemble_summary_measures_gains_against_the_mean_fold_and_its_noise():
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from ensemble_summary import summarise
+
+    def entry(mae: float, seconds: float, per_case: list[float]) -> dict:
+        return {"overall": {"mae": mae}, "seconds_per_case": seconds, "case_mae": dict(zip("abc", per_case))}
+
+    comparison = {
+        "f0": entry(42.0, 10.0, [40.0, 42.0, 44.0]),
+        "f1": entry(40.0, 12.0, [38.0, 40.0, 42.0]),
+        "ens": entry(39.5, 22.0, [37.0, 40.0, 41.5]),  # 1.5 below the mean fold; the folds' SD is 1.41
+        "tiny": entry(40.5, 11.0, [38.5, 40.5, 42.5]),
+    }
+    summary = summarise(comparison, ["f0", "f1"])
+    assert summary["folds"]["best"] == "f1" and summary["folds"]["std_mae"] == pytest.approx(2**0.5)
+    ens, tiny = summary["models"]["ens"], summary["models"]["tiny"]
+    assert ens["wins_by_more_than_fold_noise"] and not tiny["wins_by_more_than_fold_noise"]
+    assert ens["mae_change_vs_mean_fold_percent"] == pytest.approx(-1.5 / 41 * 100)
+    assert ens["time_vs_mean_fold"] == pytest.approx(2.0)
+    assert ens["paired_vs_best_fold"]["mean"] == pytest.approx(-0.5) and ens["paired_vs_best_fold"]["lower_in"] == 2
+
+
 def test_the_trainer_never_loads_a_test_case(tmp_path, monkeypatch):
     import training.train as train_module
 
