@@ -328,3 +328,30 @@ def test_committed_configs_never_restate_a_manifest_default(name):
             assert not same, f"{name}: [settings.{key}] restates the manifest default(s) {same}"
         else:
             assert defaults.get(key) != value, f"{name}: [settings] {key} = {value!r} restates the manifest default"
+
+
+@pytest.mark.parametrize("group, regions", [("HN", ("HN",)), ("TH", ("TH",)), ("AB", ("AB",)), ("TH_AB", ("TH", "AB"))])
+def test_a_region_group_overlay_changes_only_the_regions_and_the_run_folder(group, regions):
+    """`--config recipe --config configs/regions/X.toml`: the recipe's every other setting survives the overlay."""
+    recipe = load_config(REPO / "configs" / "drifting_gpu.toml")
+    layered = load_config([REPO / "configs" / "drifting_gpu.toml", REPO / "configs" / "regions" / f"{group}.toml"])
+    assert layered.data.regions == regions and layered.run.out_dir == f"runs/region_{group}"
+    assert layered.model == recipe.model and layered.optim == recipe.optim and layered.loss == recipe.loss
+    assert layered.data.split == recipe.data.split and layered.data.crop == recipe.data.crop
+    assert layered.settings == recipe.settings
+    folded = load_config(
+        [REPO / "configs" / "drifting_gpu.toml", REPO / "configs" / "regions" / f"{group}.toml"], ["run.threads=3"]
+    )
+    assert folded.run.threads == 3 and folded.data.regions == regions  # --set still applies last
+
+
+def test_the_trainer_cli_layers_configs_in_the_order_given(tmp_path, monkeypatch):
+    import training.train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda config, **kw: seen.setdefault("config", config) and {})
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text('[data]\nregions = ["HN"]\ncrop = 96\n[run]\nthreads = 2\n')
+    second.write_text('[data]\nregions = ["AB"]\n')
+    assert train_module.main(["--config", str(first), "--config", str(second)]) == 0
+    assert seen["config"].data.regions == ("AB",) and seen["config"].data.crop == 96 and seen["config"].run.threads == 2

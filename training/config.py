@@ -122,12 +122,30 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
     )
 
 
-def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a TOML config (or the defaults) and apply `section.key=value` overrides (values parsed as JSON)."""
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` on top of `base`, section by section (a key set in both takes the overlay's value)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path | str | list[Path | str] | tuple[Path | str, ...] | None, overrides: list[str] = ()
+) -> TrainConfig:
+    """Read TOML configs (or the defaults) and apply `section.key=value` overrides (values parsed as JSON).
+
+    Several paths layer left to right: a recipe first, then small overlays such as a region group
+    (`configs/regions/HN.toml`), so one recipe serves every group without being copied.
+    """
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
     data: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+    for item in paths:
+        with open(item, "rb") as handle:
+            data = _merge(data, tomllib.load(handle))
     for item in overrides:
         key, _, raw = item.partition("=")
         if not raw:
@@ -141,4 +159,4 @@ def load_config(path: Path | str | None, overrides: list[str] = ()) -> TrainConf
         for section in sections:
             target = target.setdefault(section, {})
         target[leaf] = value
-    return config_from_dict(data, str(path or "defaults"))
+    return config_from_dict(data, " + ".join(str(item) for item in paths) or "defaults")

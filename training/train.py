@@ -602,7 +602,13 @@ def with_fold(config: TrainConfig, fold: int) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="TOML config (see configs/)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        help="TOML config (see configs/); give it again to layer an overlay on top, e.g. a region group: "
+        "--config configs/drifting_gpu.toml --config configs/regions/HN.toml",
+    )
     parser.add_argument(
         "--set",
         action="append",
