@@ -41,7 +41,7 @@ if [[ $STAGE == all || $STAGE == compare ]]; then
   $PY benchmarks/make_eval_manifest.py --out "$OUT/eval/manifest.json" \
     --fold "$OUT/l1/fold_0/best.pt" --fold "$OUT/l1/fold_1/best.pt" --fold "$OUT/l1/fold_2/best.pt" \
     --region "HN=$OUT/region/HN/best.pt" --region "TH=$OUT/region/TH/best.pt" --region "AB=$OUT/region/AB/best.pt"
-  SCT_THREADS=1 $PY benchmarks/compare_models.py --data data/phantoms_final --manifest "$OUT/eval/manifest.json" \
+  SCT_THREADS=2 $PY benchmarks/compare_models.py --data data/phantoms_final --manifest "$OUT/eval/manifest.json" \
     --models l1,l1_tta,l1_fold0,l1_fold1,l1_fold2,l1_folds,l1_folds_tta,routes --out "$OUT/compare"
 fi
 
