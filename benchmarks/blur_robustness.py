@@ -27,10 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from compare_models import DEFAULT_SPLIT, test_cases  # noqa: E402
+from compare_models import BONE_HU, DEFAULT_SPLIT, test_cases  # noqa: E402
 
 LOG = logging.getLogger("blur_robustness")
-BONE_HU = 300.0
 
 
 def blurred_case(case_dir: Path, sigma_mm: float, out: Path) -> None:

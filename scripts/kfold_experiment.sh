@@ -24,8 +24,8 @@ train_fold() {
 }
 
 train_region() {
-  $PY -m training.train "${common[@]}" --set optim.steps=1000 --set run.val_every=500 \
-    --set "data.regions=[\"$1\"]" --set "run.out_dir=$OUT/region/$1" >"$OUT/region_$1.log" 2>&1
+  $PY -m training.train "${common[@]}" --config "configs/regions/$1.toml" --set optim.steps=1000 \
+    --set run.val_every=500 --set "run.out_dir=$OUT/region/$1" >"$OUT/region_$1.log" 2>&1
 }
 
 if [[ $STAGE == all || $STAGE == train ]]; then
