@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The k-fold / ensemble / flip-TTA / per-region evidence on the phantom test split, end to end on this 2-core CPU
-# (about 2 hours): 3 fold models and 3 region models, each fine-tuned from the same 7500-step L1 weights the
+# (about 2.5 hours): 3 fold models and 3 region models, each fine-tuned from the same 7500-step L1 weights the
 # shipped l1 started from, then one compare_models run over every variant.
 #   fold K:   3000 steps on the 3-fold split's training folds (2/3 of train+val), its own fold validates
 #   region R: 1000 steps on region R only (3 x 1000 = the 3000 steps of the all-region model)
 # Needs data/phantoms_final (python -m phantoms --out data/phantoms_final --regions HN,TH,AB --cases 15 --seed 0).
-# STAGE=train|compare runs one half (default: both).
+# STAGE=train, compare or summary runs one part (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
