@@ -323,6 +323,9 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
 
 def test_real_mr_check_on_the_stored_crop(tmp_path):
     """The shipped primary on 11 slices of a real T1 head (test/data/real_head_crop): no bone in the brain."""
+    from engine.manifest import DEFAULT_MANIFEST, load_manifest
+
+    primary = load_manifest(DEFAULT_MANIFEST).route("HN").primary.name
     result = subprocess.run(
         [
             sys.executable,
@@ -330,7 +333,7 @@ def test_real_mr_check_on_the_stored_crop(tmp_path):
             "--prepared",
             str(REPO / "test" / "data" / "real_head_crop"),
             "--models",
-            "l1",
+            primary,
             "--out",
             str(tmp_path),
             "--log-level",
@@ -343,12 +346,12 @@ def test_real_mr_check_on_the_stored_crop(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
-    metrics = report["models"]["l1"]
+    metrics = report["models"][primary]
     assert metrics["brain_voxels"] > 100_000
     assert metrics["brain_above_bone_pct"] <= 0.2
     assert -20.0 <= metrics["brain_mean_hu"] <= 80.0
-    assert (tmp_path / "l1.png").stat().st_size > 10_000
-    assert (tmp_path / "l1" / "sct.mha").is_file()
+    assert (tmp_path / f"{primary}.png").stat().st_size > 10_000
+    assert (tmp_path / primary / "sct.mha").is_file()
 
 
 def test_cli_switches_reach_the_cases_and_the_record(tmp_path):
@@ -399,3 +402,34 @@ def test_dark_bone_darkens_only_the_bone_classes():
         signal, lambda: classes, body, np.random.default_rng(0), Randomisation("physics", probability=1.0, kinds=())
     )
     assert np.array_equal(untouched, signal)  # off by default
+
+
+def test_trainer_blur_floor_reaches_the_resolution_randomisation_and_is_checked():
+    """data.min_blur_px / min_slice_blur set the smallest blur of every randomised crop (training for smooth MR)."""
+    from engine.manifest import DEFAULT_MANIFEST, training_spec
+    from phantoms.randomise import resolution
+    from training.config import load_config
+    from training.train import build_crops
+
+    def crops_for(*settings: str, length: int = 4):
+        config = load_config(None, [f"manifest={DEFAULT_MANIFEST}", "data.mr_randomisation=physics", *settings])
+        return build_crops(config, training_spec(config.manifest, "drifting", config.settings), [_volume()], length)
+
+    crops = crops_for(
+        "data.min_blur_px=2.5", "data.max_blur_px=3.0", "data.min_slice_blur=0.5", "data.max_slice_blur=1.0"
+    )
+    assert crops.randomisation.blur_px == (2.5, 3.0) and crops.randomisation.slice_blur == (0.5, 1.0)
+    assert crops_for().randomisation.blur_px == (0.0, 1.5)  # the default range is unchanged
+    # what the floor buys: with it, no draw leaves an edge sharp
+    _, signal = _blocks((9, 96, 96))
+    signal = signal.astype(np.float32)
+    steepest = []
+    for floor in (0.0, 2.5):
+        rng = np.random.default_rng(0)
+        steps = [np.abs(np.diff(resolution(signal, rng, (floor, 3.0), (0.0, 0.0))[4], axis=1)).max() for _ in range(32)]
+        steepest.append(max(steps))
+    assert steepest[1] < 0.5 * steepest[0]
+    with pytest.raises(ValueError, match="min_blur_px"):
+        crops_for("data.min_blur_px=2.0", "data.max_blur_px=1.0")
+    with pytest.raises(ValueError, match="min_slice_blur"):
+        crops_for("data.min_slice_blur=-1")

@@ -32,7 +32,9 @@ class DataConfig:
     mr_randomisation: str = "off"
     randomise_probability: float = 0.8  # share of crops randomised
     contrast_probability: float = 0.5  # ("full") share of randomised crops whose tissue contrast is redrawn
+    min_blur_px: float = 0.0  # smallest in-plane Gaussian sigma of the resolution randomisation (pixels)
     max_blur_px: float = 1.5  # largest in-plane Gaussian sigma of the resolution randomisation (pixels)
+    min_slice_blur: float = 0.0  # smallest Gaussian sigma across the context slices (slices)
     max_slice_blur: float = 0.6  # largest Gaussian sigma across the context slices (slices)
     dark_bone_probability: float = 0.0  # share of randomised crops whose bone (CT >= 200 HU) MR signal is darkened
 

@@ -277,12 +277,19 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolume], length: int) -> SliceCrops:
     """The training crops as configured, MR domain randomisation included (shared with the training benchmark)."""
+    data = config.data
+    for name, low, high in (
+        ("blur_px", data.min_blur_px, data.max_blur_px),
+        ("slice_blur", data.min_slice_blur, data.max_slice_blur),
+    ):
+        if not 0.0 <= low <= high:
+            raise ValueError(f"data.min_{name} ({low}) must be >= 0 and <= data.max_{name} ({high})")
     randomisation = Randomisation(
         config.data.mr_randomisation,
         config.data.randomise_probability,
         config.data.contrast_probability,
-        blur_px=(0.0, config.data.max_blur_px),
-        slice_blur=(0.0, config.data.max_slice_blur),
+        blur_px=(data.min_blur_px, data.max_blur_px),
+        slice_blur=(data.min_slice_blur, data.max_slice_blur),
         dark_bone_probability=config.data.dark_bone_probability,
     )
     return SliceCrops(
