@@ -2,7 +2,7 @@
 
     pip install --no-deps nilearn==0.14.1 pydeface==2.1.0   # their data files only; neither is imported
     python benchmarks/real_mr_check.py --models l1 --out runs/real_mr
-    python benchmarks/real_mr_check.py --prepared test/data/mni152_crop --models l1 --out /tmp/crop   # stored crop
+    python benchmarks/real_mr_check.py --prepared test/data/real_head_crop --models l1 --out /tmp/crop   # stored crop
 
 Writes <out>/<model>/sct.mha, <out>/<model>.png (MR and sCT slices) and <out>/report.json, and prints one JSON
 line: per model the share of brain voxels above 300 HU (truth ~0), the brain's mean HU (truth ~30) and the share
