@@ -321,11 +321,8 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
         head_metrics(sct, np.zeros_like(brain), body, (3.0, 1.0, 1.0))
 
 
-def test_real_mr_check_on_the_stored_crop(tmp_path):
-    """The shipped primary on 11 slices of a real T1 head (test/data/real_head_crop): no bone in the brain."""
-    from engine.manifest import DEFAULT_MANIFEST, load_manifest
-
-    primary = load_manifest(DEFAULT_MANIFEST).route("HN").primary.name
+def _check_stored_crop(model: str, out: Path) -> dict:
+    """benchmarks/real_mr_check.py with `model` on the stored real-head crop; that model's metrics."""
     result = subprocess.run(
         [
             sys.executable,
@@ -333,9 +330,9 @@ def test_real_mr_check_on_the_stored_crop(tmp_path):
             "--prepared",
             str(REPO / "test" / "data" / "real_head_crop"),
             "--models",
-            primary,
+            model,
             "--out",
-            str(tmp_path),
+            str(out),
             "--log-level",
             "WARNING",
         ],
@@ -345,8 +342,15 @@ def test_real_mr_check_on_the_stored_crop(tmp_path):
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    metrics = report["models"][primary]
+    return json.loads((out / "report.json").read_text())["models"][model]
+
+
+def test_real_mr_check_on_the_stored_crop(tmp_path):
+    """The shipped primary on 11 slices of a real T1 head (test/data/real_head_crop): no bone in the brain."""
+    from engine.manifest import DEFAULT_MANIFEST, load_manifest
+
+    primary = load_manifest(DEFAULT_MANIFEST).route("HN").primary.name
+    metrics = _check_stored_crop(primary, tmp_path)
     assert metrics["brain_voxels"] > 100_000
     assert metrics["brain_above_bone_pct"] <= 0.2
     # truth about 30 HU; measured -23 (l1_folds) and -16 (l1) with the organisers' mask: soft tissue, not fat or bone
@@ -464,26 +468,7 @@ def test_the_opt_in_smooth_mr_model_finds_the_real_skull_on_the_stored_crop(tmp_
     assert "data.min_blur_px=1.5" in spec.provenance["training_command"]
     assert spec.provenance["onnx_parity_max_abs_hu"] < 0.05
     spec.verify_files()
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "real_mr_check.py"),
-            "--prepared",
-            str(REPO / "test" / "data" / "real_head_crop"),
-            "--models",
-            "l1_smooth_hn",
-            "--out",
-            str(tmp_path),
-            "--log-level",
-            "WARNING",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "report.json").read_text())["models"]["l1_smooth_hn"]
+    metrics = _check_stored_crop("l1_smooth_hn", tmp_path)
     assert metrics["shell_bone_pct"] > 20.0
     assert metrics["brain_above_bone_pct"] < 1.0
     assert 0.0 <= metrics["brain_mean_hu"] <= 80.0
