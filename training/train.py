@@ -285,23 +285,23 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         if not 0.0 <= low <= high:
             raise ValueError(f"data.min_{name} ({low}) must be >= 0 and <= data.max_{name} ({high})")
     randomisation = Randomisation(
-        config.data.mr_randomisation,
-        config.data.randomise_probability,
-        config.data.contrast_probability,
+        data.mr_randomisation,
+        data.randomise_probability,
+        data.contrast_probability,
         blur_px=(data.min_blur_px, data.max_blur_px),
         slice_blur=(data.min_slice_blur, data.max_slice_blur),
-        dark_bone_probability=config.data.dark_bone_probability,
+        dark_bone_probability=data.dark_bone_probability,
     )
     return SliceCrops(
         volumes,
         spec.context_slices,
-        config.data.crop,
+        data.crop,
         length,
         spec.normalisation.outside_value,
         seed=config.run.seed,
         randomisation=randomisation,
         ct_window_hu=spec.ct_window_hu,
-        region_balanced=config.data.region_balanced,
+        region_balanced=data.region_balanced,
     )
 
 
