@@ -90,6 +90,38 @@ def skull_layers(rng: np.random.Generator) -> tuple[float, float, float]:
     return thick, outer, thick - marrow - outer
 
 
+CSF_RIM_MM = (2.0, 6.0)  # subarachnoid CSF between the inner table and the cortex: young to atrophic
+SULCUS_WIDTH = (0.10, 0.30)  # half-width of the sulci as a level of the folded texture (0.13: the fixed brain)
+VENTRICLE_SCALE = ((0.7, 2.6), (0.9, 1.3), (0.8, 1.8))  # lateral ventricles: width, length, height factors
+
+
+@dataclass
+class BrainLayout:
+    """How much CSF a brain holds: its rim under the skull, its sulci and its ventricles."""
+
+    csf_rim: float = 2.5
+    sulcus_width: float = 0.13
+    ventricle_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    third_ventricle_scale: float = 1.0
+
+
+def brain_layout(rng: np.random.Generator) -> BrainLayout:
+    """The brain's CSF spaces for one patient, when anatomy varies.
+
+    Radiotherapy patients are mostly old, and atrophy widens the CSF rim, the sulci and the ventricles several-fold;
+    the fixed brain has one young layout. In T1 every CSF space is dark, like a compact skull, so a network that
+    has seen only small fixed ventricles may call large real ones bone; here their size varies per case.
+    """
+    atrophy = float(rng.uniform(0.0, 1.0))  # one factor drives all spaces together, as age does, plus jitter
+    jitter = lambda lo_hi: float(np.clip(lo_hi[0] + (atrophy + rng.normal(0, 0.15)) * (lo_hi[1] - lo_hi[0]), *lo_hi))
+    return BrainLayout(
+        csf_rim=jitter(CSF_RIM_MM),
+        sulcus_width=jitter(SULCUS_WIDTH),
+        ventricle_scale=tuple(jitter(r) for r in VENTRICLE_SCALE),
+        third_ventricle_scale=jitter((0.8, 2.5)),
+    )
+
+
 def fat_planes(tex: np.ndarray, level: float, width: float) -> np.ndarray:
     """Thin curved sheets (a level set of the smooth texture field): fascial fat planes between muscles."""
     return np.abs(tex - level) < width
@@ -103,7 +135,7 @@ class Body:
         self.seed = int(seed)
         self.rng = self._stream("init")
         self.arms_in_body = True  # False: arms are painted separately (present in one modality only)
-        self.vary_skull = False  # True: skull tables and diploe drawn per case (anatomical variability)
+        self.vary_head = False  # True: skull layers and brain CSF spaces drawn per case (anatomical variability)
         s, ws, ap = p.hs, p.ws, p.ap
         shoulder = (1.0, 1.0) if p.arms_down else (0.78, 0.88)
         zk = (
@@ -337,7 +369,8 @@ class Body:
             return
         cran_c, cran_r = self._paint_scalp_and_face(cv)
         inner = self._paint_skull(cv, cran_c, cran_r)
-        self._paint_brain(cv, cran_c, inner)
+        layout = brain_layout(self._stream("brain")) if self.vary_head else BrainLayout()
+        self._paint_brain(cv, cran_c, inner, layout)
         self._paint_facial_bones(cv)
         self._paint_sinuses(cv)
         self._paint_mandible_and_teeth(cv)
@@ -381,7 +414,7 @@ class Body:
         sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
         thick = float(rng.uniform(5.5, 8.0))  # drawn even when skulls vary: later parts of the head share this stream
         outer_table, inner_table = 1.8, 1.7
-        if self.vary_skull:
+        if self.vary_head:
             thick, outer_table, inner_table = skull_layers(self._stream("skull"))
         base_ok = lambda b: b.Z > self.zb(b.X, b.Y) - 7 * s
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, sk, where=base_ok)
@@ -401,12 +434,12 @@ class Body:
             cv.fill(T.CSF, box, (F <= 1) & (box.Z > zb))
         return inner
 
-    def _paint_brain(self, cv: Canvas, cran_c: tuple, inner: list[float]) -> None:
+    def _paint_brain(self, cv: Canvas, cran_c: tuple, inner: list[float], layout: BrainLayout) -> None:
         """Grey matter ribbon, white matter, sulci, ventricles, cerebellum, brainstem inside the skull."""
         p = self.p
         hc, s = p.hc, p.hs
         # brain: grey matter ribbon, white matter with gyral texture, sulci, fissure, ventricles
-        gm = [v - 2.5 for v in inner]
+        gm = [v - layout.csf_rim for v in inner]
         box, F = cv.superquadric(cran_c, gm)
         if box is not None:
             zb = self.zb(box.X, box.Y)
@@ -418,7 +451,8 @@ class Body:
                 # smooth field), so the cortex looks convoluted rather than blotchy
                 fold = np.sin(np.float32(2.6) * tex)
                 cv.fill(T.WM, box, (F + 0.12 * fold <= 0.8) & (box.Z > zb + 8), only=(T.GM,))
-                cv.fill(T.CSF, box, brain & (np.abs(fold) < 0.13) & (F > 0.66) & (tex > -1.2), only=(T.GM, T.WM))
+                sulci = brain & (np.abs(fold) < layout.sulcus_width) & (F > 0.66) & (tex > -1.2)
+                cv.fill(T.CSF, box, sulci, only=(T.GM, T.WM))
             else:
                 cv.fill(T.WM, box, (F <= 0.78) & (box.Z > zb + 8), only=(T.GM,))
             cv.fill(
@@ -427,15 +461,17 @@ class Body:
                 brain & (np.abs(box.X) < 0.8) & (box.Z > -88 * s) & (tex > -0.6 if cv.texture is not None else True),
                 only=(T.GM, T.WM),
             )
+        wide, long, high = layout.ventricle_scale
         for side in (-1, 1):
             cv.ellipsoid(
                 T.CSF,
-                (side * 10 * hc, 0, -82 * s),
-                (6.5 * hc, 30 * hc, 7 * s),
+                (side * (10 + 3 * (wide - 1)) * hc, 0, -82 * s),
+                (6.5 * wide * hc, 30 * long * hc, 7 * high * s),
                 rotation(yaw=side * 8),
                 only=(T.WM, T.GM),
             )
-        cv.ellipsoid(T.CSF, (0, 5 * hc, -100 * s), (2 * hc, 14 * hc, 9 * s), only=(T.WM, T.GM))
+        third = layout.third_ventricle_scale
+        cv.ellipsoid(T.CSF, (0, 5 * hc, -100 * s), (2 * third * hc, 14 * hc, 9 * s), only=(T.WM, T.GM))
         for side in (-1, 1):  # cerebellum (folia from the texture)
             c = (side * 22 * hc, 52 * hc, -138 * s)
             cv.ellipsoid(T.GM, c, (40 * hc, 32 * hc, 21 * s), only=(T.CSF, T.GM, T.WM))

@@ -500,7 +500,7 @@ def _anatomy(
     cv = Canvas(x, y, z, tex)
     body = Body(patient, anat_seed)
     body.arms_in_body = not (has["arms"] and arms_mode != "both")
-    body.vary_skull = variability
+    body.vary_head = variability
     body.paint(cv)
     labels = cv.labels
     arms_labels = None

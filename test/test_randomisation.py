@@ -208,16 +208,31 @@ def test_skull_layers_cover_thin_marrow_free_shells_and_thick_diploe():
     assert min(d[0] for d in no_diploe) < 5.0 and max(d[0] - d[1] - d[2] for d in draws) > 3.0
 
 
-def _calvarium_labels(vary: bool, layers=None, monkeypatch=None) -> np.ndarray:
+def test_brain_layouts_range_from_young_to_atrophic_with_spaces_growing_together():
+    from phantoms.anatomy import CSF_RIM_MM, SULCUS_WIDTH, VENTRICLE_SCALE, brain_layout
+
+    draws = [brain_layout(np.random.default_rng(i)) for i in range(300)]
+    rims = np.array([d.csf_rim for d in draws])
+    widths = np.array([d.ventricle_scale[0] for d in draws])
+    assert CSF_RIM_MM[0] <= rims.min() and rims.max() <= CSF_RIM_MM[1]
+    assert all(SULCUS_WIDTH[0] <= d.sulcus_width <= SULCUS_WIDTH[1] for d in draws)
+    assert VENTRICLE_SCALE[0][0] <= widths.min() < 1.0 and widths.max() > 2.0  # small and grossly enlarged ones
+    assert np.corrcoef(rims, widths)[0, 1] > 0.5  # atrophy widens every CSF space at once
+    assert brain_layout(np.random.default_rng(5)) == brain_layout(np.random.default_rng(5))
+
+
+def _calvarium_labels(vary: bool, layers=None, monkeypatch=None, layout=None, z_mm=(-75.0, -30.0)) -> np.ndarray:
     from phantoms import anatomy
     from phantoms.canvas import Canvas
 
     if layers is not None:
         monkeypatch.setattr(anatomy, "skull_layers", lambda rng: layers)
+    if layout is not None:
+        monkeypatch.setattr(anatomy, "brain_layout", lambda rng: layout)
     patient = anatomy.draw_patient(np.random.default_rng(0), "HN")
     body = anatomy.Body(patient, 3)
-    body.vary_skull = vary
-    canvas = Canvas(np.arange(-100.0, 100.0, 1.5), np.arange(-110.0, 120.0, 1.5), np.arange(-75.0, -30.0, 3.0))
+    body.vary_head = vary
+    canvas = Canvas(np.arange(-100.0, 100.0, 1.5), np.arange(-110.0, 120.0, 1.5), np.arange(*z_mm, 3.0))
     body.paint_head(canvas)
     return canvas.labels
 
@@ -231,6 +246,23 @@ def test_varying_skulls_change_the_calvarium_only_when_asked(monkeypatch):
     assert (compact == T.MARROW).sum() == 0 and (compact == T.CORTICAL_DENSE).sum() > (fixed == T.CORTICAL_DENSE).sum()
     thick = _calvarium_labels(True, (9.0, 1.5, 1.5), monkeypatch)
     assert (thick == T.MARROW).sum() > (fixed == T.MARROW).sum()
+
+
+def test_varying_brains_widen_the_ventricles_and_csf_only_when_asked(monkeypatch):
+    from phantoms.anatomy import BrainLayout
+    from phantoms.tissues import T
+
+    ventricles = (-96.0, -66.0)  # the slices through the lateral ventricles
+    skull = (6.5, 1.8, 1.7)
+    old = BrainLayout(csf_rim=5.5, sulcus_width=0.28, ventricle_scale=(2.4, 1.2, 1.6), third_ventricle_scale=2.2)
+    young = _calvarium_labels(True, skull, monkeypatch, BrainLayout(), ventricles)  # the fixed brain's layout
+    atrophic = _calvarium_labels(True, skull, monkeypatch, old, ventricles)
+    assert (atrophic == T.CSF).sum() > 1.5 * (young == T.CSF).sum()
+    assert (atrophic == T.WM).sum() < (young == T.WM).sum()
+    bone = (T.CORTICAL_DENSE, T.MARROW)
+    assert (np.isin(atrophic, bone) == np.isin(young, bone)).all()  # the skull does not move with the brain
+    fixed = _calvarium_labels(False, z_mm=ventricles)
+    assert (_calvarium_labels(False, None, monkeypatch, old, ventricles) == fixed).all()  # no variability: fixed
 
 
 def test_textures_are_painted_inside_tissues():
