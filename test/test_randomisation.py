@@ -110,6 +110,44 @@ def test_each_artefact_kind_changes_the_signal_measurably(kind):
     assert sorted(changes)[1] > 0.01, (kind, changes)
 
 
+def _exact_gibbs(signal: np.ndarray, keeps: list[float]) -> np.ndarray:
+    """The k-space box at the image's own length (no padding): the reference for `gibbs`."""
+    out = signal
+    for axis, share in zip((1, 2), keeps):
+        n = out.shape[axis]
+        kept = max(2, int(round(n * share)))
+        spectrum = np.fft.rfft(out, axis=axis)
+        index = [slice(None)] * 3
+        index[axis] = slice(kept // 2 + 1, None)
+        spectrum[tuple(index)] = 0
+        out = np.fft.irfft(spectrum, n=n, axis=axis)
+    return np.maximum(out, 0.0)
+
+
+def test_gibbs_padding_for_awkward_lengths_keeps_the_ringing():
+    """Lengths with a large prime factor are padded to a fast FFT length; the ringing stays the exact one's."""
+    from phantoms.randomise import gibbs
+
+    for shape, tolerance in (((2, 64, 128), 1e-5), ((2, 394, 398), 0.02)):  # 394 = 2 x 197: padded to 400
+        labels = np.zeros(shape, dtype=np.uint8)
+        ny, nx = shape[1:]
+        labels[:, ny // 8 : -ny // 8, nx // 8 : -nx // 8] = 1
+        labels[:, ny // 3 : ny // 2, nx // 4 : nx // 2] = 2
+        signal = np.array([0.0, 0.4, 0.9], dtype=np.float32)[labels]
+        keeps = [float(v) for v in np.random.default_rng(3).uniform(0.3, 0.6, 2)]
+        draws = iter(keeps)
+
+        class Fixed:  # hands gibbs the two band widths in order
+            def uniform(self, low, high):
+                return next(draws)
+
+        out = gibbs(signal, Fixed(), (0.3, 0.6))
+        exact = _exact_gibbs(signal.astype(np.float64), keeps)
+        assert out.shape == signal.shape and out.dtype == np.float32 and out.flags.c_contiguous
+        assert np.abs(out - signal).max() > 0.05  # it rings
+        assert np.abs(out - exact).max() < tolerance, shape
+
+
 def test_artefacts_are_deterministic_per_generator():
     labels, signal = _blocks()
     settings = Randomisation("physics", gibbs_probability=1.0, ghost_probability=1.0)
