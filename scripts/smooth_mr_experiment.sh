@@ -9,7 +9,8 @@
 #   PROBABILITY=0.5 OUT=runs/smooth_mix_hn NAME=l1_smooth_mix TAG=smooth_mix bash scripts/smooth_mr_experiment.sh
 #   DATA: the variability phantoms (generated when missing); STEPS: fine-tuning steps; THREADS: training threads;
 #   RANDOMISATION: the on-the-fly level (off gives the equal-budget comparator without randomisation or blur);
-#   BF16: bfloat16 autocast (true where the CPU has AVX512-BF16: about 1.6x the fp32 steps per second).
+#   BF16: bfloat16 autocast (true where the CPU has AVX512-BF16: about 1.6x the fp32 steps per second);
+#   RESUME=1 continues OUT/last.pt up to STEPS (the learning rate is constant, so that is one longer run).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 RANDOMISATION=off OUT=runs/csf_sharp_hn NAME=l1_csf_sharp TAG=csf_sharp
@@ -36,7 +37,7 @@ if [[ $STAGE == all || $STAGE == train ]]; then
     --set run.init_from=model_weights/l1.onnx --set "data.root=$DATA" \
     --set data.mr_randomisation=$RANDOMISATION --set data.randomise_probability=$PROBABILITY \
     --set data.min_blur_px=1.5 --set data.max_blur_px=3.5 --set data.min_slice_blur=0.3 --set data.max_slice_blur=1.0 \
-    --set "run.out_dir=$OUT" >"$OUT.log" 2>&1
+    --set "run.out_dir=$OUT" ${RESUME:+--resume} >>"$OUT.log" 2>&1
 fi
 
 if [[ $STAGE == all || $STAGE == eval ]]; then
