@@ -527,7 +527,8 @@ def test_real_head_mask_is_the_organisers_with_its_ring_of_air():
 
 def test_the_opt_in_smooth_mr_model_finds_the_real_skull_on_the_stored_crop(tmp_path):
     """`--model l1_smooth_hn` (trained with half its crops blurred) finds the skull of the real head that the
-    primary misses (measured on the crop: 37.7 % of the shell against 0.1 %); it is shipped but routes nowhere."""
+    primary misses (measured on the crop: 32.1 % of the shell against 0.1 %, 0.34 % of the brain above 300 HU,
+    brain mean 31 HU); it is shipped but routes nowhere."""
     from engine.manifest import DEFAULT_MANIFEST, load_manifest
 
     manifest = load_manifest(DEFAULT_MANIFEST)
@@ -535,10 +536,12 @@ def test_the_opt_in_smooth_mr_model_finds_the_real_skull_on_the_stored_crop(tmp_
     assert all(
         manifest.route(region).primary.name != "l1_smooth_hn" for region in ("HN", "TH", "AB", "BRAIN", "PELVIS")
     )
-    assert "data.min_blur_px=1.5" in spec.provenance["training_command"]
+    assert "PROBABILITY=0.5" in spec.provenance["training_command"]
+    script = spec.provenance["training_command"].split("bash ")[-1]
+    assert "data.min_blur_px=1.5" in (REPO / script).read_text()  # the blur floor it was trained with
     assert spec.provenance["onnx_parity_max_abs_hu"] < 0.05
     spec.verify_files()
     metrics = _check_stored_crop("l1_smooth_hn", tmp_path)
     assert metrics["shell_bone_pct"] > 20.0
-    assert metrics["brain_above_bone_pct"] < 1.0
-    assert 0.0 <= metrics["brain_mean_hu"] <= 80.0
+    assert metrics["brain_above_bone_pct"] < 0.5
+    assert 10.0 <= metrics["brain_mean_hu"] <= 60.0  # truth about 30 HU
