@@ -37,6 +37,7 @@ SOURCES = {  # package: (file inside its data folder, what it gives)
 }
 BONE_HU = 300.0  # above this a voxel counts as bone (the issue's and the dosimetry module's threshold)
 SHELL_MM = (2.0, 8.0)  # the skull shell: this far outside the brain
+EDGE_MM = 4.0  # the brain's outer rim, where a registered template's edge and the head's CSF rim may disagree
 SPACING_MM = (1.0, 1.0, 3.0)  # x, y, z: the SynthRAD HN voxel size
 MASK_DILATION_VOXELS = 10  # the organisers' in-plane margin of air around the body (docs: synthrad.md)
 AIR_MARGIN_VOXELS = 16  # air added around the template's tight box in-plane, as a scanner's field of view has
@@ -198,12 +199,14 @@ def head_metrics(
     spacing_zyx: tuple[float, float, float],
     bone_hu: float = BONE_HU,
     shell_mm: tuple[float, float] = SHELL_MM,
+    edge_mm: float = EDGE_MM,
 ) -> dict[str, float]:
     """What anatomy says of an sCT of a head: bone in the brain, the brain's mean HU, bone in the skull shell.
 
     The shell is measured in 3D (anisotropic voxels handled) and kept inside the body mask; slices whose brain
     is a sliver (the top of the head, the skull base) lie close to bone or air by nature, so every slice counts
-    only where it holds at least 2% of the largest brain section.
+    only where it holds at least 2% of the largest brain section. `deep_brain_above_bone_pct` counts only brain
+    voxels more than `edge_mm` inside the brain's edge: bone there cannot be blamed on the template's mask.
     """
     from scipy import ndimage
 
@@ -216,12 +219,18 @@ def head_metrics(
     distance = ndimage.distance_transform_edt(~brain, sampling=spacing_zyx)
     shell = (distance > shell_mm[0]) & (distance <= shell_mm[1]) & body & keep
     inside = brain & keep
+    deep = inside & (ndimage.distance_transform_edt(brain, sampling=spacing_zyx) > edge_mm)
     values = sct_hu[inside]
+    deep_values = sct_hu[deep]
     shell_values = sct_hu[shell]
     return {
         "brain_voxels": int(inside.sum()),
         "brain_above_bone_pct": 100.0 * float((values > bone_hu).mean()),
         "brain_mean_hu": float(values.mean(dtype=np.float64)),
+        "deep_brain_voxels": int(deep.sum()),
+        "deep_brain_above_bone_pct": 100.0 * float((deep_values > bone_hu).mean())
+        if deep_values.size
+        else float("nan"),
         "shell_voxels": int(shell.sum()),
         "shell_bone_pct": 100.0 * float((shell_values > bone_hu).mean()) if shell_values.size else float("nan"),
     }

@@ -384,6 +384,17 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
     area = brain.reshape(brain.shape[0], -1).sum(axis=1)
     keep = (area >= 0.02 * area.max())[:, None, None]
     assert wrong["brain_above_bone_pct"] == pytest.approx(100.0 * (blob & keep).sum() / (brain & keep).sum())
+    # deep brain: more than 4 mm inside the edge; bone on the rim alone does not count there
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(brain, sampling=(3.0, 1.0, 1.0))
+    deep = brain & keep & (depth > 4.0)
+    assert metrics["deep_brain_above_bone_pct"] == 0.0 and 0 < metrics["deep_brain_voxels"] < metrics["brain_voxels"]
+    assert wrong["deep_brain_above_bone_pct"] == pytest.approx(100.0 * (blob & deep).sum() / deep.sum())
+    rim = sct.copy()
+    rim[brain & (depth <= 3.0)] = 800.0
+    on_rim = head_metrics(rim, brain, body, (3.0, 1.0, 1.0))
+    assert on_rim["brain_above_bone_pct"] > 10.0 and on_rim["deep_brain_above_bone_pct"] == 0.0
     # a skull-less sCT scores no shell bone
     soft = np.where(skull, 0.0, sct).astype(np.float32)
     assert head_metrics(soft, brain, body, (3.0, 1.0, 1.0))["shell_bone_pct"] == 0.0
