@@ -220,19 +220,19 @@ def head_metrics(
     shell = (distance > shell_mm[0]) & (distance <= shell_mm[1]) & body & keep
     inside = brain & keep
     deep = inside & (ndimage.distance_transform_edt(brain, sampling=spacing_zyx) > edge_mm)
-    values = sct_hu[inside]
-    deep_values = sct_hu[deep]
-    shell_values = sct_hu[shell]
+
+    def bone_pct(region: np.ndarray) -> float:
+        values = sct_hu[region]
+        return 100.0 * float((values > bone_hu).mean()) if values.size else float("nan")
+
     return {
         "brain_voxels": int(inside.sum()),
-        "brain_above_bone_pct": 100.0 * float((values > bone_hu).mean()),
-        "brain_mean_hu": float(values.mean(dtype=np.float64)),
+        "brain_above_bone_pct": bone_pct(inside),
+        "brain_mean_hu": float(sct_hu[inside].mean(dtype=np.float64)),
         "deep_brain_voxels": int(deep.sum()),
-        "deep_brain_above_bone_pct": 100.0 * float((deep_values > bone_hu).mean())
-        if deep_values.size
-        else float("nan"),
+        "deep_brain_above_bone_pct": bone_pct(deep),
         "shell_voxels": int(shell.sum()),
-        "shell_bone_pct": 100.0 * float((shell_values > bone_hu).mean()) if shell_values.size else float("nan"),
+        "shell_bone_pct": bone_pct(shell),
     }
 
 

@@ -40,12 +40,6 @@ if [[ $STAGE == all || $STAGE == train ]]; then
     --set "run.out_dir=$OUT" ${RESUME:+--resume} >>"$OUT.log" 2>&1
 fi
 
-if [[ $STAGE == all || $STAGE == eval ]]; then
-  $PY benchmarks/make_eval_manifest.py --out "$OUT/eval/manifest.json" \
-    --extra "$NAME=$OUT/best.pt" --extra "${NAME}_last=$OUT/last.pt"
-  $PY benchmarks/real_mr_check.py --models "l1,$NAME,${NAME}_last" --manifest "$OUT/eval/manifest.json" \
-    --out "runs/real_mr_$TAG"
-  cp "runs/real_mr_$TAG/report.json" "docs/real_mr_check_$TAG.json"
-  $PY benchmarks/blur_robustness.py --models "l1,$NAME,${NAME}_last" --manifest "$OUT/eval/manifest.json" \
-    --cases 1HNA004,1HNA005,1HND004 --sigmas 0,1.5,3 --out "docs/blur_robustness_$TAG.json"
+if [[ $STAGE == all || $STAGE == eval ]]; then  # the real head and the blurred HN test cases, one run each
+  MODELS=l1 EXTRAS="$NAME=$OUT/best.pt ${NAME}_last=$OUT/last.pt" TAG=$TAG PY=$PY bash scripts/real_mr_compare.sh
 fi
