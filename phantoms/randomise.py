@@ -60,6 +60,9 @@ class Randomisation:
     dark_bone_probability: float = 0.0  # share of randomised samples whose bone classes are darkened
     dark_bone_factor: tuple[float, float] = (0.05, 0.5)  # their signal is multiplied by a factor from this range
     bone_min_class: int = 7  # the first bone class of `ct_classes` (CT >= 200 HU)
+    faint_bone_probability: float = 0.0  # share of randomised samples whose bone fades into its surroundings
+    faint_bone_mix: tuple[float, float] = (0.3, 0.8)  # how far the bone signal moves to the local non-bone mean
+    faint_bone_sigma_px: float = 4.0  # in-plane reach of that local mean
     kinds: tuple[str, ...] = field(default=("bias", "gamma", "resolution", "gibbs", "ghost", "noise"))
 
     def check(self) -> "Randomisation":
@@ -71,6 +74,7 @@ class Randomisation:
             "gibbs_probability",
             "ghost_probability",
             "dark_bone_probability",
+            "faint_bone_probability",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -231,6 +235,28 @@ def ct_classes(ct_hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     return classes
 
 
+def faint_bone(signal: np.ndarray, bone: np.ndarray, body: np.ndarray, mix: float, sigma_px: float) -> np.ndarray:
+    """Bone signal moved a share `mix` towards the in-plane local mean of the non-bone tissue around it.
+
+    The local mean is a normalised convolution (Gaussian of `sigma_px` over non-bone body voxels, slice by
+    slice); bone too far from any tissue for it takes the body's non-bone mean. Only bone voxels change.
+    """
+    signal = np.asarray(signal, dtype=np.float32)
+    bone = bone.astype(bool) & body.astype(bool)
+    if not bone.any():
+        return signal
+    tissue = (body.astype(bool) & ~bone).astype(np.float32)
+    sigmas = (0.0, sigma_px, sigma_px)
+    weight = ndimage.gaussian_filter(tissue, sigmas, mode="nearest")
+    local = ndimage.gaussian_filter(signal * tissue, sigmas, mode="nearest")
+    fallback = np.float32(signal[tissue > 0].mean()) if tissue.any() else np.float32(signal[bone].mean())
+    near = weight > 1e-3
+    local = np.where(near, local / np.maximum(weight, 1e-3), fallback)
+    out = signal.copy()
+    out[bone] += np.float32(mix) * (local[bone] - signal[bone])
+    return out
+
+
 def randomise_signal(
     signal: np.ndarray, labels: Labels, body: np.ndarray, rng: np.random.Generator, settings: Randomisation
 ) -> tuple[np.ndarray, str]:
@@ -259,6 +285,11 @@ def randomise_signal(
         # darkened, so a dark shell between scalp and brain must also read as bone, not only as air
         factor = np.float32(decide.uniform(*settings.dark_bone_factor))
         signal = np.where(label_map() >= settings.bone_min_class, signal * factor, signal).astype(np.float32)
+    if settings.faint_bone_probability > 0 and labels is not None and decide.random() < settings.faint_bone_probability:
+        # a skull with little contrast (partial volume, averaging, fatty marrow between thin tables): bone must be
+        # read from where it sits between brain and scalp, not only from a dark band
+        mix = float(decide.uniform(*settings.faint_bone_mix))
+        signal = faint_bone(signal, label_map() >= settings.bone_min_class, body, mix, settings.faint_bone_sigma_px)
     return artefacts(signal, body.astype(bool), rng, settings), done
 
 

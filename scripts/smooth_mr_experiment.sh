@@ -10,6 +10,8 @@
 #   DATA: the variability phantoms (generated when missing); STEPS: fine-tuning steps; THREADS: training threads;
 #   RANDOMISATION: the on-the-fly level (off gives the equal-budget comparator without randomisation or blur);
 #   BF16: bfloat16 autocast (true where the CPU has AVX512-BF16: about 1.6x the fp32 steps per second);
+#   FAINT: share of randomised crops whose bone fades towards the tissue around it (data.faint_bone_probability;
+#   the sixth attempt, README "Real MR");
 #   RESUME=1 continues OUT/last.pt up to STEPS (the learning rate is constant, so that is one longer run).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
@@ -27,6 +29,7 @@ STEPS=${STEPS:-4000}
 THREADS=${THREADS:-2}
 RANDOMISATION=${RANDOMISATION:-physics}
 BF16=${BF16:-false}
+FAINT=${FAINT:-0.0}
 export SCT_THREADS=${SCT_THREADS:-2}
 
 if [[ $STAGE == all || $STAGE == train ]]; then
@@ -36,6 +39,7 @@ if [[ $STAGE == all || $STAGE == train ]]; then
     --set optim.cpu_bf16=$BF16 --set run.threads=$THREADS --set optim.steps=$STEPS --set run.val_every=1000 \
     --set run.init_from=model_weights/l1.onnx --set "data.root=$DATA" \
     --set data.mr_randomisation=$RANDOMISATION --set data.randomise_probability=$PROBABILITY \
+    --set data.faint_bone_probability=$FAINT \
     --set data.min_blur_px=1.5 --set data.max_blur_px=3.5 --set data.min_slice_blur=0.3 --set data.max_slice_blur=1.0 \
     --set "run.out_dir=$OUT" ${RESUME:+--resume} >>"$OUT.log" 2>&1
 fi

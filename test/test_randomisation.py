@@ -490,6 +490,35 @@ def test_dark_bone_darkens_only_the_bone_classes():
     assert np.array_equal(untouched, signal)  # off by default
 
 
+def test_faint_bone_moves_only_the_bone_towards_the_tissue_around_it():
+    """A dark skull band between brain and scalp fades (the averaged real head's skull is a shallow dip)."""
+    from phantoms.randomise import faint_bone, randomise_signal
+
+    shape = (3, 64, 64)
+    signal = np.zeros(shape, dtype=np.float32)
+    body = np.zeros(shape, dtype=bool)
+    body[:, 4:60, 4:60] = True
+    signal[body] = 0.8  # scalp on the left of the band
+    signal[:, 4:60, 34:60] = 0.4  # brain on its right
+    bone = np.zeros(shape, dtype=bool)
+    bone[:, 4:60, 28:34] = True  # a 6-pixel dark band across the head
+    signal[bone] = 0.1
+    faded = faint_bone(signal, bone, body, 0.6, 4.0)
+    assert np.array_equal(faded[~bone], signal[~bone])  # nothing but bone changes
+    assert np.all(faded[bone] > 0.1 + 0.6 * 0.3) and np.all(faded[bone] < 0.8 * 0.6 + 0.1 * 0.4 + 1e-6)
+    assert np.all(faded[:, 30, 28] > faded[:, 30, 33] + 0.05)  # each side takes the tissue next to it
+    assert np.array_equal(faint_bone(signal, bone, body, 0.0, 4.0), signal)
+    ct = np.where(bone, 900.0, np.where(body, 40.0, -1000.0)).astype(np.float32)
+    classes = ct_classes(ct, body)
+    settings = Randomisation("physics", probability=1.0, faint_bone_probability=1.0, kinds=())
+    out, _ = randomise_signal(signal, lambda: classes, body, np.random.default_rng(0), settings)
+    assert np.array_equal(out[~bone], signal[~bone]) and float(out[bone].min()) > 0.1 + 0.3 * 0.3 - 1e-6
+    plain = Randomisation("physics", probability=1.0, kinds=())  # off by default
+    assert np.array_equal(randomise_signal(signal, lambda: classes, body, np.random.default_rng(0), plain)[0], signal)
+    with pytest.raises(RandomisationError, match="faint_bone_probability"):
+        Randomisation("physics", faint_bone_probability=1.5).check()
+
+
 def test_trainer_blur_floor_reaches_the_resolution_randomisation_and_is_checked():
     """data.min_blur_px / min_slice_blur set the smallest blur of every randomised crop (training for smooth MR)."""
     from engine.manifest import DEFAULT_MANIFEST, training_spec

@@ -291,6 +291,7 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         blur_px=(data.min_blur_px, data.max_blur_px),
         slice_blur=(data.min_slice_blur, data.max_slice_blur),
         dark_bone_probability=data.dark_bone_probability,
+        faint_bone_probability=data.faint_bone_probability,
     )
     return SliceCrops(
         volumes,
