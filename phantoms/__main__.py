@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.regions import RegionError, accepted_values
 from phantoms.generate import SIZES, PhantomError, Rates
+from phantoms.memory import keep_freed_memory
 from phantoms.randomise import LEVELS
 from phantoms.region_specs import region_spec
 from phantoms.writer import write_dataset
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cases < 0 or args.start < 0:
         parser.error("--cases and --start must be >= 0")
+    keep_freed_memory()  # large temporaries reuse the heap instead of faulting in fresh pages (phantoms/memory.py)
     rates = Rates(
         misalign=args.misalign_rate,
         metal=args.metal_rate,

@@ -471,6 +471,30 @@ def test_cli_switches_reach_the_cases_and_the_record(tmp_path):
     assert bad.returncode == 2 and "strong" in bad.stderr
 
 
+def test_keeping_freed_memory_leaves_the_cases_bit_for_bit_unchanged():
+    """The CLI's allocator setting (phantoms/memory.py) hands reused, unzeroed pages to later arrays: no case may
+    depend on fresh memory being zero. One process generates with the default allocator, one with freed memory
+    kept and another case generated first, so the compared case is built from the first one's leftovers."""
+    script = (
+        "import hashlib, sys, SimpleITK as sitk\n"
+        "from phantoms import generate_case\n"
+        "from phantoms.memory import keep_freed_memory\n"
+        "if sys.argv[1] == 'keep':\n"
+        "    assert keep_freed_memory()\n"
+        "    generate_case('TH', 0, seed=5, size='small', mr_randomisation='full', variability=True)\n"
+        "c = generate_case('HN', 1, seed=2, size='small', mr_randomisation='full', variability=True)\n"
+        "print(hashlib.sha256(b''.join(sitk.GetArrayFromImage(getattr(c, n)).tobytes() for n in "
+        "('mr', 'ct', 'mask'))).hexdigest())\n"
+    )
+    digests = [
+        subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120, cwd=REPO, check=True
+        ).stdout.strip()
+        for mode in ("default", "keep")
+    ]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
+
+
 def test_dark_bone_darkens_only_the_bone_classes():
     from phantoms.randomise import randomise_signal
 
