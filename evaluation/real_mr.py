@@ -38,6 +38,7 @@ SOURCES = {  # package: (file inside its data folder, what it gives)
 BONE_HU = 300.0  # above this a voxel counts as bone (the issue's and the dosimetry module's threshold)
 SHELL_MM = (2.0, 8.0)  # the skull shell: this far outside the brain
 EDGE_MM = 4.0  # the brain's outer rim, where a registered template's edge and the head's CSF rim may disagree
+PROFILE_MM = 14  # bone by distance outside the brain, in 1 mm rings up to this far (where the sCT puts its skull)
 SPACING_MM = (1.0, 1.0, 3.0)  # x, y, z: the SynthRAD HN voxel size
 MASK_DILATION_VOXELS = 10  # the organisers' in-plane margin of air around the body (docs: synthrad.md)
 AIR_MARGIN_VOXELS = 16  # air added around the template's tight box in-plane, as a scanner's field of view has
@@ -207,6 +208,8 @@ def head_metrics(
     is a sliver (the top of the head, the skull base) lie close to bone or air by nature, so every slice counts
     only where it holds at least 2% of the largest brain section. `deep_brain_above_bone_pct` counts only brain
     voxels more than `edge_mm` inside the brain's edge: bone there cannot be blamed on the template's mask.
+    `bone_by_distance` gives the bone share and median HU in 1 mm rings outside the brain (same slices, inside
+    the body): it shows where the sCT puts its skull when the shell's share is low.
     """
     from scipy import ndimage
 
@@ -233,6 +236,11 @@ def head_metrics(
         "deep_brain_above_bone_pct": bone_pct(deep),
         "shell_voxels": int(shell.sum()),
         "shell_bone_pct": bone_pct(shell),
+        "bone_by_distance": [
+            {"from_mm": a, "to_mm": a + 1, "bone_pct": bone_pct(ring), "median_hu": float(np.median(sct_hu[ring]))}
+            for a in range(PROFILE_MM)
+            if (ring := (distance > a) & (distance <= a + 1) & body & keep).any()
+        ],
     }
 
 

@@ -376,6 +376,10 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
     assert metrics["brain_above_bone_pct"] == 0.0
     assert metrics["brain_mean_hu"] == pytest.approx(30.0)
     assert metrics["shell_bone_pct"] > 99.0  # the 2-8 mm shell lies inside the 1-10 mm skull
+    rings = {ring["from_mm"]: ring for ring in metrics["bone_by_distance"]}
+    assert rings[0]["bone_pct"] == 0.0 and rings[0]["median_hu"] == 0.0  # the 1 mm gap of soft tissue
+    assert all(rings[a]["bone_pct"] == 100.0 and rings[a]["median_hu"] == 1200.0 for a in range(3, 10))
+    assert rings[11]["bone_pct"] == 0.0 and sorted(rings) == list(range(14))  # the scalp, 10-15 mm out
     # bone inside the brain counts exactly (on the slices that hold enough brain)
     bad = sct.copy()
     blob = brain & (np.arange(sct.shape[2])[None, None, :] < 50)
