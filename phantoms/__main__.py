@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from engine.regions import RegionError, accepted_values
+from phantoms.anatomy import CSF_RIM_MM
 from phantoms.generate import SIZES, PhantomError, Rates
 from phantoms.memory import keep_freed_memory
 from phantoms.randomise import LEVELS
@@ -48,6 +49,16 @@ def _spacing(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"spacing must be three positive numbers x,y,z in mm (got {text!r})")
     return values
+
+
+def _csf_rim(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"the CSF rim is LOW,HIGH in mm, like 1,3 (got {text!r})") from err
+    if not 0 < low <= high:
+        raise argparse.ArgumentTypeError(f"the CSF rim needs 0 < LOW <= HIGH (got {text!r})")
+    return low, high
 
 
 def _rate(text: str) -> float:
@@ -140,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         "labels (MR and CT alike) and textures inside tissues (fat septa, lung vessels, "
         "trabeculae)",
     )
+    parser.add_argument(
+        "--csf-rim-mm",
+        type=_csf_rim,
+        default=CSF_RIM_MM,
+        help="with --variability: range of the CSF rim between skull and brain, LOW,HIGH in mm "
+        f"(default {CSF_RIM_MM[0]:g},{CSF_RIM_MM[1]:g}: young to atrophic)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -174,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=False if args.no_progress else None,
             mr_randomisation=args.mr_randomisation,
             variability=args.variability,
+            csf_rim_mm=args.csf_rim_mm,
         )
     except PhantomError as err:
         log.error("%s", err)

@@ -105,17 +105,18 @@ class BrainLayout:
     third_ventricle_scale: float = 1.0
 
 
-def brain_layout(rng: np.random.Generator) -> BrainLayout:
+def brain_layout(rng: np.random.Generator, csf_rim_mm: tuple[float, float] = CSF_RIM_MM) -> BrainLayout:
     """The brain's CSF spaces for one patient, when anatomy varies.
 
     Radiotherapy patients are mostly old, and atrophy widens the CSF rim, the sulci and the ventricles several-fold;
     the fixed brain has one young layout. In T1 every CSF space is dark, like a compact skull, so a network that
     has seen only small fixed ventricles may call large real ones bone; here their size varies per case.
+    `csf_rim_mm` bounds the rim under the skull (the same draws map onto it).
     """
     atrophy = float(rng.uniform(0.0, 1.0))  # one factor drives all spaces together, as age does, plus jitter
     jitter = lambda lo_hi: float(np.clip(lo_hi[0] + (atrophy + rng.normal(0, 0.15)) * (lo_hi[1] - lo_hi[0]), *lo_hi))
     return BrainLayout(
-        csf_rim=jitter(CSF_RIM_MM),
+        csf_rim=jitter(csf_rim_mm),
         sulcus_width=jitter(SULCUS_WIDTH),
         ventricle_scale=tuple(jitter(r) for r in VENTRICLE_SCALE),
         third_ventricle_scale=jitter((0.8, 2.5)),
@@ -136,6 +137,7 @@ class Body:
         self.rng = self._stream("init")
         self.arms_in_body = True  # False: arms are painted separately (present in one modality only)
         self.vary_head = False  # True: skull layers and brain CSF spaces drawn per case (anatomical variability)
+        self.csf_rim_mm = CSF_RIM_MM  # range of the CSF rim under the skull when heads vary
         s, ws, ap = p.hs, p.ws, p.ap
         shoulder = (1.0, 1.0) if p.arms_down else (0.78, 0.88)
         zk = (
@@ -369,7 +371,7 @@ class Body:
             return
         cran_c, cran_r = self._paint_scalp_and_face(cv)
         inner = self._paint_skull(cv, cran_c, cran_r)
-        layout = brain_layout(self._stream("brain")) if self.vary_head else BrainLayout()
+        layout = brain_layout(self._stream("brain"), self.csf_rim_mm) if self.vary_head else BrainLayout()
         self._paint_brain(cv, cran_c, inner, layout)
         self._paint_facial_bones(cv)
         self._paint_sinuses(cv)

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from modelspec import HU_MAX, HU_MIN
-from phantoms.anatomy import Body, draw_patient
+from phantoms.anatomy import CSF_RIM_MM, Body, draw_patient
 from phantoms.canvas import Canvas, smooth_field
 from phantoms.imaging import (
     SEQUENCES,
@@ -488,7 +488,7 @@ class Anatomy(NamedTuple):
 
 def _anatomy(
     seed: int, code: str, index: int, slab: Slab, spacing_zyx: tuple, patient, anat_seed: int, has: dict,
-    arms_mode: str | None, spec: RegionSpec, variability: bool,
+    arms_mode: str | None, spec: RegionSpec, variability: bool, csf_rim_mm: tuple[float, float],
 ) -> Anatomy:  # fmt: skip
     """Paint the labels on the canvas (streams 4, 6, 9, 10, and 6 again for the misregistration): body, arms,
     metal, the optional elastic deformation and textures, then the CT's and the MR's own label maps."""
@@ -501,6 +501,7 @@ def _anatomy(
     body = Body(patient, anat_seed)
     body.arms_in_body = not (has["arms"] and arms_mode != "both")
     body.vary_head = variability
+    body.csf_rim_mm = csf_rim_mm
     body.paint(cv)
     labels = cv.labels
     arms_labels = None
@@ -665,6 +666,7 @@ def generate_case(
     clean_ct: bool = False,
     mr_randomisation: str = "off",
     variability: bool = False,
+    csf_rim_mm: Seq[float] = CSF_RIM_MM,
 ) -> PhantomCase:
     """Generate case number `index` (0-based) of a region; identical arguments give identical images.
 
@@ -676,7 +678,8 @@ def generate_case(
 
     mr_randomisation ("off", "physics", "full"; phantoms/randomise.py) changes the MR only, variability (an
     elastic deformation of the labels and textures inside tissues; phantoms/variability.py) both images; each
-    draws from its own random stream, so with both off a case is what it always was.
+    draws from its own random stream, so with both off a case is what it always was. csf_rim_mm (with
+    variability) bounds the CSF rim under the skull: the same draws, mapped onto that range.
     """
     t_start = time.perf_counter()
     spec = region_spec(region)
@@ -690,6 +693,9 @@ def generate_case(
         raise PhantomError(f"case index must be >= 0, got {index}")
     rates = rates or Rates()
     rates.check()
+    csf_rim = (float(csf_rim_mm[0]), float(csf_rim_mm[1])) if len(csf_rim_mm) == 2 else (-1.0, -1.0)
+    if not 0.0 < csf_rim[0] <= csf_rim[1]:
+        raise PhantomError(f"csf_rim_mm must be two numbers 0 < low <= high (mm), got {tuple(csf_rim_mm)}")
     if mr_randomisation not in LEVELS:
         raise PhantomError(f"MR randomisation must be one of {', '.join(LEVELS)}, got {mr_randomisation!r}")
     sx, sy, sz = (float(spacing[i]) * preset.spacing_factor[i] for i in range(3))
@@ -713,7 +719,9 @@ def generate_case(
 
     # --- anatomy
     t0 = time.perf_counter()
-    anatomy = _anatomy(seed, code, index, slab, spacing_zyx, patient, anat_seed, has, arms_mode, spec, variability)
+    anatomy = _anatomy(
+        seed, code, index, slab, spacing_zyx, patient, anat_seed, has, arms_mode, spec, variability, csf_rim
+    )
     tex, ct_labels, mr_labels, metal = anatomy.tex, anatomy.ct_labels, anatomy.mr_labels, anatomy.metal
     timings["anatomy_s"] = time.perf_counter() - t0
 
@@ -767,6 +775,8 @@ def generate_case(
         cid, code, centre, index, seed, size, seq, ct_a.shape, sp, orient, slab, patient, anatomy, has, arms_mode,
         mr_randomisation, noise_hu, scale, timings,
     )  # fmt: skip
+    if variability:
+        info["csf_rim_mm"] = list(csf_rim)
     log.debug("%s: %s", cid, info)
     return PhantomCase(
         cid,
