@@ -257,6 +257,30 @@ def test_brain_layouts_range_from_young_to_atrophic_with_spaces_growing_together
     assert VENTRICLE_SCALE[0][0] <= widths.min() < 1.0 and widths.max() > 2.0  # small and grossly enlarged ones
     assert np.corrcoef(rims, widths)[0, 1] > 0.5  # atrophy widens every CSF space at once
     assert brain_layout(np.random.default_rng(5)) == brain_layout(np.random.default_rng(5))
+    narrow = np.array([brain_layout(np.random.default_rng(i), (1.0, 3.0)).csf_rim for i in range(300)])
+    assert 1.0 <= narrow.min() < 1.3 and 2.7 < narrow.max() <= 3.0  # --csf-rim-mm: the same draws, a new range
+    assert np.corrcoef(narrow, rims)[0, 1] > 0.99
+
+
+def test_csf_rim_range_reaches_the_case_and_is_checked():
+    """--csf-rim-mm changes the heads of variability phantoms only, and a bad range is one clear error."""
+    kwargs = dict(size="small", variability=True)
+    wide = generate_case("HN", 0, seed=0, **kwargs)
+    narrow = generate_case("HN", 0, seed=0, csf_rim_mm=(1.0, 1.0), **kwargs)
+    assert narrow.info["csf_rim_mm"] == [1.0, 1.0]
+    assert not np.array_equal(_arr(wide.mr), _arr(narrow.mr))
+    plain = generate_case("HN", 0, seed=0, size="small")
+    assert np.array_equal(_arr(plain.mr), _arr(generate_case("HN", 0, seed=0, size="small", csf_rim_mm=(1.0, 1.0)).mr))
+    with pytest.raises(PhantomError, match="csf_rim_mm"):
+        generate_case("HN", 0, seed=0, csf_rim_mm=(3.0, 1.0), **kwargs)
+    bad = subprocess.run(
+        [sys.executable, "-m", "phantoms", "--out", "/nonexistent", "--csf-rim-mm", "3,x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert bad.returncode == 2 and "CSF rim" in bad.stderr
 
 
 def _calvarium_labels(vary: bool, layers=None, monkeypatch=None, layout=None, z_mm=(-75.0, -30.0)) -> np.ndarray:
