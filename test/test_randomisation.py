@@ -290,7 +290,7 @@ def _calvarium_labels(vary: bool, layers=None, monkeypatch=None, layout=None, z_
     if layers is not None:
         monkeypatch.setattr(anatomy, "skull_layers", lambda rng: layers)
     if layout is not None:
-        monkeypatch.setattr(anatomy, "brain_layout", lambda rng: layout)
+        monkeypatch.setattr(anatomy, "brain_layout", lambda rng, *rim: layout)
     patient = anatomy.draw_patient(np.random.default_rng(0), "HN")
     body = anatomy.Body(patient, 3)
     body.vary_head = vary
