@@ -81,9 +81,9 @@ def main() -> int:
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     generate_case("BRAIN", 0, seed=args.seed, size="small")  # warm-up: imports, lookup tables
     rows = []
-    cases = [(region, i) for _ in range(args.passes) for region in regions for i in range(args.cases)]
+    cases = [(p, region, i) for p in range(1, args.passes + 1) for region in regions for i in range(args.cases)]
     with tempfile.TemporaryDirectory() as tmp:
-        for number, (region, i) in enumerate(cases):
+        for pass_number, region, i in cases:
             sys0 = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             t0, c0 = time.perf_counter(), time.process_time()
             case = generate_case(
@@ -105,7 +105,7 @@ def main() -> int:
             rows.append(
                 {
                     "case_id": case.case_id,
-                    "pass": 1 + number // (len(cases) // args.passes),
+                    "pass": pass_number,
                     "region": case.region,
                     "shape_zyx": shape,
                     "megavoxels": round(shape[0] * shape[1] * shape[2] / 1e6, 2),
@@ -118,7 +118,7 @@ def main() -> int:
             )
             log.info(
                 "pass %d %s %-6s %-16s %5.1f Mvox  generate %.2f s (cpu %.2f s, of it system %.2f s)  write %s",
-                rows[-1]["pass"],
+                pass_number,
                 case.case_id,
                 case.region,
                 "x".join(map(str, shape)),

@@ -6,8 +6,8 @@ so every one is paid again in page faults, which NumPy's huge-page advice makes 
 EPYC, profiled during generation, one `np.bincount` over a 17 Mvoxel label image took 0.32 s of system time
 for 0.02 s of work, and nine fully randomised cases spent 3.3 s in the kernel. With `mmap` off and trimming
 raised, the heap grows once to the largest case and later cases reuse it: their system time drops to about
-zero and the slowest case from 3.3 to 2.4 s (`benchmarks/bench_phantoms.py`, phantoms/README.md "Speed"). Values are unchanged (the allocator only
-decides where arrays live; a test checks cases bit for bit). Process-wide, so only the generator's own entry
+zero and the slowest case from 3.3 to 2.4 s (`benchmarks/bench_phantoms.py`, phantoms/README.md "Speed").
+Values are unchanged (the allocator only decides where arrays live; a test checks cases bit for bit). Process-wide, so only the generator's own entry
 points (the CLI, the benchmark) call it; a library caller decides for its own process.
 """
 

@@ -242,18 +242,21 @@ def faint_bone(signal: np.ndarray, bone: np.ndarray, body: np.ndarray, mix: floa
     slice); bone too far from any tissue for it takes the body's non-bone mean. Only bone voxels change.
     """
     signal = np.asarray(signal, dtype=np.float32)
-    bone = bone.astype(bool) & body.astype(bool)
+    body = body.astype(bool)
+    bone = bone.astype(bool) & body
     if not bone.any():
         return signal
-    tissue = (body.astype(bool) & ~bone).astype(np.float32)
+    tissue = body & ~bone
     sigmas = (0.0, sigma_px, sigma_px)
-    weight = ndimage.gaussian_filter(tissue, sigmas, mode="nearest")
-    local = ndimage.gaussian_filter(signal * tissue, sigmas, mode="nearest")
-    fallback = np.float32(signal[tissue > 0].mean()) if tissue.any() else np.float32(signal[bone].mean())
-    near = weight > 1e-3
-    local = np.where(near, local / np.maximum(weight, 1e-3), fallback)
+    weight = ndimage.gaussian_filter(tissue.astype(np.float32), sigmas, mode="nearest")[bone]
+    local = ndimage.gaussian_filter(np.where(tissue, signal, 0.0), sigmas, mode="nearest")[bone] / np.maximum(
+        weight, 1e-3
+    )
+    far = weight <= 1e-3
+    if far.any():
+        local[far] = signal[tissue].mean() if tissue.any() else signal[bone].mean()
     out = signal.copy()
-    out[bone] += np.float32(mix) * (local[bone] - signal[bone])
+    out[bone] += np.float32(mix) * (local - signal[bone])
     return out
 
 
