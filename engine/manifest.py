@@ -55,7 +55,7 @@ SETTING_KEYS = {
 _MODEL_KEYS = SETTING_KEYS | {"kind", "files", "description", "provenance", "flip_tta", "members"}
 #: What an ensemble's members must share with it: one preprocessing feeds them all, one HU window reads them.
 _ENSEMBLE_SHARED = ("spacing_xy_mm", "context_slices", "divisible_by", "normalisation", "ct_window_hu")
-_NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value"}
+_NORMALISATION_KEYS = {"clip_percentiles", "method", "outside_value", "landmarks"}
 _NORM_DEFAULT = Normalisation()  # the one definition of the normalisation defaults (modelspec)
 _SAMPLER_KEYS = {"seed", "noise_channels", "ddim_steps", "train_timesteps", "latent_scale"}
 #: What a region may set for the models it runs (how they sample, never what they were trained with): key -> minimum.
@@ -201,7 +201,23 @@ def _normalisation(where: str, settings: dict[str, Any]) -> Normalisation:
     outside_value = norm_entry.get("outside_value", _NORM_DEFAULT.outside_value)
     if not isinstance(outside_value, (int, float)) or isinstance(outside_value, bool):
         raise ManifestError(f"{where}: outside_value must be a number")
-    return Normalisation((low_pct, high_pct), method, float(outside_value))
+    landmarks = _landmarks(f"{where}: mr_normalisation.landmarks", norm_entry.get("landmarks", []))
+    return Normalisation((low_pct, high_pct), method, float(outside_value), landmarks)
+
+
+def _landmarks(where: str, value: Any) -> tuple[tuple[float, float], ...]:
+    """Histogram landmarks: [] (off) or at least two [percentile, value] pairs, both strictly increasing."""
+    if not isinstance(value, (list, tuple)):
+        raise ManifestError(f"{where}: expected a list of [percentile, value] pairs, got {value!r}")
+    if not value:
+        return ()
+    pairs = tuple(_number_pair(f"{where}[{index}]", pair) for index, pair in enumerate(value))
+    percentiles, values = [p for p, _ in pairs], [v for _, v in pairs]
+    if len(pairs) < 2 or not all(0.0 <= p <= 100.0 for p in percentiles):
+        raise ManifestError(f"{where}: needs at least two pairs with percentiles in [0, 100], got {list(value)}")
+    if any(b <= a for a, b in zip(percentiles, percentiles[1:])) or any(b <= a for a, b in zip(values, values[1:])):
+        raise ManifestError(f"{where}: percentiles and values must both be strictly increasing, got {list(value)}")
+    return pairs
 
 
 def _output(where: str, settings: dict[str, Any]) -> tuple[tuple[float, float], str, float, dict]:

@@ -29,11 +29,18 @@ class Normalisation:
     The MR is clipped to the given percentiles of its in-mask voxels, then either z-scored with the in-mask mean
     and standard deviation (`zscore`) or mapped linearly so the percentiles land on -1 and 1 (`minmax`).
     Voxels outside the mask (and padding) get `outside_value`.
+
+    `landmarks` (empty: off) first standardises the histogram (Nyul and Udupa's piecewise-linear landmark method,
+    as TorchIO's HistogramStandardization): each (percentile, value) pair maps that in-mask percentile of the MR
+    onto the value, linearly in between and clamped beyond the end pairs. Every MR then reaches the network with
+    the same in-mask histogram at the landmarks, whatever its scanner, sequence or averaging; the values are fitted
+    to the training set (`python -m training.landmarks`) and travel with the model.
     """
 
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     method: str = "zscore"
     outside_value: float = 0.0
+    landmarks: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,12 @@ class ModelSpec:
                 "clip_percentiles": list(self.normalisation.clip_percentiles),
                 "method": self.normalisation.method,
                 "outside_value": self.normalisation.outside_value,
+                # only when on, so every earlier entry (and its preprocessing cache key) reads as before
+                **(
+                    {"landmarks": [list(pair) for pair in self.normalisation.landmarks]}
+                    if self.normalisation.landmarks
+                    else {}
+                ),
             },
             "ct_window_hu": list(self.ct_window_hu),
             "output_dtype": self.output_dtype,

@@ -12,6 +12,7 @@
 #   BF16: bfloat16 autocast (true where the CPU has AVX512-BF16: about 1.6x the fp32 steps per second);
 #   FAINT: share of randomised crops whose bone fades towards the tissue around it (data.faint_bone_probability;
 #   the sixth attempt, README "Real MR");
+#   CONFIG: one more --config file, e.g. histogram landmarks (configs/landmarks/hn_var3.toml, the seventh attempt);
 #   RESUME=1 continues OUT/last.pt up to STEPS (the learning rate is constant, so that is one longer run).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
@@ -30,12 +31,13 @@ THREADS=${THREADS:-2}
 RANDOMISATION=${RANDOMISATION:-physics}
 BF16=${BF16:-false}
 FAINT=${FAINT:-0.0}
+CONFIG=${CONFIG:-}
 export SCT_THREADS=${SCT_THREADS:-2}
 
 if [[ $STAGE == all || $STAGE == train ]]; then
   [[ -f $DATA/phantoms.json ]] ||
     $PY -m phantoms --out "$DATA" --regions HN --cases 12 --seed 0 --variability --no-progress
-  $PY -m training.train --config configs/drifting.toml --config configs/regions/HN.toml --set model.kind=l1 \
+  $PY -m training.train --config configs/drifting.toml --config configs/regions/HN.toml ${CONFIG:+--config "$CONFIG"} --set model.kind=l1 \
     --set optim.cpu_bf16=$BF16 --set run.threads=$THREADS --set optim.steps=$STEPS --set run.val_every=1000 \
     --set run.init_from=model_weights/l1.onnx --set "data.root=$DATA" \
     --set data.mr_randomisation=$RANDOMISATION --set data.randomise_probability=$PROBABILITY \

@@ -423,3 +423,28 @@ def test_the_shipped_primary_is_the_validated_fold_ensemble_with_flip_tta():
         assert sha256_of(member.file("generator")) == member.files[0].sha256
     assert len({member.files[0].sha256 for member in ensemble.members}) == 3  # three different networks
     manifest.models["l1"].verify_files()  # the single all-case model stays available (--model l1)
+
+
+def test_the_validation_protocol_reads_only_validation_cases_and_averages_per_model_and_sigma(tmp_path):
+    """blur_robustness --subset val chooses between models: it must never score a test or training case."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from blur_robustness import chosen_cases, summarise
+
+    cases = _cases(tmp_path / "data")
+    split = create_split(cases, val_per_region=1, test_per_region=2, seed=0)
+    write_split(split, tmp_path / "split.json")
+    chosen = chosen_cases(tmp_path / "data", tmp_path / "split.json", "val", [])
+    assert sorted(c[0].name for c in chosen) == split.ids("val")
+    for forbidden in (split.ids("train")[0], split.ids("test")[0]):
+        with pytest.raises(SplitError, match="refusing to report"):
+            chosen_cases(tmp_path / "data", tmp_path / "split.json", "val", [forbidden])
+    rows = [
+        {"model": m, "sigma_mm": s, "mae_hu": mae, "bone_recall": 0.5, "false_bone": 0.01}
+        for m, s, mae in (("a", 0.0, 10.0), ("a", 0.0, 20.0), ("a", 3.0, 40.0), ("b", 0.0, 12.0))
+    ]
+    summary = {(r["model"], r["sigma_mm"]): r for r in summarise(rows)}
+    assert summary[("a", 0.0)]["mae_hu"] == 15.0 and summary[("a", 0.0)]["cases"] == 2
+    assert summary[("a", 3.0)]["mae_hu"] == 40.0 and summary[("b", 0.0)]["cases"] == 1
+    assert ("b", 3.0) not in summary  # no case at that sigma: no row, not a NaN
