@@ -303,12 +303,16 @@ def randomise_normalised(
     rng: np.random.Generator,
     settings: Randomisation,
     outside_value: float = 0.0,
+    keep_histogram: bool = False,
 ) -> tuple[np.ndarray, str]:
     """Randomise an already normalised MR crop (the trainer's), returning it normalised the same way.
 
     The crop is mapped to a non-negative signal (body minimum -> 0), randomised, then given back the body mean,
     standard deviation and value range the crop had, so the network's input statistics match what inference's
-    whole-volume normalisation gives; outside the body stays `outside_value`.
+    whole-volume normalisation gives; outside the body stays `outside_value`. With `keep_histogram` (for models
+    whose normalisation standardises the histogram) it gets back the crop's whole in-body histogram instead: the
+    randomised voxels, in their new order, take the original values, as inference's standardisation would give
+    an MR of that contrast.
     """
     body = body.astype(bool)
     if settings.level == "off" or not body.any():
@@ -321,8 +325,12 @@ def randomise_normalised(
     if not done:
         return mr, ""
     inside = out[body]
-    new_std = float(inside.std()) or 1.0
-    out = (out - np.float32(inside.mean())) * np.float32(std / new_std) + np.float32(mean)
-    np.clip(out, low, high, out=out)
+    if keep_histogram:
+        ranks = np.argsort(np.argsort(inside, kind="stable"), kind="stable")
+        out[body] = np.sort(values)[ranks]
+    else:
+        new_std = float(inside.std()) or 1.0
+        out = (out - np.float32(inside.mean())) * np.float32(std / new_std) + np.float32(mean)
+        np.clip(out, low, high, out=out)
     out[~body] = np.float32(outside_value)
     return out.astype(np.float32), done

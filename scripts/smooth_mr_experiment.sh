@@ -13,6 +13,7 @@
 #   FAINT: share of randomised crops whose bone fades towards the tissue around it (data.faint_bone_probability;
 #   the sixth attempt, README "Real MR");
 #   CONFIG: one more --config file, e.g. histogram landmarks (configs/landmarks/hn_var3.toml, the seventh attempt);
+#   KEEP: true keeps each randomised crop's in-body histogram (data.keep_histogram; with CONFIG's landmarks);
 #   RESUME=1 continues OUT/last.pt up to STEPS (the learning rate is constant, so that is one longer run).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
@@ -32,6 +33,7 @@ RANDOMISATION=${RANDOMISATION:-physics}
 BF16=${BF16:-false}
 FAINT=${FAINT:-0.0}
 CONFIG=${CONFIG:-}
+KEEP=${KEEP:-false}
 export SCT_THREADS=${SCT_THREADS:-2}
 
 if [[ $STAGE == all || $STAGE == train ]]; then
@@ -41,7 +43,7 @@ if [[ $STAGE == all || $STAGE == train ]]; then
     --set optim.cpu_bf16=$BF16 --set run.threads=$THREADS --set optim.steps=$STEPS --set run.val_every=1000 \
     --set run.init_from=model_weights/l1.onnx --set "data.root=$DATA" \
     --set data.mr_randomisation=$RANDOMISATION --set data.randomise_probability=$PROBABILITY \
-    --set data.faint_bone_probability=$FAINT \
+    --set data.faint_bone_probability=$FAINT --set data.keep_histogram=$KEEP \
     --set data.min_blur_px=1.5 --set data.max_blur_px=3.5 --set data.min_slice_blur=0.3 --set data.max_slice_blur=1.0 \
     --set "run.out_dir=$OUT" ${RESUME:+--resume} >>"$OUT.log" 2>&1
 fi

@@ -197,6 +197,36 @@ def test_randomise_normalised_keeps_the_crop_statistics_and_the_outside():
     assert done == "" and same is mr
 
 
+def test_randomise_normalised_can_keep_the_crop_histogram_while_the_contrast_changes():
+    """For histogram-standardised models: the same values come back, in the randomised voxels' new order."""
+    labels, signal = _blocks()
+    body = labels > 0
+    mr = np.where(body, (signal - signal[body].mean()) / signal[body].std(), -5.0).astype(np.float32)
+    out, done = randomise_normalised(
+        mr,
+        labels,
+        body,
+        np.random.default_rng(1),
+        Randomisation("full", probability=1.0, contrast_probability=1.0),
+        -5.0,
+        keep_histogram=True,
+    )
+    assert done == "full"
+    assert np.array_equal(np.sort(out[body]), np.sort(mr[body]))  # the histogram, value for value
+    assert not np.array_equal(out[body], mr[body])  # but not the image
+    assert np.all(out[~body] == -5.0)
+    randomised_alone, _ = randomise_normalised(
+        mr,
+        labels,
+        body,
+        np.random.default_rng(1),
+        Randomisation("full", probability=1.0, contrast_probability=1.0),
+        -5.0,
+    )
+    order = np.argsort(randomised_alone[body], kind="stable")
+    assert np.all(np.diff(out[body][order]) >= 0)  # the randomised image's order of intensities is kept
+
+
 # ------------------------------------------------------------------------------------------ anatomical variability
 def test_warp_moves_labels_without_inventing_any():
     labels, _ = _blocks((12, 64, 64))
@@ -370,6 +400,19 @@ def test_trainer_randomises_the_mr_and_never_the_ct():
     assert changed == 16
     randomised.set_epoch(1)
     assert not np.array_equal(np.asarray(randomised[0]["mr"]), np.asarray(again[0]["mr"]))  # new contrasts per epoch
+
+
+def test_trainer_crops_keep_their_histogram_when_asked():
+    """data.keep_histogram reaches the crops: a randomised crop holds the plain crop's values, rearranged."""
+    from training.dataset import SliceCrops
+
+    volumes = [_volume()]
+    settings = Randomisation("full", probability=1.0, contrast_probability=0.5)
+    plain = SliceCrops(volumes, 5, 64, 8, 0.0, seed=3)
+    kept = SliceCrops(volumes, 5, 64, 8, 0.0, seed=3, randomisation=settings, keep_histogram=True)
+    for index in range(8):
+        a, b = np.asarray(plain[index]["mr"]), np.asarray(kept[index]["mr"])
+        assert np.allclose(np.sort(a.ravel()), np.sort(b.ravel()), atol=1e-6) and not np.allclose(a, b, atol=1e-3)
 
 
 def test_training_config_rejects_an_unknown_level():

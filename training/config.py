@@ -38,6 +38,7 @@ class DataConfig:
     max_slice_blur: float = 0.6  # largest Gaussian sigma across the context slices (slices)
     dark_bone_probability: float = 0.0  # share of randomised crops whose bone (CT >= 200 HU) MR signal is darkened
     faint_bone_probability: float = 0.0  # share of randomised crops whose bone MR fades towards the tissue around it
+    keep_histogram: bool = False  # randomised crops keep their in-body histogram (with mr_normalisation.landmarks)
 
 
 @dataclass(frozen=True)

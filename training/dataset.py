@@ -119,6 +119,7 @@ class SliceCrops(Dataset):
         randomisation: Randomisation | None = None,
         ct_window_hu: tuple[float, float] = (HU_MIN, HU_MAX),
         region_balanced: bool = False,
+        keep_histogram: bool = False,
     ):
         if not volumes:
             raise ValueError("no training volumes")
@@ -138,6 +139,7 @@ class SliceCrops(Dataset):
         self.slices = [_body_slices(v.mask) for v in volumes]
         self.randomisation = (randomisation or Randomisation()).check()
         self.ct_window_hu = ct_window_hu
+        self.keep_histogram = keep_histogram  # randomised crops keep their histogram (histogram-standardised models)
 
     def set_epoch(self, epoch: int) -> None:
         """New crops every epoch, reproducibly."""
@@ -185,6 +187,7 @@ class SliceCrops(Dataset):
                 np.random.default_rng([self.seed, self.epoch, index, 7]),
                 self.randomisation,
                 self.mr_outside,
+                keep_histogram=self.keep_histogram,
             )
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
             pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))

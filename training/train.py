@@ -303,6 +303,7 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         randomisation=randomisation,
         ct_window_hu=spec.ct_window_hu,
         region_balanced=data.region_balanced,
+        keep_histogram=data.keep_histogram,
     )
 
 
