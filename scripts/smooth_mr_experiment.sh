@@ -13,6 +13,7 @@
 #   FAINT: share of randomised crops whose bone fades towards the tissue around it (data.faint_bone_probability;
 #   the sixth attempt, README "Real MR");
 #   CONFIG: one more --config file, e.g. histogram landmarks (configs/landmarks/hn_var3.toml, the seventh attempt);
+#   MAXBLUR: the largest in-plane blur sigma of the randomised crops in pixels (default 3.5; the floor stays 1.5);
 #   KEEP: true keeps each randomised crop's in-body histogram (data.keep_histogram; with CONFIG's landmarks);
 #   RESUME=1 continues OUT/last.pt up to STEPS (the learning rate is constant, so that is one longer run).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
@@ -34,6 +35,7 @@ BF16=${BF16:-false}
 FAINT=${FAINT:-0.0}
 CONFIG=${CONFIG:-}
 KEEP=${KEEP:-false}
+MAXBLUR=${MAXBLUR:-3.5}
 export SCT_THREADS=${SCT_THREADS:-2}
 
 if [[ $STAGE == all || $STAGE == train ]]; then
@@ -44,7 +46,7 @@ if [[ $STAGE == all || $STAGE == train ]]; then
     --set run.init_from=model_weights/l1.onnx --set "data.root=$DATA" \
     --set data.mr_randomisation=$RANDOMISATION --set data.randomise_probability=$PROBABILITY \
     --set data.faint_bone_probability=$FAINT --set data.keep_histogram=$KEEP \
-    --set data.min_blur_px=1.5 --set data.max_blur_px=3.5 --set data.min_slice_blur=0.3 --set data.max_slice_blur=1.0 \
+    --set data.min_blur_px=1.5 --set data.max_blur_px=$MAXBLUR --set data.min_slice_blur=0.3 --set data.max_slice_blur=1.0 \
     --set "run.out_dir=$OUT" ${RESUME:+--resume} >>"$OUT.log" 2>&1
 fi
 
