@@ -11,7 +11,9 @@ the body called bone where the CT has none). Only test-split cases are accepted 
 sets (their own validation cases differ), run on the validation ids of several data roots at once:
 
     python benchmarks/blur_robustness.py --subset val --data data/phantoms_final data/phantoms_var2_hn \
-        data/phantoms_var3_hn --cases 1HND001,1HND002 --models l1_smooth_hn,... --out docs/validation_smooth.json
+        data/phantoms_var3_hn --cases 1HND001,1HND002 --models l1_smooth_hn,... --out docs/validation_TAG.json
+
+(`MEASURE=val bash scripts/real_mr_compare.sh` runs it for a set of checkpoints.)
 
 The summary gives each model's mean over every case (and data root) per sigma.
 """

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Score fine-tuned checkpoints side by side, in one run each of the two measurements (README "Real MR"):
-# the real head (benchmarks/real_mr_check.py) and the three head-and-neck test cases, sharp and blurred
-# (benchmarks/blur_robustness.py). The fifth attempt (brains with varying CSF spaces) is
+# Score fine-tuned checkpoints side by side, in one run each of up to three measurements (README "Real MR"):
+#   real  the real head (benchmarks/real_mr_check.py) -> runs/real_mr_TAG, docs/real_mr_check_TAG.json
+#   test  the three head-and-neck test cases, sharp and blurred (benchmarks/blur_robustness.py)
+#         -> docs/blur_robustness_TAG.json
+#   val   the validation protocol that may choose between models trained on different phantom sets: the
+#         validation ids of every data root in ROOTS (no model here trained on any), sharp and blurred
+#         (blur_robustness.py --subset val) -> docs/validation_TAG.json
+# MEASURE: which of them, comma-separated (default real,test). The fifth attempt (brains with varying CSF spaces) is
 #   EXTRAS="l1_csf_mix=runs/csf_mix_hn/best.pt l1_csf_mix_last=runs/csf_mix_hn/last.pt \
 #           l1_csf_sharp=runs/csf_sharp_hn/best.pt" TAG=csf bash scripts/real_mr_compare.sh
 # MODELS: the shipped entries scored alongside (default l1,l1_smooth_hn); EXTRAS: NAME=checkpoint pairs.
@@ -12,6 +17,8 @@ PY=${PY:-.venv/bin/python}
 TAG=${TAG:?TAG names the outputs: runs/real_mr_TAG, docs/real_mr_check_TAG.json, docs/blur_robustness_TAG.json}
 MODELS=${MODELS:-l1,l1_smooth_hn}
 EXTRAS=${EXTRAS:?EXTRAS lists NAME=checkpoint pairs}
+MEASURE=${MEASURE:-real,test}
+ROOTS=${ROOTS:-data/phantoms_final data/phantoms_var2_hn data/phantoms_var3_hn}
 export SCT_THREADS=${SCT_THREADS:-2}
 
 args=()
@@ -21,10 +28,19 @@ for pair in $EXTRAS; do
   names="$names,${pair%%=*}"
 done
 $PY benchmarks/make_eval_manifest.py --out "runs/eval_$TAG/manifest.json" "${args[@]}"
-prepared=()
-[[ -n ${PREPARED:-} ]] && prepared=(--prepared "$PREPARED")
-$PY benchmarks/real_mr_check.py "${prepared[@]}" --models "$names" --manifest "runs/eval_$TAG/manifest.json" \
-  --out "runs/real_mr_$TAG"
-cp "runs/real_mr_$TAG/report.json" "docs/real_mr_check_$TAG.json"
-$PY benchmarks/blur_robustness.py --models "$names" --manifest "runs/eval_$TAG/manifest.json" \
-  --cases 1HNA004,1HNA005,1HND004 --sigmas 0,1.5,3 --out "docs/blur_robustness_$TAG.json"
+if [[ ,$MEASURE, == *,real,* ]]; then
+  prepared=()
+  [[ -n ${PREPARED:-} ]] && prepared=(--prepared "$PREPARED")
+  $PY benchmarks/real_mr_check.py "${prepared[@]}" --models "$names" --manifest "runs/eval_$TAG/manifest.json" \
+    --out "runs/real_mr_$TAG"
+  cp "runs/real_mr_$TAG/report.json" "docs/real_mr_check_$TAG.json"
+fi
+if [[ ,$MEASURE, == *,test,* ]]; then
+  $PY benchmarks/blur_robustness.py --models "$names" --manifest "runs/eval_$TAG/manifest.json" \
+    --cases 1HNA004,1HNA005,1HND004 --sigmas 0,1.5,3 --out "docs/blur_robustness_$TAG.json"
+fi
+if [[ ,$MEASURE, == *,val,* ]]; then
+  # shellcheck disable=SC2086  # ROOTS is a list of paths
+  $PY benchmarks/blur_robustness.py --subset val --data $ROOTS --cases 1HND001,1HND002 --sigmas 0,1.5,3 \
+    --models "$names" --manifest "runs/eval_$TAG/manifest.json" --out "docs/validation_$TAG.json"
+fi

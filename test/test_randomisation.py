@@ -176,18 +176,19 @@ def test_ct_classes_follow_ct_numbers_inside_the_body_only():
     assert list(classes[0, 0, 1:]) == sorted(set(classes[0, 0, 1:].tolist()))  # all different, increasing
 
 
-def test_randomise_normalised_keeps_the_crop_statistics_and_the_outside():
+def _normalised_blocks() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, body, z-scored MR with -5 outside): a crop as the trainer holds it."""
     labels, signal = _blocks()
     body = labels > 0
-    mr = np.where(body, (signal - signal[body].mean()) / signal[body].std(), -5.0).astype(np.float32)
-    out, done = randomise_normalised(
-        mr,
-        labels,
-        body,
-        np.random.default_rng(1),
-        Randomisation("full", probability=1.0, contrast_probability=1.0),
-        -5.0,
-    )
+    return labels, body, np.where(body, (signal - signal[body].mean()) / signal[body].std(), -5.0).astype(np.float32)
+
+
+FULL_CONTRAST = Randomisation("full", probability=1.0, contrast_probability=1.0)
+
+
+def test_randomise_normalised_keeps_the_crop_statistics_and_the_outside():
+    labels, body, mr = _normalised_blocks()
+    out, done = randomise_normalised(mr, labels, body, np.random.default_rng(1), FULL_CONTRAST, -5.0)
     assert done == "full"
     assert not np.allclose(out, mr)
     assert np.all(out[~body] == -5.0)
@@ -199,30 +200,15 @@ def test_randomise_normalised_keeps_the_crop_statistics_and_the_outside():
 
 def test_randomise_normalised_can_keep_the_crop_histogram_while_the_contrast_changes():
     """For histogram-standardised models: the same values come back, in the randomised voxels' new order."""
-    labels, signal = _blocks()
-    body = labels > 0
-    mr = np.where(body, (signal - signal[body].mean()) / signal[body].std(), -5.0).astype(np.float32)
+    labels, body, mr = _normalised_blocks()
     out, done = randomise_normalised(
-        mr,
-        labels,
-        body,
-        np.random.default_rng(1),
-        Randomisation("full", probability=1.0, contrast_probability=1.0),
-        -5.0,
-        keep_histogram=True,
+        mr, labels, body, np.random.default_rng(1), FULL_CONTRAST, -5.0, keep_histogram=True
     )
     assert done == "full"
     assert np.array_equal(np.sort(out[body]), np.sort(mr[body]))  # the histogram, value for value
     assert not np.array_equal(out[body], mr[body])  # but not the image
     assert np.all(out[~body] == -5.0)
-    randomised_alone, _ = randomise_normalised(
-        mr,
-        labels,
-        body,
-        np.random.default_rng(1),
-        Randomisation("full", probability=1.0, contrast_probability=1.0),
-        -5.0,
-    )
+    randomised_alone, _ = randomise_normalised(mr, labels, body, np.random.default_rng(1), FULL_CONTRAST, -5.0)
     order = np.argsort(randomised_alone[body], kind="stable")
     assert np.all(np.diff(out[body][order]) >= 0)  # the randomised image's order of intensities is kept
 
