@@ -37,8 +37,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from compare_models import BONE_HU, DEFAULT_SPLIT, test_cases  # noqa: E402
-from training.dataset import find_cases  # noqa: E402
-from training.splits import SplitError, load_split  # noqa: E402
 
 LOG = logging.getLogger("blur_robustness")
 
@@ -55,20 +53,6 @@ def blurred_case(case_dir: Path, sigma_mm: float, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(blurred, str(out / "mr.mha"))
     sitk.WriteImage(sitk.ReadImage(str(case_dir / "mask.mha")), str(out / "mask.mha"))
-
-
-def chosen_cases(data: Path, split_path: Path, subset: str, only: list[str]) -> list[tuple[Path, str]]:
-    """The named cases (or all) of `subset` under `data`; a case of any other split is refused."""
-    if subset == "test":
-        return test_cases(data, split_path, only)
-    split = load_split(split_path)
-    found = find_cases(data)
-    chosen = [case for case in found if case[0].name in set(only)] if only else split.select(found, subset)
-    missing = sorted(set(only) - {case[0].name for case in chosen})
-    if missing or not chosen:
-        raise SplitError(f"{data}: case(s) {missing or 'of the ' + subset + ' split'} not found")
-    split.require(chosen, subset)
-    return chosen
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -114,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     only = [c for c in args.cases.split(",") if c]
-    cases = [(root, case) for root in args.data for case in chosen_cases(root, args.split, args.subset, only)]
+    cases = [(root, case) for root in args.data for case in test_cases(root, args.split, only, args.subset)]
     results = []
     with tempfile.TemporaryDirectory(prefix="blur_") as tmp:
         for root_index, (root, (case_dir, region)) in enumerate(cases):

@@ -37,8 +37,10 @@ BONE_HU = 300.0
 DEFAULT_SPLIT = REPO / "configs" / "splits" / "phantoms_final.json"
 
 
-def test_cases(data: Path, split_path: Path, only: list[str] | None = None) -> list[tuple[Path, str]]:
-    """The test-split cases found under `data` (or the named ones, each of which must be a test case)."""
+def test_cases(
+    data: Path, split_path: Path, only: list[str] | None = None, subset: str = "test"
+) -> list[tuple[Path, str]]:
+    """The `subset` cases (test by default) found under `data`, or the named ones, each of which must be one."""
     split = load_split(split_path)
     found = find_cases(data)
     if only:
@@ -46,11 +48,11 @@ def test_cases(data: Path, split_path: Path, only: list[str] | None = None) -> l
         missing = sorted(set(only) - {case[0].name for case in chosen})
         if missing:
             raise SplitError(f"{data}: case(s) {missing} not found")
-        split.require(chosen, "test")
+        split.require(chosen, subset)
         return chosen
-    chosen = split.select(found, "test")
+    chosen = split.select(found, subset)
     if not chosen:
-        raise SplitError(f"{split_path}: no test case of the split was found under {data}")
+        raise SplitError(f"{split_path}: no {subset} case of the split was found under {data}")
     return chosen
 
 

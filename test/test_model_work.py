@@ -430,16 +430,18 @@ def test_the_validation_protocol_reads_only_validation_cases_and_averages_per_mo
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from blur_robustness import chosen_cases, summarise
+    from blur_robustness import summarise
+
+    from compare_models import test_cases
 
     cases = _cases(tmp_path / "data")
     split = create_split(cases, val_per_region=1, test_per_region=2, seed=0)
     write_split(split, tmp_path / "split.json")
-    chosen = chosen_cases(tmp_path / "data", tmp_path / "split.json", "val", [])
+    chosen = test_cases(tmp_path / "data", tmp_path / "split.json", subset="val")
     assert sorted(c[0].name for c in chosen) == split.ids("val")
     for forbidden in (split.ids("train")[0], split.ids("test")[0]):
         with pytest.raises(SplitError, match="refusing to report"):
-            chosen_cases(tmp_path / "data", tmp_path / "split.json", "val", [forbidden])
+            test_cases(tmp_path / "data", tmp_path / "split.json", [forbidden], subset="val")
     rows = [
         {"model": m, "sigma_mm": s, "mae_hu": mae, "bone_recall": 0.5, "false_bone": 0.01}
         for m, s, mae in (("a", 0.0, 10.0), ("a", 0.0, 20.0), ("a", 3.0, 40.0), ("b", 0.0, 12.0))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,18 @@ def case_landmarks(mr: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] =
     return SCALE[0] + (found - found[0]) / span * (SCALE[1] - SCALE[0])
 
 
-def fit_landmarks(cases: list[tuple[np.ndarray, np.ndarray]], levels: tuple[float, ...] = LEVELS) -> list[list[float]]:
-    """[percentile, value] pairs: the mean of the cases' mapped percentiles, made strictly increasing."""
-    if not cases:
+def fit_landmarks(
+    cases: Iterable[tuple[np.ndarray, np.ndarray]], levels: tuple[float, ...] = LEVELS
+) -> list[list[float]]:
+    """[percentile, value] pairs: the mean of the cases' mapped percentiles, made strictly increasing.
+
+    `cases` may be a generator: each case is reduced to its landmarks as it comes, so a release of 300 MB volumes
+    never sits in memory at once.
+    """
+    per_case = [case_landmarks(mr, mask, levels) for mr, mask in cases]
+    if not per_case:
         raise ValueError("no case to fit landmarks on")
-    mean = np.mean([case_landmarks(mr, mask, levels) for mr, mask in cases], axis=0)
+    mean = np.mean(per_case, axis=0)
     for index in range(1, mean.size):  # ties (a flat histogram in every case) would make the mapping many-to-one
         mean[index] = max(mean[index], mean[index - 1] + 1e-3)
     return [[float(level), round(float(value), 4)] for level, value in zip(levels, mean)]
@@ -66,12 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     train = load_split(args.split).select(found, "train")
     if not train:
         parser.error(f"{args.data}: no training case of {args.split} found")
-    arrays = []
-    for case_dir, _ in train:
-        mr = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mr.mha")))
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mask.mha"))) > 0
-        arrays.append((mr, mask))
-    pairs = fit_landmarks(arrays)
+
+    def arrays() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for case_dir, _ in train:
+            mr = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mr.mha")))
+            yield mr, sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mask.mha"))) > 0
+
+    pairs = fit_landmarks(arrays())
     text = (
         f"# Histogram-standardisation landmarks fitted on the {len(train)} training cases of {args.data}\n"
         f"# ({args.split}, regions {args.regions}) by: python -m training.landmarks "
