@@ -265,6 +265,30 @@ def test_ema_moves_a_fraction_of_the_way_and_copies_buffers():
     assert torch.equal(ema.running_mean, model.running_mean)
 
 
+def test_the_cosine_schedule_falls_from_the_rate_to_its_floor_and_the_trainer_uses_it(data_root, tmp_path):
+    from training.errors import TrainingError
+    from training.train import learning_rate
+
+    optim = tiny_config(data_root, tmp_path, "optim.steps=100", "optim.lr=1e-3").optim
+    assert learning_rate(optim, 0) == learning_rate(optim, 99) == 1e-3  # constant: the shipped recipes' rate
+    cosine = tiny_config(data_root, tmp_path, "optim.steps=100", "optim.lr=1e-3", 'optim.lr_schedule="cosine"').optim
+    rates = [learning_rate(cosine, step) for step in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[100] == pytest.approx(0.05e-3)  # the floor: 5 % by default
+    assert rates[50] == pytest.approx(0.525e-3)  # halfway down the half cosine
+    assert all(later < earlier for earlier, later in zip(rates, rates[1:]))
+
+    out = tmp_path / "cosine"
+    run = tiny_config(data_root, out, "optim.steps=6", "model.kind=l1", 'optim.lr_schedule="cosine"')
+    train(run)
+    with open(out / "log.csv") as handle:
+        logged = [float(row["lr"]) for row in csv.DictReader(handle)]
+    assert logged == pytest.approx([learning_rate(run.optim, step) for step in (2, 5)])  # updates 3 and 6
+    assert logged[1] < logged[0] < run.optim.lr
+
+    with pytest.raises(TrainingError, match="lr_schedule"):
+        train(tiny_config(data_root, tmp_path / "bad", "optim.steps=3", 'optim.lr_schedule="linear"'))
+
+
 def test_early_stop_rule():
     from training.train import _early_stop
 

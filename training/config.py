@@ -60,6 +60,8 @@ class OptimConfig:
     amp: bool = True  # mixed precision (float16) on a GPU
     cpu_bf16: bool = False  # bfloat16 autocast on the CPU
     grad_clip: float = 1.0
+    lr_schedule: str = "constant"  # constant, or cosine: from lr down to lr * lr_floor at optim.steps
+    lr_floor: float = 0.05  # the cosine schedule's last learning rate as a share of lr
 
 
 @dataclass(frozen=True)

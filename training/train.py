@@ -15,6 +15,7 @@ import copy
 import csv
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -37,7 +38,7 @@ from phantoms.randomise import Randomisation, RandomisationError
 from pipeline.run import slice_seeds
 from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
-from training.config import TrainConfig, load_config
+from training.config import OptimConfig, TrainConfig, load_config
 from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
 from training.errors import TrainingError
 from training.ldm import LDM_KINDS  # the latent-diffusion fallback's two stages: the hooks below hand them over
@@ -388,9 +389,32 @@ def _start_session(config: TrainConfig, spec: ModelSpec, device: torch.device, o
     return Session(model, ema, optimizer, scaler, state, use_amp)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(optim: OptimConfig, step: int) -> float:
+    """The learning rate of the update that follows `step` updates.
+
+    `constant` keeps `optim.lr` (the recipe every shipped model used). `cosine` falls from `optim.lr` to
+    `optim.lr * optim.lr_floor` at `optim.steps` along half a cosine: at a constant rate the weights keep wandering
+    (the validation MAE of 5000-step fine-tunes moved by up to 9 HU between checkpoints 1000 steps apart), a decaying
+    one lets the last steps settle. The schedule is laid over `optim.steps`, so resuming with more steps reshapes it.
+    """
+    if optim.lr_schedule not in LR_SCHEDULES:
+        raise TrainingError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {optim.lr_schedule!r}")
+    if not 0.0 <= optim.lr_floor <= 1.0:
+        raise TrainingError(f"optim.lr_floor must be a share of optim.lr between 0 and 1, got {optim.lr_floor}")
+    if optim.lr_schedule == "constant":
+        return optim.lr
+    progress = min(max(step / max(optim.steps, 1), 0.0), 1.0)
+    return optim.lr * (optim.lr_floor + (1.0 - optim.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_generator, objective):
     """One step: loss, scaled backward, clipped gradients, optimiser and EMA update; returns loss and diagnostics."""
     session.model.train()
+    for group in session.optimizer.param_groups:
+        group["lr"] = learning_rate(config.optim, session.state.step)
     loss, diagnostics = training_step(net, batch, config, loss_generator, session.use_amp, objective)
     session.optimizer.zero_grad(set_to_none=True)
     session.scaler.scale(loss).backward()
@@ -405,6 +429,7 @@ def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_gene
 
 def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
     """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
+    learning_rate(config.optim, 0)  # an unknown schedule stops here, before any data loads
     dist_state = init_distributed()
     started = time.perf_counter()
     seed_everything(config.run.seed + dist_state.rank)
