@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from compare_models import BONE_HU, DEFAULT_SPLIT, test_cases  # noqa: E402
+from compare_models import BONE_HU, DEFAULT_SPLIT, held_out_cases  # noqa: E402
 
 LOG = logging.getLogger("blur_robustness")
 
@@ -98,7 +98,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     only = [c for c in args.cases.split(",") if c]
-    cases = [(root, case) for root in args.data for case in test_cases(root, args.split, only, args.subset)]
+    cases = [(root, case) for root in args.data for case in held_out_cases(root, args.split, only, args.subset)]
     results = []
     with tempfile.TemporaryDirectory(prefix="blur_") as tmp:
         for root_index, (root, (case_dir, region)) in enumerate(cases):

@@ -37,7 +37,7 @@ BONE_HU = 300.0
 DEFAULT_SPLIT = REPO / "configs" / "splits" / "phantoms_final.json"
 
 
-def test_cases(
+def held_out_cases(
     data: Path, split_path: Path, only: list[str] | None = None, subset: str = "test"
 ) -> list[tuple[Path, str]]:
     """The `subset` cases (test by default) found under `data`, or the named ones, each of which must be one."""
@@ -58,7 +58,7 @@ def test_cases(
 
 def held_out_layout(data: Path, out: Path, split_path: Path = DEFAULT_SPLIT, only: list[str] | None = None) -> Path:
     """A released-layout folder of symlinks to the test cases (mr, ct, mask); refuses any other case."""
-    held_out = test_cases(data, split_path, only)
+    held_out = held_out_cases(data, split_path, only)
     root = out / "held_out" / "Task1"
     if root.is_dir():  # a rerun with other cases must not keep the earlier ones
         import shutil

@@ -148,12 +148,12 @@ def test_benchmarks_refuse_a_case_used_for_training_or_selection(tmp_path):
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from compare_models import held_out_layout, test_cases
+    from compare_models import held_out_cases, held_out_layout
 
     cases = _cases(tmp_path / "data")
     split = create_split(cases, val_per_region=1, test_per_region=2, seed=0)
     write_split(split, tmp_path / "split.json")
-    chosen = test_cases(tmp_path / "data", tmp_path / "split.json")
+    chosen = held_out_cases(tmp_path / "data", tmp_path / "split.json")
     assert sorted(c[0].name for c in chosen) == split.ids("test")
     for forbidden in (split.ids("train")[0], split.ids("val")[0]):
         with pytest.raises(SplitError, match="refusing to report"):
@@ -432,16 +432,16 @@ def test_the_validation_protocol_reads_only_validation_cases_and_averages_per_mo
     sys.path.insert(0, str(REPO / "benchmarks"))
     from blur_robustness import summarise
 
-    from compare_models import test_cases
+    from compare_models import held_out_cases
 
     cases = _cases(tmp_path / "data")
     split = create_split(cases, val_per_region=1, test_per_region=2, seed=0)
     write_split(split, tmp_path / "split.json")
-    chosen = test_cases(tmp_path / "data", tmp_path / "split.json", subset="val")
+    chosen = held_out_cases(tmp_path / "data", tmp_path / "split.json", subset="val")
     assert sorted(c[0].name for c in chosen) == split.ids("val")
     for forbidden in (split.ids("train")[0], split.ids("test")[0]):
         with pytest.raises(SplitError, match="refusing to report"):
-            test_cases(tmp_path / "data", tmp_path / "split.json", [forbidden], subset="val")
+            held_out_cases(tmp_path / "data", tmp_path / "split.json", [forbidden], subset="val")
     rows = [
         {"model": m, "sigma_mm": s, "mae_hu": mae, "bone_recall": 0.5, "false_bone": 0.01}
         for m, s, mae in (("a", 0.0, 10.0), ("a", 0.0, 20.0), ("a", 3.0, 40.0), ("b", 0.0, 12.0))

@@ -392,6 +392,14 @@ def _start_session(config: TrainConfig, spec: ModelSpec, device: torch.device, o
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def check_lr_schedule(optim: OptimConfig) -> None:
+    """Refuse an unknown schedule or a floor outside [0, 1] once, before any data loads (not on every step)."""
+    if optim.lr_schedule not in LR_SCHEDULES:
+        raise TrainingError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {optim.lr_schedule!r}")
+    if not 0.0 <= optim.lr_floor <= 1.0:
+        raise TrainingError(f"optim.lr_floor must be a share of optim.lr between 0 and 1, got {optim.lr_floor}")
+
+
 def learning_rate(optim: OptimConfig, step: int) -> float:
     """The learning rate of the update that follows `step` updates.
 
@@ -399,11 +407,8 @@ def learning_rate(optim: OptimConfig, step: int) -> float:
     `optim.lr * optim.lr_floor` at `optim.steps` along half a cosine: at a constant rate the weights keep wandering
     (the validation MAE of 5000-step fine-tunes moved by up to 9 HU between checkpoints 1000 steps apart), a decaying
     one lets the last steps settle. The schedule is laid over `optim.steps`, so resuming with more steps reshapes it.
+    `train` has checked the settings (`check_lr_schedule`).
     """
-    if optim.lr_schedule not in LR_SCHEDULES:
-        raise TrainingError(f"optim.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {optim.lr_schedule!r}")
-    if not 0.0 <= optim.lr_floor <= 1.0:
-        raise TrainingError(f"optim.lr_floor must be a share of optim.lr between 0 and 1, got {optim.lr_floor}")
     if optim.lr_schedule == "constant":
         return optim.lr
     progress = min(max(step / max(optim.steps, 1), 0.0), 1.0)
@@ -429,7 +434,7 @@ def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_gene
 
 def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
     """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
-    learning_rate(config.optim, 0)  # an unknown schedule stops here, before any data loads
+    check_lr_schedule(config.optim)
     dist_state = init_distributed()
     started = time.perf_counter()
     seed_everything(config.run.seed + dist_state.rank)
