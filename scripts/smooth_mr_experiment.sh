@@ -17,6 +17,7 @@
 #   KEEP: true keeps each randomised crop's in-body histogram (data.keep_histogram; with CONFIG's landmarks);
 #   SCHEDULE: the learning-rate schedule, constant (default) or cosine (optim.lr_schedule: down to 5 % of the rate
 #   at STEPS; the eighth attempt, README "Real MR");
+#   SEED: run.seed (crop draws, randomisation and the drifting loss's noise; the split file fixes the cases);
 #   RESUME=1 continues OUT/last.pt up to STEPS (with the constant rate that is one longer run; cosine reshapes).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
@@ -39,13 +40,14 @@ CONFIG=${CONFIG:-}
 KEEP=${KEEP:-false}
 MAXBLUR=${MAXBLUR:-3.5}
 SCHEDULE=${SCHEDULE:-constant}
+SEED=${SEED:-0}
 export SCT_THREADS=${SCT_THREADS:-2}
 
 if [[ $STAGE == all || $STAGE == train ]]; then
   [[ -f $DATA/phantoms.json ]] ||
     $PY -m phantoms --out "$DATA" --regions HN --cases 12 --seed 0 --variability --no-progress
   $PY -m training.train --config configs/drifting.toml --config configs/regions/HN.toml ${CONFIG:+--config "$CONFIG"} --set model.kind=l1 \
-    --set optim.cpu_bf16=$BF16 --set optim.lr_schedule=$SCHEDULE --set run.threads=$THREADS --set optim.steps=$STEPS --set run.val_every=1000 \
+    --set optim.cpu_bf16=$BF16 --set optim.lr_schedule=$SCHEDULE --set run.threads=$THREADS --set run.seed=$SEED --set optim.steps=$STEPS --set run.val_every=1000 \
     --set run.init_from=model_weights/l1.onnx --set "data.root=$DATA" \
     --set data.mr_randomisation=$RANDOMISATION --set data.randomise_probability=$PROBABILITY \
     --set data.faint_bone_probability=$FAINT --set data.keep_histogram=$KEEP \

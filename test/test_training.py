@@ -289,6 +289,49 @@ def test_the_cosine_schedule_falls_from_the_rate_to_its_floor_and_the_trainer_us
         train(tiny_config(data_root, tmp_path / "bad", "optim.steps=3", 'optim.lr_schedule="linear"'))
 
 
+def test_averaged_checkpoints_hold_the_mean_of_their_members_and_export(data_root, tmp_path, caplog):
+    """A weight average (model soup) of two fine-tunes: exactly the weighted mean, exportable, refused when unrelated."""
+    from training.average_checkpoints import average_checkpoints, main
+    from training.errors import TrainingError
+
+    for seed in (0, 1):
+        train(tiny_config(data_root, tmp_path / f"run{seed}", "optim.steps=3", "model.kind=l1", f"run.seed={seed}"))
+    members = [tmp_path / "run0" / "last.pt", tmp_path / "run1" / "last.pt"]
+    first, second = (torch.load(path, weights_only=False) for path in members)
+    assert any(not torch.equal(first["ema"][k], second["ema"][k]) for k in first["ema"])  # two different networks
+
+    assert main([*map(str, members), "--out", str(tmp_path / "soup.pt"), "--weights", "0.25,0.75"]) == 0
+    soup = torch.load(tmp_path / "soup.pt", weights_only=False)
+    for which in ("ema", "model"):
+        for key, value in first[which].items():
+            expected = (
+                0.25 * value.double() + 0.75 * second[which][key].double() if value.is_floating_point() else value
+            )
+            assert torch.allclose(soup[which][key].double(), expected, atol=1e-7), (which, key)
+    assert [m["weight"] for m in soup["soup"]["members"]] == [0.25, 0.75]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(average_checkpoints(members, [1.0, 0.0])["ema"].values(), first["ema"].values())
+    )
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(DEFAULT_MANIFEST, weights / "manifest.json")
+    entry = export(tmp_path / "soup.pt", "soup", weights / "manifest.json", ["TH"], "primary", "test")
+    assert entry["provenance"]["onnx_parity_max_abs_hu"] < 1e-3 * 4095 / 2
+    assert [m["checkpoint"] for m in entry["provenance"]["weight_average"]["members"]] == [str(p) for p in members]
+
+    train(tiny_config(data_root, tmp_path / "wide", "optim.steps=0", "model.kind=l1", "model.width=8"))
+    with pytest.raises(TrainingError, match="another network"):
+        average_checkpoints([members[0], tmp_path / "wide" / "last.pt"])
+    with pytest.raises(TrainingError, match="sum to 1"):
+        average_checkpoints(members, [0.5, 0.6])
+    with pytest.raises(TrainingError, match="at least two"):
+        average_checkpoints(members[:1])
+    assert main([str(members[0]), str(tmp_path / "missing.pt"), "--out", str(tmp_path / "no.pt")]) == 2
+    assert "missing.pt: not a file" in caplog.text and not (tmp_path / "no.pt").exists()
+
+
 def test_early_stop_rule():
     from training.train import _early_stop
 

@@ -121,6 +121,7 @@ def export(
                 for k, v in checkpoint.get("scores", {}).items()
                 if isinstance(v, float) and k.startswith("val_")
             },
+            **({"weight_average": checkpoint["soup"]} if "soup" in checkpoint else {}),
             **(extra_provenance or {}),
         },
     }
