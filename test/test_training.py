@@ -308,7 +308,7 @@ def test_averaged_checkpoints_hold_the_mean_of_their_members_and_export(data_roo
                 0.25 * value.double() + 0.75 * second[which][key].double() if value.is_floating_point() else value
             )
             assert torch.allclose(soup[which][key].double(), expected, atol=1e-7), (which, key)
-    assert [m["weight"] for m in soup["soup"]["members"]] == [0.25, 0.75]
+    assert [m["weight"] for m in soup["weight_average"]["members"]] == [0.25, 0.75]
     assert all(
         torch.equal(a, b)
         for a, b in zip(average_checkpoints(members, [1.0, 0.0])["ema"].values(), first["ema"].values())

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from training.errors import TrainingError
+from training.ldm import LDM_KINDS
 
 LOG = logging.getLogger("training.average_checkpoints")
 WEIGHT_KEYS = ("ema", "model")
@@ -36,7 +37,7 @@ def _load(path: Path) -> dict[str, Any]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in (*WEIGHT_KEYS, "config", "settings")):
         raise TrainingError(f"{path}: not a training checkpoint (needs 'ema', 'model', 'config' and 'settings')")
-    if checkpoint["config"]["model"]["kind"] not in ("drifting", "l1"):
+    if checkpoint["config"]["model"]["kind"] in LDM_KINDS:  # a fallback stage belongs to its own autoencoder
         raise TrainingError(f"{path}: only one-step generators average (model.kind drifting or l1)")
     return checkpoint
 
@@ -101,7 +102,7 @@ def average_checkpoints(paths: list[Path], weights: list[float] | None = None) -
         "config": first["config"],
         "settings": first["settings"],
         "scores": {},  # the members' validation scores do not describe their mean
-        "soup": {"members": members},
+        "weight_average": {"members": members},  # training.export copies it into the manifest's provenance
     }
 
 

@@ -121,7 +121,7 @@ def export(
                 for k, v in checkpoint.get("scores", {}).items()
                 if isinstance(v, float) and k.startswith("val_")
             },
-            **({"weight_average": checkpoint["soup"]} if "soup" in checkpoint else {}),
+            **({"weight_average": checkpoint["weight_average"]} if "weight_average" in checkpoint else {}),
             **(extra_provenance or {}),
         },
     }
