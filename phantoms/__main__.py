@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from engine.regions import RegionError, accepted_values
-from phantoms.anatomy import CSF_RIM_MM
+from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM
 from phantoms.generate import SIZES, PhantomError, Rates
 from phantoms.memory import keep_freed_memory
 from phantoms.randomise import LEVELS
@@ -58,6 +58,16 @@ def _csf_rim(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(f"the CSF rim is LOW,HIGH in mm, like 1,3 (got {text!r})") from err
     if not 0 < low <= high:
         raise argparse.ArgumentTypeError(f"the CSF rim needs 0 < LOW <= HIGH (got {text!r})")
+    return low, high
+
+
+def _scalp(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"the scalp is LOW,HIGH in mm, like 4,12 (got {text!r})") from err
+    if not 2.0 <= low <= high <= MAX_SCALP_MM:
+        raise argparse.ArgumentTypeError(f"the scalp needs 2 <= LOW <= HIGH <= {MAX_SCALP_MM:g} mm (got {text!r})")
     return low, high
 
 
@@ -158,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --variability: range of the CSF rim between skull and brain, LOW,HIGH in mm "
         f"(default {CSF_RIM_MM[0]:g},{CSF_RIM_MM[1]:g}: young to atrophic)",
     )
+    parser.add_argument(
+        "--scalp-mm",
+        type=_scalp,
+        default=SCALP_MM,
+        help="with --variability: range of the scalp's thickness over the cranium (skin to skull), LOW,HIGH in mm "
+        f"(default {SCALP_MM[0]:g},{SCALP_MM[1]:g}: one fixed thickness; real scalps run from about 4 to over 10)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -193,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             mr_randomisation=args.mr_randomisation,
             variability=args.variability,
             csf_rim_mm=args.csf_rim_mm,
+            scalp_mm=args.scalp_mm,
         )
     except PhantomError as err:
         log.error("%s", err)

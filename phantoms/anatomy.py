@@ -91,6 +91,8 @@ def skull_layers(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 CSF_RIM_MM = (2.0, 6.0)  # subarachnoid CSF between the inner table and the cortex: young to atrophic
+SCALP_MM = (5.5, 5.5)  # skin to the outer table over the cranium; one fixed thickness unless asked to vary
+MAX_SCALP_MM = 15.0  # thicker scalps would leave too little cranium for the skull, CSF and brain
 SULCUS_WIDTH = (0.10, 0.30)  # half-width of the sulci as a level of the folded texture (0.13: the fixed brain)
 VENTRICLE_SCALE = ((0.7, 2.6), (0.9, 1.3), (0.8, 1.8))  # lateral ventricles: width, length, height factors
 
@@ -138,6 +140,7 @@ class Body:
         self.arms_in_body = True  # False: arms are painted separately (present in one modality only)
         self.vary_head = False  # True: skull layers and brain CSF spaces drawn per case (anatomical variability)
         self.csf_rim_mm = CSF_RIM_MM  # range of the CSF rim under the skull when heads vary
+        self.scalp_mm = SCALP_MM  # range of the scalp's thickness over the cranium when heads vary
         s, ws, ap = p.hs, p.ws, p.ap
         shoulder = (1.0, 1.0) if p.arms_down else (0.78, 0.88)
         zk = (
@@ -413,11 +416,14 @@ class Body:
         p, rng = self.p, self.rng
         hc, s = p.hc, p.hs
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
-        sk = [cran_r[0] - 5.5, cran_r[1] - 5.5, cran_r[2] - 5.5]
+        scalp = 5.5
         thick = float(rng.uniform(5.5, 8.0))  # drawn even when skulls vary: later parts of the head share this stream
         outer_table, inner_table = 1.8, 1.7
         if self.vary_head:
             thick, outer_table, inner_table = skull_layers(self._stream("skull"))
+            # its own stream: with the default fixed range every other draw, and so every earlier case, is unchanged
+            scalp = float(self._stream("scalp").uniform(*self.scalp_mm))
+        sk = [v - scalp for v in cran_r]
         base_ok = lambda b: b.Z > self.zb(b.X, b.Y) - 7 * s
         cv.ellipsoid(T.CORTICAL_DENSE, cran_c, sk, where=base_ok)
         if thick - outer_table - inner_table > 0.0:

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from modelspec import HU_MAX, HU_MIN
-from phantoms.anatomy import CSF_RIM_MM, Body, draw_patient
+from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM, Body, draw_patient
 from phantoms.canvas import Canvas, smooth_field
 from phantoms.imaging import (
     SEQUENCES,
@@ -489,6 +489,7 @@ class Anatomy(NamedTuple):
 def _anatomy(
     seed: int, code: str, index: int, slab: Slab, spacing_zyx: tuple, patient, anat_seed: int, has: dict,
     arms_mode: str | None, spec: RegionSpec, variability: bool, csf_rim_mm: tuple[float, float],
+    scalp_mm: tuple[float, float] = SCALP_MM,
 ) -> Anatomy:  # fmt: skip
     """Paint the labels on the canvas (streams 4, 6, 9, 10, and 6 again for the misregistration): body, arms,
     metal, the optional elastic deformation and textures, then the CT's and the MR's own label maps."""
@@ -502,6 +503,7 @@ def _anatomy(
     body.arms_in_body = not (has["arms"] and arms_mode != "both")
     body.vary_head = variability
     body.csf_rim_mm = csf_rim_mm
+    body.scalp_mm = scalp_mm
     body.paint(cv)
     labels = cv.labels
     arms_labels = None
@@ -667,6 +669,7 @@ def generate_case(
     mr_randomisation: str = "off",
     variability: bool = False,
     csf_rim_mm: Seq[float] = CSF_RIM_MM,
+    scalp_mm: Seq[float] = SCALP_MM,
 ) -> PhantomCase:
     """Generate case number `index` (0-based) of a region; identical arguments give identical images.
 
@@ -679,7 +682,9 @@ def generate_case(
     mr_randomisation ("off", "physics", "full"; phantoms/randomise.py) changes the MR only, variability (an
     elastic deformation of the labels and textures inside tissues; phantoms/variability.py) both images; each
     draws from its own random stream, so with both off a case is what it always was. csf_rim_mm (with
-    variability) bounds the CSF rim under the skull: the same draws, mapped onto that range.
+    variability) bounds the CSF rim under the skull: the same draws, mapped onto that range; scalp_mm (with
+    variability) bounds the scalp's thickness over the cranium (skin to skull; default one fixed 5.5 mm, real
+    scalps run from about 4 mm at the vertex to over 10 mm where the temporal muscles lie under it).
     """
     t_start = time.perf_counter()
     spec = region_spec(region)
@@ -696,6 +701,11 @@ def generate_case(
     csf_rim = (float(csf_rim_mm[0]), float(csf_rim_mm[1])) if len(csf_rim_mm) == 2 else (-1.0, -1.0)
     if not 0.0 < csf_rim[0] <= csf_rim[1]:
         raise PhantomError(f"csf_rim_mm must be two numbers 0 < low <= high (mm), got {tuple(csf_rim_mm)}")
+    scalp = (float(scalp_mm[0]), float(scalp_mm[1])) if len(scalp_mm) == 2 else (-1.0, -1.0)
+    if not 2.0 <= scalp[0] <= scalp[1] <= MAX_SCALP_MM:
+        raise PhantomError(
+            f"scalp_mm must be two numbers 2 <= low <= high <= {MAX_SCALP_MM:g} (mm), got {tuple(scalp_mm)}"
+        )
     if mr_randomisation not in LEVELS:
         raise PhantomError(f"MR randomisation must be one of {', '.join(LEVELS)}, got {mr_randomisation!r}")
     sx, sy, sz = (float(spacing[i]) * preset.spacing_factor[i] for i in range(3))
@@ -720,7 +730,7 @@ def generate_case(
     # --- anatomy
     t0 = time.perf_counter()
     anatomy = _anatomy(
-        seed, code, index, slab, spacing_zyx, patient, anat_seed, has, arms_mode, spec, variability, csf_rim
+        seed, code, index, slab, spacing_zyx, patient, anat_seed, has, arms_mode, spec, variability, csf_rim, scalp
     )
     tex, ct_labels, mr_labels, metal = anatomy.tex, anatomy.ct_labels, anatomy.mr_labels, anatomy.metal
     timings["anatomy_s"] = time.perf_counter() - t0
@@ -777,6 +787,7 @@ def generate_case(
     )  # fmt: skip
     if variability:
         info["csf_rim_mm"] = list(csf_rim)
+        info["scalp_mm"] = list(scalp)
     log.debug("%s: %s", cid, info)
     return PhantomCase(
         cid,

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from phantoms.anatomy import CSF_RIM_MM
+from phantoms.anatomy import CSF_RIM_MM, SCALP_MM
 from phantoms.generate import PhantomCase, Rates, generate_case
 from phantoms.region_specs import region_spec
 
@@ -144,6 +144,7 @@ def write_dataset(
     mr_randomisation: str = "off",
     variability: bool = False,
     csf_rim_mm: Sequence[float] = CSF_RIM_MM,
+    scalp_mm: Sequence[float] = SCALP_MM,
 ) -> list[Path]:
     """Generate and write `cases` cases per region (indices start..start+cases-1); returns the case folders.
 
@@ -167,6 +168,7 @@ def write_dataset(
                 mr_randomisation=mr_randomisation,
                 variability=variability,
                 csf_rim_mm=csf_rim_mm,
+                scalp_mm=scalp_mm,
             )
             folders.append(write_case(case, out_dir, template=template_layout, overview=overview))
             infos.append(case.info)
@@ -183,6 +185,7 @@ def write_dataset(
         "mr_randomisation": mr_randomisation,
         "variability": variability,
         "csf_rim_mm": list(csf_rim_mm),
+        "scalp_mm": list(scalp_mm),
         "seconds": round(time.perf_counter() - started, 2),
         "cases": infos,
     }

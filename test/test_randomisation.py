@@ -299,6 +299,37 @@ def test_csf_rim_range_reaches_the_case_and_is_checked():
     assert bad.returncode == 2 and "CSF rim" in bad.stderr
 
 
+def test_scalp_range_moves_the_skull_under_the_skin_and_is_checked():
+    """--scalp-mm: a thicker scalp puts the skull deeper under the skin (real scalps are 4 to over 10 mm, the
+    fixed phantom one 5.5), only in variability phantoms; a bad range is one clear error."""
+    from scipy import ndimage
+
+    def skull_depth_mm(case) -> float:  # a lower quartile of the bone's depth below the skin, in the cranium
+        ct = _arr(case.ct)
+        depth = ndimage.distance_transform_edt(ct > -500, sampling=case.ct.GetSpacing()[::-1])
+        upper = np.zeros(ct.shape, bool)
+        upper[ct.shape[0] // 2 :] = True
+        return float(np.percentile(depth[(ct > 300) & upper], 25))
+
+    kwargs = dict(size="small", variability=True)
+    thin = generate_case("HN", 0, seed=0, scalp_mm=(4.0, 4.0), **kwargs)
+    thick = generate_case("HN", 0, seed=0, scalp_mm=(12.0, 12.0), **kwargs)
+    assert thick.info["scalp_mm"] == [12.0, 12.0]
+    assert skull_depth_mm(thick) > skull_depth_mm(thin) + 4.0
+    plain = generate_case("HN", 0, seed=0, size="small")
+    assert np.array_equal(_arr(plain.ct), _arr(generate_case("HN", 0, seed=0, size="small", scalp_mm=(12.0, 12.0)).ct))
+    with pytest.raises(PhantomError, match="scalp_mm"):
+        generate_case("HN", 0, seed=0, scalp_mm=(12.0, 4.0), **kwargs)
+    bad = subprocess.run(
+        [sys.executable, "-m", "phantoms", "--out", "/nonexistent", "--scalp-mm", "1,30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert bad.returncode == 2 and "scalp" in bad.stderr
+
+
 def _calvarium_labels(vary: bool, layers=None, monkeypatch=None, layout=None, z_mm=(-75.0, -30.0)) -> np.ndarray:
     from phantoms import anatomy
     from phantoms.canvas import Canvas
