@@ -697,3 +697,20 @@ def test_the_opt_in_smooth_mr_model_finds_the_real_skull_on_the_stored_crop(tmp_
     assert metrics["shell_bone_pct"] > 20.0
     assert metrics["brain_above_bone_pct"] < 0.5
     assert 10.0 <= metrics["brain_mean_hu"] <= 60.0  # truth about 30 HU
+
+
+def test_head_geometry_measures_the_cavity_depth_under_the_skin_in_either_z_direction():
+    """benchmarks/head_geometry.py on a synthetic head with a known 10 mm from the cavity to the skin: the median
+    depth over the cranium is 10 mm, whichever way the head points along z."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from head_geometry import cavity_depth_mm
+
+    z, y, x = np.mgrid[:90, :100, :100].astype(float)
+    r = np.sqrt((z - 12) ** 2 + (y - 50) ** 2 + (x - 50) ** 2)
+    head, cavity = r <= 40, r <= 30  # cut off at z = 0 below the widest slice (the neck side), the vertex at z = 52
+    for flip in (False, True):
+        h, c = (head[::-1], cavity[::-1]) if flip else (head, cavity)
+        depth = cavity_depth_mm(h, c, (1.0, 1.0, 1.0))
+        assert abs(float(np.median(depth)) - 10.0) < 1.0
+    thin = cavity_depth_mm(r <= 34, cavity, (1.0, 1.0, 1.0))
+    assert abs(float(np.median(thin)) - 4.0) < 1.0
