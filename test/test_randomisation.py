@@ -278,6 +278,18 @@ def test_brain_layouts_range_from_young_to_atrophic_with_spaces_growing_together
     assert np.corrcoef(narrow, rims)[0, 1] > 0.99
 
 
+def _phantoms_cli_refuses(option: str, value: str, words: str) -> bool:
+    """The phantom CLI answers a bad value with argparse's exit 2 and a message naming the setting."""
+    bad = subprocess.run(
+        [sys.executable, "-m", "phantoms", "--out", "/nonexistent", option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    return bad.returncode == 2 and words in bad.stderr
+
+
 def test_csf_rim_range_reaches_the_case_and_is_checked():
     """--csf-rim-mm changes the heads of variability phantoms only, and a bad range is one clear error."""
     kwargs = dict(size="small", variability=True)
@@ -289,14 +301,7 @@ def test_csf_rim_range_reaches_the_case_and_is_checked():
     assert np.array_equal(_arr(plain.mr), _arr(generate_case("HN", 0, seed=0, size="small", csf_rim_mm=(1.0, 1.0)).mr))
     with pytest.raises(PhantomError, match="csf_rim_mm"):
         generate_case("HN", 0, seed=0, csf_rim_mm=(3.0, 1.0), **kwargs)
-    bad = subprocess.run(
-        [sys.executable, "-m", "phantoms", "--out", "/nonexistent", "--csf-rim-mm", "3,x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert bad.returncode == 2 and "CSF rim" in bad.stderr
+    assert _phantoms_cli_refuses("--csf-rim-mm", "3,x", "CSF rim")
 
 
 def test_scalp_range_moves_the_skull_under_the_skin_and_is_checked():
@@ -320,14 +325,7 @@ def test_scalp_range_moves_the_skull_under_the_skin_and_is_checked():
     assert np.array_equal(_arr(plain.ct), _arr(generate_case("HN", 0, seed=0, size="small", scalp_mm=(12.0, 12.0)).ct))
     with pytest.raises(PhantomError, match="scalp_mm"):
         generate_case("HN", 0, seed=0, scalp_mm=(12.0, 4.0), **kwargs)
-    bad = subprocess.run(
-        [sys.executable, "-m", "phantoms", "--out", "/nonexistent", "--scalp-mm", "1,30"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert bad.returncode == 2 and "scalp" in bad.stderr
+    assert _phantoms_cli_refuses("--scalp-mm", "1,30", "scalp")
 
 
 def _calvarium_labels(vary: bool, layers=None, monkeypatch=None, layout=None, z_mm=(-75.0, -30.0)) -> np.ndarray:
