@@ -91,7 +91,8 @@ def skull_layers(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 CSF_RIM_MM = (2.0, 6.0)  # subarachnoid CSF between the inner table and the cortex: young to atrophic
-SCALP_MM = (5.5, 5.5)  # skin to the outer table over the cranium; one fixed thickness unless asked to vary
+FIXED_SCALP_MM = 5.5  # skin to the outer table over the cranium of every plain phantom
+SCALP_MM = (FIXED_SCALP_MM, FIXED_SCALP_MM)  # the range drawn from when heads vary: the fixed one unless asked
 MAX_SCALP_MM = 15.0  # thicker scalps would leave too little cranium for the skull, CSF and brain
 SULCUS_WIDTH = (0.10, 0.30)  # half-width of the sulci as a level of the folded texture (0.13: the fixed brain)
 VENTRICLE_SCALE = ((0.7, 2.6), (0.9, 1.3), (0.8, 1.8))  # lateral ventricles: width, length, height factors
@@ -416,7 +417,7 @@ class Body:
         p, rng = self.p, self.rng
         hc, s = p.hc, p.hs
         # skull: outer table, diploe, inner table; skull base plate below the cranial cavity
-        scalp = 5.5
+        scalp = FIXED_SCALP_MM
         thick = float(rng.uniform(5.5, 8.0))  # drawn even when skulls vary: later parts of the head share this stream
         outer_table, inner_table = 1.8, 1.7
         if self.vary_head:
