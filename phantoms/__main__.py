@@ -51,21 +51,24 @@ def _spacing(text: str) -> tuple[float, float, float]:
     return values
 
 
-def _csf_rim(text: str) -> tuple[float, float]:
+def _mm_range(text: str, what: str, example: str) -> tuple[float, float]:
+    """LOW,HIGH in mm as two floats (argparse's one-line error otherwise)."""
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"the CSF rim is LOW,HIGH in mm, like 1,3 (got {text!r})") from err
+        raise argparse.ArgumentTypeError(f"{what} is LOW,HIGH in mm, like {example} (got {text!r})") from err
+    return low, high
+
+
+def _csf_rim(text: str) -> tuple[float, float]:
+    low, high = _mm_range(text, "the CSF rim", "1,3")
     if not 0 < low <= high:
         raise argparse.ArgumentTypeError(f"the CSF rim needs 0 < LOW <= HIGH (got {text!r})")
     return low, high
 
 
 def _scalp(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"the scalp is LOW,HIGH in mm, like 4,12 (got {text!r})") from err
+    low, high = _mm_range(text, "the scalp", "4,12")
     if not 2.0 <= low <= high <= MAX_SCALP_MM:
         raise argparse.ArgumentTypeError(f"the scalp needs 2 <= LOW <= HIGH <= {MAX_SCALP_MM:g} mm (got {text!r})")
     return low, high

@@ -489,7 +489,7 @@ class Anatomy(NamedTuple):
 def _anatomy(
     seed: int, code: str, index: int, slab: Slab, spacing_zyx: tuple, patient, anat_seed: int, has: dict,
     arms_mode: str | None, spec: RegionSpec, variability: bool, csf_rim_mm: tuple[float, float],
-    scalp_mm: tuple[float, float] = SCALP_MM,
+    scalp_mm: tuple[float, float],
 ) -> Anatomy:  # fmt: skip
     """Paint the labels on the canvas (streams 4, 6, 9, 10, and 6 again for the misregistration): body, arms,
     metal, the optional elastic deformation and textures, then the CT's and the MR's own label maps."""
