@@ -19,12 +19,13 @@
 #   at STEPS; the eighth attempt, README "Real MR");
 #   SEED: run.seed (crop draws, randomisation and the drifting loss's noise; the split file fixes the cases);
 #   RESUME=1 continues OUT/last.pt up to STEPS (with the constant rate that is one longer run; cosine reshapes).
+#   PY: the Python to run (default .venv/bin/python; scripts/real_mr_soup.sh passes its own).
 #   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 RANDOMISATION=off OUT=runs/csf_sharp_hn NAME=l1_csf_sharp TAG=csf_sharp
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/smooth_hn}
 NAME=${NAME:-l1_smooth}
 TAG=${TAG:-smooth}
