@@ -8,7 +8,8 @@
 #   about 22 min a pair with bf16 on this 2-core EPYC); BF16: bfloat16 autocast (default true; false without
 #   AVX512-BF16); COMPARATOR=true also trains the equal-recipe runs without randomisation (RANDOMISATION=off,
 #   seeds 0 and 1 of both phantom sets) and their soup, the "without randomisation" side of the 5 % goal;
-#   OUT: where the runs and soups go (default runs); then score with scripts/real_mr_compare.sh, e.g.
+#   OUT: where the runs and soups go (default runs); THIN_DATA / RIM9_DATA: the two phantom sets (defaults
+#   data/phantoms_var5_hn, data/phantoms_var9_hn; made when missing). Then score with scripts/real_mr_compare.sh, e.g.
 #   MEASURE=real,test PREPARED=runs/real_mr_csf/case MODELS=water TAG=mine \
 #     EXTRAS="soup=runs/soups/real_mr_s01.pt sharp=runs/soups/real_mr_sharp.pt" bash scripts/real_mr_compare.sh
 set -euo pipefail
@@ -20,9 +21,11 @@ BF16=${BF16:-true}
 COMPARATOR=${COMPARATOR:-false}
 OUT=${OUT:-runs}
 
-declare -A RIMS=([data/phantoms_var5_hn]=0.3,1.5 [data/phantoms_var9_hn]=0.1,0.8)
-declare -A SHORT=([data/phantoms_var5_hn]=thin [data/phantoms_var9_hn]=rim9)
-for data in "${!RIMS[@]}"; do
+THIN_DATA=${THIN_DATA:-data/phantoms_var5_hn}  # HN phantoms with 0.3-1.5 mm CSF rims (made here when missing)
+RIM9_DATA=${RIM9_DATA:-data/phantoms_var9_hn}  # and with 0.1-0.8 mm rims
+declare -A RIMS=(["$THIN_DATA"]=0.3,1.5 ["$RIM9_DATA"]=0.1,0.8)
+declare -A SHORT=(["$THIN_DATA"]=thin ["$RIM9_DATA"]=rim9)
+for data in "$THIN_DATA" "$RIM9_DATA"; do
   [[ -f $data/phantoms.json ]] || $PY -m phantoms --out "$data" --regions HN --cases 12 --seed 0 --variability \
     --csf-rim-mm "${RIMS[$data]}" --no-progress
 done
@@ -30,13 +33,13 @@ done
 suffix() { [[ $1 == 0 ]] && echo "" || echo "_s$1"; }
 jobs_list=()  # "DATA PROBABILITY SEED OUTDIR" per run; PROBABILITY "off" is a comparator run
 for seed in $SEEDS; do
-  for data in data/phantoms_var5_hn data/phantoms_var9_hn; do
+  for data in "$THIN_DATA" "$RIM9_DATA"; do
     for p in 30 40; do jobs_list+=("$data 0.$p $seed $OUT/${SHORT[$data]}_p${p}_cos$(suffix "$seed")"); done
   done
 done
 if [[ $COMPARATOR == true ]]; then
   for seed in 0 1; do
-    for data in data/phantoms_var5_hn data/phantoms_var9_hn; do
+    for data in "$THIN_DATA" "$RIM9_DATA"; do
       jobs_list+=("$data off $seed $OUT/${SHORT[$data]}_sharp_cos$(suffix "$seed")")
     done
   done

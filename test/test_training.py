@@ -332,6 +332,48 @@ def test_averaged_checkpoints_hold_the_mean_of_their_members_and_export(data_roo
     assert "missing.pt: not a file" in caplog.text and not (tmp_path / "no.pt").exists()
 
 
+def test_the_real_mr_recipe_script_soups_the_runs_of_its_seeds_and_skips_trained_ones(data_root, tmp_path):
+    """`scripts/real_mr_soup.sh` (README "Real MR", eleventh attempt): which runs form the recipe's soup for a seed
+    list (both rim sets x 30/40 % randomised, per seed, in order) and the comparator's soup; runs with a best.pt
+    are not trained again, so a stopped recipe resumes where it was."""
+    train(tiny_config(data_root, tmp_path / "tiny", "optim.steps=0", "model.kind=l1"))
+    out = tmp_path / "runs"
+    members = [
+        out / f"{short}_p{share}_cos{'' if seed == 0 else f'_s{seed}'}" / "best.pt"
+        for seed in (0, 2)
+        for short in ("thin", "rim9")
+        for share in (30, 40)
+    ]
+    sharp = [out / f"{short}_sharp_cos{suffix}" / "best.pt" for short in ("thin", "rim9") for suffix in ("", "_s1")]
+    unrelated = out / "thin_p30_cos_s1" / "best.pt"  # seed 1 is not asked for: must stay out of the soup
+    for path in [*members, *sharp, unrelated]:
+        path.parent.mkdir(parents=True)
+        shutil.copy(tmp_path / "tiny" / "last.pt", path)
+    data = {}
+    for name in ("thin", "rim9"):  # phantom sets present: the script must not generate them
+        data[name] = tmp_path / name
+        data[name].mkdir()
+        (data[name] / "phantoms.json").write_text("{}")
+
+    env = {
+        **os.environ,
+        "PY": sys.executable,
+        "SEEDS": "0 2",
+        "COMPARATOR": "true",
+        "OUT": str(out),
+        "THIN_DATA": str(data["thin"]),
+        "RIM9_DATA": str(data["rim9"]),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "training" not in done.stdout and done.stdout.count("have ") == len(members) + len(sharp)
+    for soup_name, expected in (("real_mr_s02.pt", members), ("real_mr_sharp.pt", sharp)):
+        soup = torch.load(out / "soups" / soup_name, weights_only=False)
+        assert [m["checkpoint"] for m in soup["weight_average"]["members"]] == [str(p) for p in expected]
+
+
 def test_early_stop_rule():
     from training.train import _early_stop
 
