@@ -38,10 +38,8 @@ for seed in $SEEDS; do
   done
 done
 if [[ $COMPARATOR == true ]]; then
-  for seed in 0 1; do
-    for data in "$THIN_DATA" "$RIM9_DATA"; do
-      jobs_list+=("$data off $seed $OUT/${SHORT[$data]}_sharp_cos$(suffix "$seed")")
-    done
+  for data in "$THIN_DATA" "$RIM9_DATA"; do
+    for seed in 0 1; do jobs_list+=("$data off $seed $OUT/${SHORT[$data]}_sharp_cos$(suffix "$seed")"); done
   done
 fi
 
@@ -53,13 +51,10 @@ for job in "${jobs_list[@]}"; do
     continue
   fi
   echo "training $dir (log: $dir.log)"
-  if [[ $p == off ]]; then
-    BF16=$BF16 DATA=$data STEPS=5000 THREADS=1 RANDOMISATION=off SCHEDULE=cosine SEED=$seed OUT=$dir STAGE=train \
-      PY=$PY bash scripts/smooth_mr_experiment.sh &
-  else
-    BF16=$BF16 DATA=$data STEPS=5000 THREADS=1 PROBABILITY=$p FAINT=0.83 SCHEDULE=cosine SEED=$seed OUT=$dir \
-      STAGE=train PY=$PY bash scripts/smooth_mr_experiment.sh &
-  fi
+  settings=(PROBABILITY="$p" FAINT=0.83)
+  [[ $p == off ]] && settings=(RANDOMISATION=off)  # a comparator run: the same recipe without randomisation
+  env "${settings[@]}" BF16="$BF16" DATA="$data" STEPS=5000 THREADS=1 SCHEDULE=cosine SEED="$seed" OUT="$dir" \
+    STAGE=train PY="$PY" bash scripts/smooth_mr_experiment.sh &
   running=$((running + 1))
   if ((running >= PARALLEL)); then
     wait -n
@@ -69,12 +64,12 @@ done
 wait
 
 mkdir -p "$OUT/soups"
-members=()
+members=() sharp=()
 for job in "${jobs_list[@]}"; do
   read -r data p seed dir <<<"$job"
-  [[ $p == off ]] || members+=("$dir/best.pt")
+  if [[ $p == off ]]; then sharp+=("$dir/best.pt"); else members+=("$dir/best.pt"); fi
 done
 $PY -m training.average_checkpoints --out "$OUT/soups/real_mr_s${SEEDS// /}.pt" "${members[@]}"
-if [[ $COMPARATOR == true ]]; then
-  $PY -m training.average_checkpoints --out "$OUT/soups/real_mr_sharp.pt" "$OUT"/{thin,rim9}_sharp_cos{,_s1}/best.pt
+if ((${#sharp[@]})); then
+  $PY -m training.average_checkpoints --out "$OUT/soups/real_mr_sharp.pt" "${sharp[@]}"
 fi
