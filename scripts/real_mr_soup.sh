@@ -43,6 +43,7 @@ if [[ $COMPARATOR == true ]]; then
   done
 fi
 
+mkdir -p "$OUT"  # each run logs to $OUT/NAME.log beside its folder
 running=0
 for job in "${jobs_list[@]}"; do
   read -r data p seed dir <<<"$job"
