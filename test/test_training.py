@@ -374,6 +374,57 @@ def test_the_real_mr_recipe_script_soups_the_runs_of_its_seeds_and_skips_trained
         assert [m["checkpoint"] for m in soup["weight_average"]["members"]] == [str(p) for p in expected]
 
 
+def test_the_real_mr_recipe_script_launches_each_run_with_its_settings(data_root, tmp_path):
+    """What `scripts/real_mr_soup.sh` asks the trainer for, per run (seed, phantom set, randomised share, faint bone,
+    cosine rate, 5000 steps), into an OUT that does not exist yet. The trainer is replaced by a stand-in that logs
+    its arguments and leaves a tiny checkpoint, so the soup at the end is real."""
+    train(tiny_config(data_root, tmp_path / "tiny", "optim.steps=0", "model.kind=l1"))
+    stand_in = tmp_path / "python"
+    stand_in.write_text(
+        "#!/bin/bash\n"
+        "if [[ $2 == training.train ]]; then\n"
+        '  for arg in "$@"; do [[ $arg == run.out_dir=* ]] && out=${arg#run.out_dir=}; done\n'
+        '  echo "$@"; mkdir -p "$out"; cp "$TINY_CHECKPOINT" "$out/best.pt"; exit 0\n'
+        "fi\n"
+        'exec "$REAL_PYTHON" "$@"\n'
+    )
+    stand_in.chmod(0o755)
+    data = {name: tmp_path / name for name in ("thin", "rim9")}
+    for root in data.values():
+        root.mkdir()
+        (root / "phantoms.json").write_text("{}")
+    out = tmp_path / "fresh" / "runs"
+    env = {
+        **os.environ,
+        "PY": str(stand_in),
+        "REAL_PYTHON": sys.executable,
+        "TINY_CHECKPOINT": str(tmp_path / "tiny" / "last.pt"),
+        "SEEDS": "1",
+        "OUT": str(out),
+        "THIN_DATA": str(data["thin"]),
+        "RIM9_DATA": str(data["rim9"]),
+    }
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    for short in ("thin", "rim9"):
+        for share in (30, 40):
+            args = (out / f"{short}_p{share}_cos_s1.log").read_text().split()
+            for setting in (
+                "run.seed=1",
+                f"data.root={data[short]}",
+                "data.mr_randomisation=physics",
+                f"data.randomise_probability=0.{share}",
+                "data.faint_bone_probability=0.83",
+                "optim.lr_schedule=cosine",
+                "optim.steps=5000",
+                "run.init_from=model_weights/l1.onnx",
+            ):
+                assert setting in args, (short, share, setting)
+    assert (out / "soups" / "real_mr_s1.pt").is_file()
+
+
 def test_early_stop_rule():
     from training.train import _early_stop
 
