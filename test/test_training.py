@@ -332,6 +332,20 @@ def test_averaged_checkpoints_hold_the_mean_of_their_members_and_export(data_roo
     assert "missing.pt: not a file" in caplog.text and not (tmp_path / "no.pt").exists()
 
 
+def _run_real_mr_soup(tmp_path: Path, out: Path, **settings: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run `scripts/real_mr_soup.sh` into OUT with both phantom sets present (so it generates none): the script's
+    result and the two sets' paths (thin, rim9)."""
+    data = {name: tmp_path / name for name in ("thin", "rim9")}
+    for root in data.values():
+        root.mkdir()
+        (root / "phantoms.json").write_text("{}")
+    env = {**os.environ, "OUT": str(out), "THIN_DATA": str(data["thin"]), "RIM9_DATA": str(data["rim9"]), **settings}
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    return done, data
+
+
 def test_the_real_mr_recipe_script_soups_the_runs_of_its_seeds_and_skips_trained_ones(data_root, tmp_path):
     """`scripts/real_mr_soup.sh` (README "Real MR", eleventh attempt): which runs form the recipe's soup for a seed
     list (both rim sets x 30/40 % randomised, per seed, in order) and the comparator's soup; runs with a best.pt
@@ -349,24 +363,7 @@ def test_the_real_mr_recipe_script_soups_the_runs_of_its_seeds_and_skips_trained
     for path in [*members, *sharp, unrelated]:
         path.parent.mkdir(parents=True)
         shutil.copy(tmp_path / "tiny" / "last.pt", path)
-    data = {}
-    for name in ("thin", "rim9"):  # phantom sets present: the script must not generate them
-        data[name] = tmp_path / name
-        data[name].mkdir()
-        (data[name] / "phantoms.json").write_text("{}")
-
-    env = {
-        **os.environ,
-        "PY": sys.executable,
-        "SEEDS": "0 2",
-        "COMPARATOR": "true",
-        "OUT": str(out),
-        "THIN_DATA": str(data["thin"]),
-        "RIM9_DATA": str(data["rim9"]),
-    }
-    done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
-    )
+    done, _ = _run_real_mr_soup(tmp_path, out, PY=sys.executable, SEEDS="0 2", COMPARATOR="true")
     assert done.returncode == 0, done.stderr
     assert "training" not in done.stdout and done.stdout.count("have ") == len(members) + len(sharp)
     for soup_name, expected in (("real_mr_s02.pt", members), ("real_mr_sharp.pt", sharp)):
@@ -389,23 +386,14 @@ def test_the_real_mr_recipe_script_launches_each_run_with_its_settings(data_root
         'exec "$REAL_PYTHON" "$@"\n'
     )
     stand_in.chmod(0o755)
-    data = {name: tmp_path / name for name in ("thin", "rim9")}
-    for root in data.values():
-        root.mkdir()
-        (root / "phantoms.json").write_text("{}")
     out = tmp_path / "fresh" / "runs"
-    env = {
-        **os.environ,
-        "PY": str(stand_in),
-        "REAL_PYTHON": sys.executable,
-        "TINY_CHECKPOINT": str(tmp_path / "tiny" / "last.pt"),
-        "SEEDS": "1",
-        "OUT": str(out),
-        "THIN_DATA": str(data["thin"]),
-        "RIM9_DATA": str(data["rim9"]),
-    }
-    done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
+    done, data = _run_real_mr_soup(
+        tmp_path,
+        out,
+        PY=str(stand_in),
+        REAL_PYTHON=sys.executable,
+        TINY_CHECKPOINT=str(tmp_path / "tiny" / "last.pt"),
+        SEEDS="1",
     )
     assert done.returncode == 0, done.stderr
     for short in ("thin", "rim9"):
