@@ -22,7 +22,7 @@ from phantoms.generate import SIZES, PhantomError, Rates
 from phantoms.memory import keep_freed_memory
 from phantoms.randomise import LEVELS
 from phantoms.region_specs import region_spec
-from phantoms.writer import write_dataset
+from phantoms.writer import ANATOMIES, write_dataset
 
 log = logging.getLogger("phantoms")
 
@@ -178,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --variability: range of the scalp's thickness over the cranium (skin to skull), LOW,HIGH in mm "
         f"(default {SCALP_MM[0]:g},{SCALP_MM[1]:g}: one fixed thickness; real scalps run from about 4 to over 10)",
     )
+    parser.add_argument(
+        "--anatomy",
+        choices=ANATOMIES,
+        default="analytic",
+        help="analytic (default): shapes drawn from formulas; template: heads from SPM's tissue probability map "
+        "of real heads (HN and BRAIN only; needs pip install --no-deps spm-runtime-r2025b nibabel; "
+        "phantoms/template_head.py); the imperfection rates and --variability apply to analytic cases only",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
@@ -214,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             variability=args.variability,
             csf_rim_mm=args.csf_rim_mm,
             scalp_mm=args.scalp_mm,
+            anatomy=args.anatomy,
         )
     except PhantomError as err:
         log.error("%s", err)

@@ -17,10 +17,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from phantoms.anatomy import CSF_RIM_MM, SCALP_MM
-from phantoms.generate import PhantomCase, Rates, generate_case
+from phantoms.generate import PhantomCase, PhantomError, Rates, generate_case
 from phantoms.region_specs import region_spec
 
 log = logging.getLogger(__name__)
+
+ANATOMIES = ("analytic", "template")  # analytic shapes (phantoms/anatomy.py) or real heads (phantoms/template_head.py)
 
 
 def _write_image(image: sitk.Image, path: Path) -> None:
@@ -145,31 +147,52 @@ def write_dataset(
     variability: bool = False,
     csf_rim_mm: Sequence[float] = CSF_RIM_MM,
     scalp_mm: Sequence[float] = SCALP_MM,
+    anatomy: str = "analytic",
 ) -> list[Path]:
     """Generate and write `cases` cases per region (indices start..start+cases-1); returns the case folders.
+
+    anatomy "template" makes template-derived heads (phantoms/template_head.py; HN and BRAIN only, needs the
+    spm-runtime-r2025b wheel) instead of the analytic anatomy; the imperfection rates and variability options
+    apply to the analytic anatomy only.
 
     Also writes `<out_dir>/phantoms.json`: arguments and, per case, what was drawn (sequence, imperfections,
     geometry, timings), so a dataset can be described and regenerated exactly.
     """
     out_dir = Path(out_dir)
     specs = [region_spec(r) for r in regions]
+    if anatomy not in ANATOMIES:
+        raise PhantomError(f"anatomy must be one of {', '.join(ANATOMIES)}, got {anatomy!r}")
+    if anatomy == "template":
+        from phantoms.template_head import REGIONS as TEMPLATE_REGIONS
+        from phantoms.template_head import generate_template_case
+
+        wrong = [s.code for s in specs if s.code not in TEMPLATE_REGIONS]
+        if wrong:
+            raise PhantomError(
+                f"template-derived anatomy exists for {', '.join(TEMPLATE_REGIONS)} only, not {', '.join(wrong)}"
+            )
     jobs = [(spec.code, i) for spec in specs for i in range(start, start + cases)]
     folders, infos = [], []
     started = time.perf_counter()
     with logging_redirect_tqdm():
         for code, i in tqdm(jobs, desc="phantoms", unit="case", disable=None if progress is None else not progress):
-            case = generate_case(
-                code,
-                i,
-                seed=seed,
-                spacing=spacing,
-                size=size,
-                rates=rates,
-                mr_randomisation=mr_randomisation,
-                variability=variability,
-                csf_rim_mm=csf_rim_mm,
-                scalp_mm=scalp_mm,
-            )
+            if anatomy == "template":
+                case = generate_template_case(
+                    code, i, seed=seed, spacing=spacing, size=size, mr_randomisation=mr_randomisation
+                )
+            else:
+                case = generate_case(
+                    code,
+                    i,
+                    seed=seed,
+                    spacing=spacing,
+                    size=size,
+                    rates=rates,
+                    mr_randomisation=mr_randomisation,
+                    variability=variability,
+                    csf_rim_mm=csf_rim_mm,
+                    scalp_mm=scalp_mm,
+                )
             folders.append(write_case(case, out_dir, template=template_layout, overview=overview))
             infos.append(case.info)
             log.debug("wrote %s (%s)", folders[-1], case.info["timings"])
@@ -186,6 +209,7 @@ def write_dataset(
         "variability": variability,
         "csf_rim_mm": list(csf_rim_mm),
         "scalp_mm": list(scalp_mm),
+        "anatomy": anatomy,
         "seconds": round(time.perf_counter() - started, 2),
         "cases": infos,
     }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Template-derived heads (issue 32): fine-tune the shipped l1 network on the phantom mix plus template heads, and
+# the same steps on the phantom mix alone (the equal-budget comparator), side by side, one thread each.
+#   STAGE=data | train | all (default); STEPS (default 4000); THREADS per run (default 1); PY (default .venv/bin/python)
+# Data: data/phantoms_final (the shipped split's phantoms) and data/template_heads (40 template heads, seed 0),
+# hard-linked into data/mix_template; configs/splits/template_mix.json assigns them (scripts/make_template_split.py).
+# Both runs: L1 objective, initialised from model_weights/l1.onnx, cosine rate, bf16 autocast, physics-level MR
+# randomisation on half the crops; they differ only in the data root. Export and scoring: docs/studies (template heads).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STAGE=${STAGE:-all}
+STEPS=${STEPS:-4000}
+THREADS=${THREADS:-1}
+OUT=${OUT:-runs}
+
+if [[ $STAGE == all || $STAGE == data ]]; then
+  [[ -f data/phantoms_final/phantoms.json ]] ||
+    $PY -m phantoms --out data/phantoms_final --regions HN,TH,AB --cases 15 --seed 0 --no-progress
+  [[ -f data/template_heads/phantoms.json ]] ||
+    $PY -m phantoms --out data/template_heads --anatomy template --regions HN --cases 40 --seed 0 --no-progress --overview
+  $PY scripts/make_template_split.py --heads data/template_heads --out configs/splits/template_mix.json
+  if [[ ! -d data/mix_template ]]; then
+    mkdir -p data/mix_template
+    cp -al data/phantoms_final data/mix_template/final
+    cp -al data/template_heads data/mix_template/heads
+  fi
+fi
+
+train() {  # $1 = run folder, $2 = data root
+  mkdir -p "$(dirname "$1")"
+  $PY -m training.train --config configs/drifting.toml --set model.kind=l1 \
+    --set optim.cpu_bf16=true --set optim.lr_schedule=cosine --set run.threads=$THREADS --set run.seed=0 \
+    --set optim.steps=$STEPS --set run.val_every=1000 --set run.checkpoint_every=500 \
+    --set run.init_from=model_weights/l1.onnx --set "data.root=$2" --set data.split=configs/splits/template_mix.json \
+    --set data.mr_randomisation=physics --set data.randomise_probability=0.5 \
+    --set "run.out_dir=$1" ${RESUME:+--resume} >>"$1.log" 2>&1
+}
+
+if [[ $STAGE == all || $STAGE == train ]]; then
+  train "$OUT/template_mix" data/mix_template &
+  train "$OUT/phantom_mix" data/phantoms_final &
+  wait
+fi
