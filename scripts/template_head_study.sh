@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Template-derived heads (issue 32): fine-tune the shipped l1 network on the phantom mix plus template heads, and
 # the same steps on the phantom mix alone (the equal-budget comparator), side by side, one thread each.
-#   STAGE=data | train | all (default); STEPS (default 4000); THREADS per run (default 1); PY (default .venv/bin/python)
+#   STAGE=data | train | eval | all (default); STEPS (default 2500); THREADS per run (default 1); PY (default .venv/bin/python)
+#   eval: exports both runs' last checkpoints into runs/eval_template/manifest.json, then scores the phantom test split,
+#   the held-out template heads (compare_models) and the real-MR panel, each in one run with today's models beside them.
 # Data: data/phantoms_final (the shipped split's phantoms) and data/template_heads (40 template heads, seed 0),
 # hard-linked into data/mix_template; configs/splits/template_mix.json assigns them (scripts/make_template_split.py).
 # Both runs: L1 objective, initialised from model_weights/l1.onnx, cosine rate, bf16 autocast, physics-level MR
-# randomisation on half the crops; they differ only in the data root. Export and scoring: docs/studies (template heads).
+# randomisation on half the crops; they differ only in the data root. Results: docs/studies/template_heads.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 STAGE=${STAGE:-all}
-STEPS=${STEPS:-4000}
+STEPS=${STEPS:-2500}
+MODELS=${MODELS:-l1_folds,l1,l1_template,l1_phantom_ft}
 THREADS=${THREADS:-1}
 OUT=${OUT:-runs}
 
@@ -41,4 +44,20 @@ if [[ $STAGE == all || $STAGE == train ]]; then
   train "$OUT/template_mix" data/mix_template &
   train "$OUT/phantom_mix" data/phantoms_final &
   wait
+fi
+
+if [[ $STAGE == all || $STAGE == eval ]]; then
+  export SCT_THREADS=${SCT_THREADS:-2}
+  $PY benchmarks/make_eval_manifest.py --out runs/eval_template/manifest.json \
+    --extra l1_template=$OUT/template_mix/last.pt --extra l1_phantom_ft=$OUT/phantom_mix/last.pt
+  $PY benchmarks/compare_models.py --data data/phantoms_final --models "$MODELS" --dosimetry \
+    --manifest runs/eval_template/manifest.json --out runs/eval_template/test_phantoms
+  $PY benchmarks/compare_models.py --data data/template_heads --split configs/splits/template_mix.json \
+    --models "$MODELS" --dosimetry --manifest runs/eval_template/manifest.json --out runs/eval_template/test_template_heads
+  $PY experiments/real_mr_panel.py --models "$MODELS,ldm" --manifest runs/eval_template/manifest.json \
+    --out runs/eval_template/panel --log-level WARNING
+  mkdir -p docs/results/template_heads
+  cp runs/eval_template/test_phantoms/comparison.json docs/results/template_heads/test_phantoms.json
+  cp runs/eval_template/test_template_heads/comparison.json docs/results/template_heads/test_template_heads.json
+  cp runs/eval_template/panel/report.json docs/results/template_heads/panel.json
 fi
