@@ -1,7 +1,7 @@
 """The k-fold evidence from one compare_models.py run: ensemble and flip TTA against the mean single fold.
 
-    python benchmarks/ensemble_summary.py --comparison runs/kfold/compare/comparison.json \
-        --folds l1_fold0,l1_fold1,l1_fold2 --out docs/test_comparison_kfold.json
+    python experiments/ensemble_summary.py --comparison runs/kfold/compare/comparison.json \
+        --folds l1_fold0,l1_fold1,l1_fold2 --out docs/results/folds_and_tta/test_comparison_kfold.json
 
 For each other model of the comparison (l1_folds, l1_folds_tta, l1, l1_tta, routes, ...) it reports the MAE
 against the mean of the single folds (and in percent), the MAE difference paired per case against the best single

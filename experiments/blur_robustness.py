@@ -1,6 +1,6 @@
 """How a model's sCT degrades when the MR is smoother than its training phantoms (measures; nothing is asserted).
 
-    python benchmarks/blur_robustness.py --models l1 --cases 1HND004 --sigmas 0,1.5,3 --out docs/blur_robustness.json
+    python experiments/blur_robustness.py --models l1 --cases 1HND004 --sigmas 0,1.5,3 --out docs/results/real_mr_transfer/blur_robustness.json
 
 Phantom MR has sharp tissue borders and per-voxel noise; real MR is often smoother (lower resolution, denoising,
 and the averaged MNI head of the real-MR check most of all). Each test-split case's MR is blurred in-plane with a
@@ -10,10 +10,10 @@ the body called bone where the CT has none). Only test-split cases are accepted 
 `--subset val` asks for validation cases: the protocol that may choose between models trained on different phantom
 sets (their own validation cases differ), run on the validation ids of several data roots at once:
 
-    python benchmarks/blur_robustness.py --subset val --data data/phantoms_final data/phantoms_var2_hn \
-        data/phantoms_var3_hn --cases 1HND001,1HND002 --models l1_smooth_hn,... --out docs/validation_TAG.json
+    python experiments/blur_robustness.py --subset val --data data/phantoms_final data/phantoms_var2_hn \
+        data/phantoms_var3_hn --cases 1HND001,1HND002 --models l1_smooth_hn,... --out docs/results/real_mr_transfer/validation_TAG.json
 
-(`MEASURE=val bash scripts/real_mr_compare.sh` runs it for a set of checkpoints.)
+(`MEASURE=val bash experiments/real_mr_compare.sh` runs it for a set of checkpoints.)
 
 The summary gives each model's mean over every case (and data root) per sigma.
 """

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The recipe that reaches the real-MR goals (README "Real MR", "Eleventh attempt"): a weight average ("soup") of
+# The recipe that reaches the real-MR goals (docs/studies/real_mr_transfer.md, recipe 11): a weight average ("soup") of
 # fine-tunes of the shipped l1 on head-and-neck phantoms, four runs per seed, over two or more seeds:
 #   {0.3-1.5 mm, 0.1-0.8 mm brain CSF rims} x {30 %, 40 % of the crops randomised and blurred},
-# each 5000 steps with the cosine rate and FAINT=0.83 (scripts/smooth_mr_experiment.sh), soup of the best
+# each 5000 steps with the cosine rate and FAINT=0.83 (experiments/smooth_mr_experiment.sh), soup of the best
 # (validation-chosen) checkpoints. Runs whose best.pt exists are skipped, so a stopped recipe resumes run by run.
 #   SEEDS: the seeds (default "0 1": eight runs); PARALLEL: runs at once, one thread each (default 2, one per core;
 #   about 22 min a pair with bf16 on this 2-core EPYC); BF16: bfloat16 autocast (default true; false without
 #   AVX512-BF16); COMPARATOR=true also trains the equal-recipe runs without randomisation (RANDOMISATION=off,
 #   seeds 0 and 1 of both phantom sets) and their soup, the "without randomisation" side of the 5 % goal;
 #   OUT: where the runs and soups go (default runs); THIN_DATA / RIM9_DATA: the two phantom sets (defaults
-#   data/phantoms_var5_hn, data/phantoms_var9_hn; made when missing). Then score with scripts/real_mr_compare.sh, e.g.
+#   data/phantoms_var5_hn, data/phantoms_var9_hn; made when missing). Then score with experiments/real_mr_compare.sh, e.g.
 #   MEASURE=real,test PREPARED=runs/real_mr_csf/case MODELS=water TAG=mine \
-#     EXTRAS="soup=runs/soups/real_mr_s01.pt sharp=runs/soups/real_mr_sharp.pt" bash scripts/real_mr_compare.sh
+#     EXTRAS="soup=runs/soups/real_mr_s01.pt sharp=runs/soups/real_mr_sharp.pt" bash experiments/real_mr_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -55,7 +55,7 @@ for job in "${jobs_list[@]}"; do
   settings=(PROBABILITY="$p" FAINT=0.83)
   [[ $p == off ]] && settings=(RANDOMISATION=off)  # a comparator run: the same recipe without randomisation
   env "${settings[@]}" BF16="$BF16" DATA="$data" STEPS=5000 THREADS=1 SCHEDULE=cosine SEED="$seed" OUT="$dir" \
-    STAGE=train PY="$PY" bash scripts/smooth_mr_experiment.sh &
+    STAGE=train PY="$PY" bash experiments/smooth_mr_experiment.sh &
   running=$((running + 1))
   if ((running >= PARALLEL)); then
     wait -n

@@ -1,9 +1,9 @@
 """Does the real head's intensity scale hide its skull? Score models on monotone intensity changes of the head.
 
-    python benchmarks/real_mr_intensity_probe.py --prepared runs/real_mr_csf/case --models l1_rim_p30 \
-        --manifest runs/eval_rim/manifest.json --landmarks configs/landmarks/hn_var3.toml --out docs/real_mr_probe.json
+    python experiments/real_mr_intensity_probe.py --prepared runs/real_mr_csf/case --models l1_rim_p30 \
+        --manifest runs/eval_rim/manifest.json --landmarks configs/landmarks/hn_var3.toml --out docs/results/real_mr_transfer/real_mr_probe.json
 
-Each variant is the prepared real head (benchmarks/real_mr_check.py) with its MR changed by one monotone map, the
+Each variant is the prepared real head (experiments/real_mr_check.py) with its MR changed by one monotone map, the
 anatomy untouched: `gamma_G` (x -> max * (x / max)^G, darker mid-tones such as the skull's shallow dip) and, with
 `--landmarks`, `landmarks` (the head's in-mask histogram standardised onto a training set's landmarks, Nyul-Udupa,
 as `mr_normalisation.landmarks` would do inside a model). A model whose skull moves with these reads intensity
@@ -25,10 +25,8 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
-from real_mr_check import run_models  # noqa: E402
-
+from experiments.real_mr_check import run_models  # noqa: E402
 from preprocessing.normalise import standardise_histogram  # noqa: E402
 
 LOG = logging.getLogger("real_mr_intensity_probe")

@@ -1,12 +1,12 @@
 """Run models on a real T1-weighted head (pydeface's mean head on nilearn's MNI152 grid) and score it by anatomy.
 
     pip install --no-deps nilearn==0.14.1 pydeface==2.1.0   # their data files only; neither is imported
-    python benchmarks/real_mr_check.py --models l1 --out runs/real_mr
-    python benchmarks/real_mr_check.py --prepared test/data/real_head_crop --models l1 --out /tmp/crop   # stored crop
+    python experiments/real_mr_check.py --models l1 --out runs/real_mr
+    python experiments/real_mr_check.py --prepared test/data/real_head_crop --models l1 --out /tmp/crop   # stored crop
 
 Writes <out>/<model>/sct.mha, <out>/<model>.png (MR and sCT slices) and <out>/report.json, and prints one JSON
 line: per model the share of brain voxels above 300 HU (truth ~0), the brain's mean HU (truth ~30) and the share
-of bone in the skull shell 2-8 mm outside the brain (truth: the skull). See evaluation/real_mr.py.
+of bone in the skull shell 2-8 mm outside the brain (truth: the skull). See experiments/real_mr.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluation.real_mr import find_file, head_metrics, prepare_head, save_figure  # noqa: E402
+from experiments.real_mr import find_file, head_metrics, prepare_head, save_figure  # noqa: E402
 
 LOG = logging.getLogger("real_mr_check")
 

@@ -38,7 +38,7 @@ if [[ $STAGE == all || $STAGE == train ]]; then
 fi
 
 if [[ $STAGE == all || $STAGE == compare ]]; then
-  $PY benchmarks/make_eval_manifest.py --out "$OUT/eval/manifest.json" \
+  $PY experiments/make_eval_manifest.py --out "$OUT/eval/manifest.json" \
     --fold "$OUT/l1/fold_0/best.pt" --fold "$OUT/l1/fold_1/best.pt" --fold "$OUT/l1/fold_2/best.pt" \
     --region "HN=$OUT/region/HN/best.pt" --region "TH=$OUT/region/TH/best.pt" --region "AB=$OUT/region/AB/best.pt"
   SCT_THREADS=2 $PY benchmarks/compare_models.py --data data/phantoms_final --manifest "$OUT/eval/manifest.json" \
@@ -46,6 +46,6 @@ if [[ $STAGE == all || $STAGE == compare ]]; then
 fi
 
 if [[ $STAGE == all || $STAGE == compare || $STAGE == summary ]]; then
-  $PY benchmarks/ensemble_summary.py --comparison "$OUT/compare/comparison.json" --folds l1_fold0,l1_fold1,l1_fold2 \
-    --out docs/test_comparison_kfold.json
+  $PY experiments/ensemble_summary.py --comparison "$OUT/compare/comparison.json" --folds l1_fold0,l1_fold1,l1_fold2 \
+    --out docs/results/folds_and_tta/test_comparison_kfold.json
 fi

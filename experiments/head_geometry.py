@@ -7,8 +7,8 @@ on the real head from its brain (grey + white matter, so the CSF under the skull
 phantoms from the inner table of the skull (their CSF rim is inside the cavity, so add it: 0.3-1.5 mm for the
 thin-rim sets). Percentiles over the cavity's surface voxels, in mm.
 
-    python benchmarks/head_geometry.py --prepared runs/real_mr_csf/case \
-        --data data/phantoms_var5_hn data/phantoms_var7_hn --out docs/head_geometry.json
+    python experiments/head_geometry.py --prepared runs/real_mr_csf/case \
+        --data data/phantoms_var5_hn data/phantoms_var7_hn --out docs/results/real_mr_transfer/head_geometry.json
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def cavity_depth_mm(head: np.ndarray, cavity: np.ndarray, spacing_zyx: tuple[flo
 
 
 def real_head(folder: Path) -> np.ndarray:
-    """The prepared real head (evaluation/real_mr.py): the head is the organisers' body mask without its
+    """The prepared real head (experiments/real_mr.py): the head is the organisers' body mask without its
     10-voxel dilation, the cavity the template's brain."""
     mr, spacing = _array(folder / "mr.mha")
     brain, _ = _array(folder / "brain.mha")

@@ -1,6 +1,6 @@
 """Does the generator's output depend on how much air surrounds the body? (GroupNorm statistics are per slice.)
 
-    python benchmarks/fov_sensitivity.py --checkpoint runs/cmp/pixel/best.pt --pad 0,64,128
+    python experiments/fov_sensitivity.py --checkpoint runs/cmp/pixel/best.pt --pad 0,64,128
 
 The network trains on 128 x 128 crops centred on the body, but at inference it sees whole padded slices, with
 far more air; GroupNorm normalises each sample over its whole field of view, so the statistics differ. This

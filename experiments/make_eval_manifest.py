@@ -1,6 +1,6 @@
 """An evaluation manifest: the shipped models plus fold models, their ensemble, flip-TTA variants, region models.
 
-    python benchmarks/make_eval_manifest.py --out runs/kfold/eval/manifest.json \
+    python experiments/make_eval_manifest.py --out runs/kfold/eval/manifest.json \
         --fold runs/kfold/l1/fold_0/best.pt --fold runs/kfold/l1/fold_1/best.pt --fold runs/kfold/l1/fold_2/best.pt \
         --region HN=runs/kfold/region/HN/best.pt --region TH=... --region AB=...
     python benchmarks/compare_models.py --data data/phantoms_final --manifest runs/kfold/eval/manifest.json \

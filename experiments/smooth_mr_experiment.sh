@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# Fourth real-MR attempt: is smoothness what hides the real skull? (README "Real MR", "Fourth attempt")
+# Real-MR recipes 4-11 (docs/studies/real_mr_transfer.md): is smoothness what hides the real skull?
 # The averaged real head is far smoother than any phantom (its scalp edge rises over about 5 voxels), and the shipped
 # l1's bone recall collapses on blurred phantoms. So: fine-tune the shipped l1 on head-and-neck phantoms with varying
 # skulls (a third of them marrow-free shells), every crop randomised at the `physics` level with a blur floor
 # (in-plane sigma 1.5-3.5 px, 0.3-1 slice across), then score the real head and blurred test-split HN phantoms.
 #   STAGE=train | eval | all (default); about 35 minutes on this 2-core CPU with nothing else running.
 #   PROBABILITY: share of crops randomised and blurred (default 1.0: every crop smooth); the mixed variant is
-#   PROBABILITY=0.5 OUT=runs/smooth_mix_hn NAME=l1_smooth_mix TAG=smooth_mix bash scripts/smooth_mr_experiment.sh
+#   PROBABILITY=0.5 OUT=runs/smooth_mix_hn NAME=l1_smooth_mix TAG=smooth_mix bash experiments/smooth_mr_experiment.sh
 #   DATA: the variability phantoms (generated when missing); STEPS: fine-tuning steps; THREADS: training threads;
 #   RANDOMISATION: the on-the-fly level (off gives the equal-budget comparator without randomisation or blur);
 #   BF16: bfloat16 autocast (true where the CPU has AVX512-BF16: about 1.6x the fp32 steps per second);
 #   FAINT: share of randomised crops whose bone fades towards the tissue around it (data.faint_bone_probability;
-#   the sixth attempt, README "Real MR");
-#   CONFIG: one more --config file, e.g. histogram landmarks (configs/landmarks/hn_var3.toml, the seventh attempt);
+#   recipe 6);
+#   CONFIG: one more --config file, e.g. histogram landmarks (configs/landmarks/hn_var3.toml, recipe 7);
 #   MAXBLUR: the largest in-plane blur sigma of the randomised crops in pixels (default 3.5; the floor stays 1.5);
 #   KEEP: true keeps each randomised crop's in-body histogram (data.keep_histogram; with CONFIG's landmarks);
 #   SCHEDULE: the learning-rate schedule, constant (default) or cosine (optim.lr_schedule: down to 5 % of the rate
-#   at STEPS; the eighth attempt, README "Real MR");
+#   at STEPS; recipe 8);
 #   SEED: run.seed (crop draws, randomisation and the drifting loss's noise; the split file fixes the cases);
 #   RESUME=1 continues OUT/last.pt up to STEPS (with the constant rate that is one longer run; cosine reshapes).
-#   PY: the Python to run (default .venv/bin/python; scripts/real_mr_soup.sh passes its own).
-#   The fifth attempt (brains with varying CSF spaces, README "Real MR") runs two of these side by side:
+#   PY: the Python to run (default .venv/bin/python; experiments/real_mr_soup.sh passes its own).
+#   Recipe 5 (brains with varying CSF spaces) runs two of these side by side:
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 PROBABILITY=0.5 OUT=runs/csf_mix_hn NAME=l1_csf_mix TAG=csf_mix
 #   BF16=true DATA=data/phantoms_var2_hn STEPS=5000 THREADS=1 RANDOMISATION=off OUT=runs/csf_sharp_hn NAME=l1_csf_sharp TAG=csf_sharp
 set -euo pipefail
@@ -57,5 +57,5 @@ if [[ $STAGE == all || $STAGE == train ]]; then
 fi
 
 if [[ $STAGE == all || $STAGE == eval ]]; then  # the real head and the blurred HN test cases, one run each
-  MODELS=l1 EXTRAS="$NAME=$OUT/best.pt ${NAME}_last=$OUT/last.pt" TAG=$TAG PY=$PY bash scripts/real_mr_compare.sh
+  MODELS=l1 EXTRAS="$NAME=$OUT/best.pt ${NAME}_last=$OUT/last.pt" TAG=$TAG PY=$PY bash experiments/real_mr_compare.sh
 fi

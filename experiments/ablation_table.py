@@ -1,10 +1,10 @@
 """The equal-budget ablation in one table: validation curves (which chose), test scores (which report), ||V||^2.
 
-    python benchmarks/ablation_table.py --runs l1=runs/cmp/l1 pixel=runs/cmp/pixel \
+    python experiments/ablation_table.py --runs l1=runs/cmp/l1 pixel=runs/cmp/pixel \
         feature_bank=runs/cmp/feature_bank feature_paired=runs/cmp/feature_paired \
         --test runs/compare_test/a/comparison.json runs/compare_test/b/comparison.json \
         --names l1=l1_1500 pixel=pixel_1500 feature_bank=feature_bank_1500 feature_paired=feature_paired_1500 \
-        --out docs/ablation_equal_budget.json
+        --out docs/results/drifting_vs_l1/ablation_equal_budget.json
 
 Reads each run's log.csv (validation MAE / MS-SSIM at every validation step; the raw ||V||^2 at tau = 0.2 of each
 feature, first and last logged value) and the test-split comparison.json files of benchmarks/compare_models.py.

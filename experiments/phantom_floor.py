@@ -1,7 +1,7 @@
 """The phantom task's floor: the error of the clean, aligned CT against the stored CT (no model can beat it).
 
-    python benchmarks/phantom_floor.py --data data/phantoms_final --split configs/splits/phantoms_final.json \
-        --out docs/floor_phantoms.json
+    python experiments/phantom_floor.py --data data/phantoms_final --split configs/splits/phantoms_final.json \
+        --out docs/results/test_split/floor_phantoms.json
 
 The generator knows each case's CT before its noise, rendered from the CT's own labels (so without the MR-CT
 misregistration, which moves only the MR). Each case of the chosen split is regenerated from phantoms.json with
