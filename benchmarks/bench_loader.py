@@ -1,7 +1,7 @@
 """Preprocessing cache and training loader at data scale, and what one GPU needs (measures; nothing is asserted).
 
     python benchmarks/bench_loader.py --data data/phantoms_final --config configs/drifting_gpu.toml \
-        --out docs/bench_loader.json
+        --out docs/results/phantom_and_loader_speed/bench_loader.json
 
 1. Cache build: the cases of `--data` (phantoms at the release's image sizes) preprocessed into a fresh cache by
    one process (seconds per case on one core), then the up-to-date check of a second pass; the size on disk,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +84,127 @@ def test_every_container_package_reaches_the_image():
     for package in CONTAINER_PACKAGES:
         assert f"!{package}/" in allowed, f".dockerignore keeps {package}/ out of the build context"
         assert f" {package}/ {package}/" in dockerfile, f"the Dockerfile does not COPY {package}/"
+
+
+# --- the research wing (experiments/) and the benchmarks -------------------------------------------------------------
+# Layers: the product (CONTAINER_PACKAGES, process) and the tools (training, evaluation, phantoms) never reach into
+# experiments/, nor do the performance benchmarks; experiments may use all of them. Scripts in benchmarks/ and
+# experiments/ put their own folder on sys.path, so a bare `import compare_models` names a sibling script.
+TOOL_PACKAGES = ("training", "evaluation", "phantoms")
+WING = "experiments"
+SCRIPT_FOLDERS = ("benchmarks", WING, "scripts")
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+
+
+def _reaches_into_the_wing(path: Path) -> list[str]:
+    """Imports of the wing in a file, and the string "experiments" (a sys.path entry such as REPO / "experiments")."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names if alias.name.split(".")[0] == WING]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == WING:
+            found.append(node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip("/") == WING:
+            found.append(f"the path segment {node.value!r}")
+    return found
+
+
+def test_product_tools_and_benchmarks_never_import_the_research_wing():
+    files = [REPO / "process.py", *_python_files(*CONTAINER_PACKAGES, *TOOL_PACKAGES, "benchmarks", "scripts")]
+    offenders = {str(p.relative_to(REPO)): found for p in files if (found := _reaches_into_the_wing(p))}
+    assert not offenders, f"only experiments/ and the tests may use experiments/: {offenders}"
+
+
+def _module_file(module: str, importer: Path) -> Path | None:
+    """The file a first-party module name resolves to: a repository module, or a sibling script of the importer."""
+    parts = module.split(".")
+    for base in (REPO, importer.parent, *(REPO / folder for folder in SCRIPT_FOLDERS)):
+        for candidate in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+    return names
+
+
+def test_every_first_party_import_of_the_wing_and_the_benchmarks_resolves():
+    """A moved or renamed module breaks a script only when it runs; this finds it now: every import of a repository
+    module (or of a sibling script) in experiments/ and benchmarks/ names a file that exists and defines the name."""
+    known = set(FIRST_PARTY) | {WING}
+    siblings = {p.stem for folder in SCRIPT_FOLDERS for p in (REPO / folder).glob("*.py")}
+    broken = []
+    for path in _python_files(WING, "benchmarks"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules, names = [node.module], [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                modules, names = [alias.name for alias in node.names], []
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] not in known | siblings:
+                    continue
+                target = _module_file(module, path)
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                if target is None:
+                    broken.append(f"{where} imports {module}, which does not exist")
+                    continue
+                for name in names:
+                    submodule = _module_file(f"{module}.{name}", path) if target.name == "__init__.py" else None
+                    if name != "*" and name not in _top_level_names(target) and submodule is None:
+                        broken.append(f"{where}: {module} defines no {name}")
+    assert not broken, "\n".join(broken)
+
+
+def test_every_repository_path_a_script_names_exists():
+    """The experiment and tool scripts call each other by path (bash experiments/smooth_mr_experiment.sh, python
+    experiments/real_mr_check.py ...): every such path must exist after a move."""
+    pattern = re.compile(
+        r"\b((?:benchmarks|experiments|scripts|configs|test|evaluation|phantoms|training)/[\w./-]+\.(?:py|sh|toml))\b"
+    )
+    missing = []
+    for folder in SCRIPT_FOLDERS:
+        for path in sorted((REPO / folder).iterdir()):
+            if path.suffix not in (".sh", ".py"):
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                missing += [
+                    f"{path.relative_to(REPO)}:{number}: {name}"
+                    for name in pattern.findall(line)
+                    if not (REPO / name).is_file()
+                ]
+    assert not missing, "\n".join(missing)
+
+
+def test_the_image_copies_only_the_product():
+    """The build context is a whitelist: only the product's packages and files, never the wing, the tools or tests."""
+    product = {f"!{package}/" for package in CONTAINER_PACKAGES} | {
+        "!Dockerfile",
+        "!requirements.txt",
+        "!process.py",
+        "!model_weights/",
+        "!work/docker-build/ca-certificates.crt",
+    }
+    allowed = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip().startswith("!")
+    }
+    assert allowed <= product, f".dockerignore lets more than the product into the image: {sorted(allowed - product)}"
+    copied = re.findall(r"^COPY (?:--\S+ )*(\S+)", (REPO / "Dockerfile").read_text(encoding="utf-8"), re.MULTILINE)
+    for source in copied:
+        assert source.split("/")[0] not in (WING, "benchmarks", "scripts", "test", *TOOL_PACKAGES), source

@@ -177,10 +177,7 @@ def test_paired_difference_pairs_cases_by_id_and_reports_its_spread():
 
 
 def test_ensemble_summary_measures_gains_against_the_mean_fold_and_its_noise():
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from ensemble_summary import summarise
+    from experiments.ensemble_summary import summarise
 
     def entry(mae: float, seconds: float, per_case: list[float]) -> dict:
         return {"overall": {"mae": mae}, "seconds_per_case": seconds, "case_mae": dict(zip("abc", per_case))}
@@ -400,8 +397,9 @@ def test_validation_runs_on_its_own_schedule_off_the_logging_grid(tmp_path):
 def test_the_shipped_primary_is_the_validated_fold_ensemble_with_flip_tta():
     """Every region's primary is the mean of the three fold models with flip TTA, each export checked against PyTorch.
 
-    The README's rule (fold ensemble beats the mean fold by more than the fold noise, and is not worse than l1 with
-    the same TTA) chose it on the test split once; each member was chosen on its own validation fold.
+    The rule of docs/studies/folds_and_tta.md (fold ensemble beats the mean fold by more than the fold noise, and is
+    not worse than l1 with the same TTA) chose it on the test split once; each member was chosen on its own
+    validation fold.
     """
     from engine.manifest import DEFAULT_MANIFEST, load_manifest, sha256_of
 
@@ -430,9 +428,8 @@ def test_the_validation_protocol_reads_only_validation_cases_and_averages_per_mo
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from blur_robustness import summarise
-
     from compare_models import held_out_cases
+    from experiments.blur_robustness import summarise
 
     cases = _cases(tmp_path / "data")
     split = create_split(cases, val_per_region=1, test_per_region=2, seed=0)

@@ -1,5 +1,5 @@
 """MR domain randomisation, anatomical variability and the real-MR check's metrics (phantoms/randomise.py,
-phantoms/variability.py, evaluation/real_mr.py, the trainer's on-the-fly randomisation)."""
+phantoms/variability.py, experiments/real_mr.py, the trainer's on-the-fly randomisation)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from evaluation.real_mr import head_metrics
+from experiments.real_mr import head_metrics
 from phantoms import Rates, generate_case
 from phantoms.generate import PhantomError
 from phantoms.randomise import (
@@ -489,11 +489,11 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
 
 
 def _check_stored_crop(model: str, out: Path) -> dict:
-    """benchmarks/real_mr_check.py with `model` on the stored real-head crop; that model's metrics."""
+    """experiments/real_mr_check.py with `model` on the stored real-head crop; that model's metrics."""
     result = subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "real_mr_check.py"),
+            str(REPO / "experiments" / "real_mr_check.py"),
             "--prepared",
             str(REPO / "test" / "data" / "real_head_crop"),
             "--models",
@@ -662,7 +662,7 @@ def test_trainer_blur_floor_reaches_the_resolution_randomisation_and_is_checked(
 
 def test_real_head_mask_is_the_organisers_with_its_ring_of_air():
     """The real-MR check masks the head as the organisers do: the body dilated 10 voxels in-plane, not across slices."""
-    from evaluation.real_mr import body_mask_of
+    from experiments.real_mr import body_mask_of
 
     _, brain, body, _ = _synthetic_head(shape=(30, 140, 140))
     mr = np.where(body, 300.0, 0.0) + np.where(brain, 100.0, 0.0)
@@ -698,10 +698,9 @@ def test_the_opt_in_smooth_mr_model_finds_the_real_skull_on_the_stored_crop(tmp_
 
 
 def test_head_geometry_measures_the_cavity_depth_under_the_skin_in_either_z_direction():
-    """benchmarks/head_geometry.py on a synthetic head with a known 10 mm from the cavity to the skin: the median
+    """experiments/head_geometry.py on a synthetic head with a known 10 mm from the cavity to the skin: the median
     depth over the cranium is 10 mm, whichever way the head points along z."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from head_geometry import cavity_depth_mm
+    from experiments.head_geometry import cavity_depth_mm
 
     z, y, x = np.mgrid[:90, :100, :100].astype(float)
     r = np.sqrt((z - 12) ** 2 + (y - 50) ** 2 + (x - 50) ** 2)

@@ -333,7 +333,7 @@ def test_averaged_checkpoints_hold_the_mean_of_their_members_and_export(data_roo
 
 
 def _run_real_mr_soup(tmp_path: Path, out: Path, **settings: str) -> tuple[subprocess.CompletedProcess, dict]:
-    """Run `scripts/real_mr_soup.sh` into OUT with both phantom sets present (so it generates none): the script's
+    """Run `experiments/real_mr_soup.sh` into OUT with both phantom sets present (so it generates none): the script's
     result and the two sets' paths (thin, rim9)."""
     data = {name: tmp_path / name for name in ("thin", "rim9")}
     for root in data.values():
@@ -341,13 +341,13 @@ def _run_real_mr_soup(tmp_path: Path, out: Path, **settings: str) -> tuple[subpr
         (root / "phantoms.json").write_text("{}")
     env = {**os.environ, "OUT": str(out), "THIN_DATA": str(data["thin"]), "RIM9_DATA": str(data["rim9"]), **settings}
     done = subprocess.run(
-        ["bash", str(REPO / "scripts" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
+        ["bash", str(REPO / "experiments" / "real_mr_soup.sh")], env=env, capture_output=True, text=True, timeout=300
     )
     return done, data
 
 
 def test_the_real_mr_recipe_script_soups_the_runs_of_its_seeds_and_skips_trained_ones(data_root, tmp_path):
-    """`scripts/real_mr_soup.sh` (README "Real MR", eleventh attempt): which runs form the recipe's soup for a seed
+    """`experiments/real_mr_soup.sh` (docs/studies/real_mr_transfer.md): which runs form the recipe's soup for a seed
     list (both rim sets x 30/40 % randomised, per seed, in order) and the comparator's soup; runs with a best.pt
     are not trained again, so a stopped recipe resumes where it was."""
     train(tiny_config(data_root, tmp_path / "tiny", "optim.steps=0", "model.kind=l1"))
@@ -372,7 +372,7 @@ def test_the_real_mr_recipe_script_soups_the_runs_of_its_seeds_and_skips_trained
 
 
 def test_the_real_mr_recipe_script_launches_each_run_with_its_settings(data_root, tmp_path):
-    """What `scripts/real_mr_soup.sh` asks the trainer for, per run (seed, phantom set, randomised share, faint bone,
+    """What `experiments/real_mr_soup.sh` asks the trainer for, per run (seed, phantom set, randomised share, faint bone,
     cosine rate, 5000 steps), into an OUT that does not exist yet. The trainer is replaced by a stand-in that logs
     its arguments and leaves a tiny checkpoint, so the soup at the end is real."""
     train(tiny_config(data_root, tmp_path / "tiny", "optim.steps=0", "model.kind=l1"))
