@@ -6,13 +6,13 @@
 
 Heads (neither has a CT; both read from installed packages, never vendored):
 - `mean_head`: pydeface's mean of registered real T1 heads on nilearn's MNI152 grid, brain from the MNI152 brain
-  (evaluation/real_mr.py: the project's original real-head check);
+  (experiments/real_mr.py: the project's original real-head check);
 - `itk_head`: the single-subject T1 of the whole head with scalp in Debian's insighttoolkit5-examples
   (`KmeansTest_T1UCharRaw.nii.gz`, 2 x 2 x 3 mm coronal slices), brain from its skull-stripped twin
   (`KmeansTest_T1RawSkullStrip.nii.gz`), resampled onto axial 1 x 1 x 3 mm slices like the SynthRAD HN release.
 Both get the organisers' body mask (drawn on the MR, dilated 10 voxels in-plane) and run as head-and-neck cases.
 
-Scores per head and model (evaluation/real_mr.py `head_metrics`): brain voxels above 300 HU (truth about 0), the
+Scores per head and model (experiments/real_mr.py `head_metrics`): brain voxels above 300 HU (truth about 0), the
 brain's mean HU (truth about 30), bone in the skull shell 2-8 mm outside the brain (truth: mostly skull), and a
 picture. `--rule` marks each row against the template-head ship rule (brain > 300 HU <= 0.3 %, shell bone >= 50 %,
 brain mean 15-50 HU). The panel confirms and reports; it does not choose among recipes (validation does).
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from evaluation.real_mr import (  # noqa: E402
+from experiments.real_mr import (  # noqa: E402
     AIR_MARGIN_VOXELS,
     SPACING_MM,
     TemplateNotFound,

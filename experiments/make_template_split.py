@@ -1,6 +1,6 @@
 """Split file for the template-head study: the shipped phantom split plus template-derived heads by index.
 
-    python scripts/make_template_split.py --heads data/template_heads --out configs/splits/template_mix.json
+    python experiments/make_template_split.py --heads data/template_heads --out configs/splits/template_mix.json
 
 Template heads (case ids 1HNT000, ...) train for indices below --train, validate for the next --val, and the rest
 are held-out test heads; the phantom cases keep their assignments from configs/splits/phantoms_final.json, so the
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     description = (
         f"{base.description} Plus template-derived heads (`python -m phantoms --anatomy template --regions HN "
         f"--cases 40 --seed 0`): indices 0-{args.train - 1} train, {args.train}-{args.train + args.val - 1} "
-        f"validate, the rest test. Written by scripts/make_template_split.py."
+        f"validate, the rest test. Written by experiments/make_template_split.py."
     )
     write_split(Split(assignments, regions, description), args.out)
     return 0

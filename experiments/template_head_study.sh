@@ -5,7 +5,7 @@
 #   eval: exports both runs' last checkpoints into runs/eval_template/manifest.json, then scores the phantom test split,
 #   the held-out template heads (compare_models) and the real-MR panel, each in one run with today's models beside them.
 # Data: data/phantoms_final (the shipped split's phantoms) and data/template_heads (40 template heads, seed 0),
-# hard-linked into data/mix_template; configs/splits/template_mix.json assigns them (scripts/make_template_split.py).
+# hard-linked into data/mix_template; configs/splits/template_mix.json assigns them (experiments/make_template_split.py).
 # Both runs: L1 objective, initialised from model_weights/l1.onnx, cosine rate, bf16 autocast, physics-level MR
 # randomisation on half the crops; they differ only in the data root. Results: docs/studies/template_heads.md.
 set -euo pipefail
@@ -22,7 +22,7 @@ if [[ $STAGE == all || $STAGE == data ]]; then
     $PY -m phantoms --out data/phantoms_final --regions HN,TH,AB --cases 15 --seed 0 --no-progress
   [[ -f data/template_heads/phantoms.json ]] ||
     $PY -m phantoms --out data/template_heads --anatomy template --regions HN --cases 40 --seed 0 --no-progress --overview
-  $PY scripts/make_template_split.py --heads data/template_heads --out configs/splits/template_mix.json
+  $PY experiments/make_template_split.py --heads data/template_heads --out configs/splits/template_mix.json
   if [[ ! -d data/mix_template ]]; then
     mkdir -p data/mix_template
     cp -al data/phantoms_final data/mix_template/final
@@ -48,7 +48,7 @@ fi
 
 if [[ $STAGE == all || $STAGE == eval ]]; then
   export SCT_THREADS=${SCT_THREADS:-2}
-  $PY benchmarks/make_eval_manifest.py --out runs/eval_template/manifest.json \
+  $PY experiments/make_eval_manifest.py --out runs/eval_template/manifest.json \
     --extra l1_template=$OUT/template_mix/last.pt --extra l1_phantom_ft=$OUT/phantom_mix/last.pt
   $PY benchmarks/compare_models.py --data data/phantoms_final --models "$MODELS" --dosimetry \
     --manifest runs/eval_template/manifest.json --out runs/eval_template/test_phantoms
