@@ -376,10 +376,10 @@ def test_an_unexpected_exception_fails_one_case_and_the_run_goes_on(tmp_path, mo
 
     real = pipeline.run.prepare_case
 
-    def flaky(mr, mask, spec, budget=None):
+    def flaky(mr, mask, spec, *args):
         if mr.name == "a.mha":
             raise TypeError("an error no stage expected")
-        return real(mr, mask, spec, budget)
+        return real(mr, mask, spec, *args)
 
     monkeypatch.setattr(pipeline.run, "prepare_case", flaky)
     assert (
