@@ -101,7 +101,8 @@ class Header:
 
     data_name is the detached data file as the header names it (MetaImage only; None when the data follow the
     header in the same file). The data start at `offset` in that file, encoded with `codec` ("raw", "zlib",
-    "gzip", "bzip2"), and must decode to `claimed` bytes: exactly when `exact`, at least otherwise.
+    "gzip", "bzip2"), and must decode to `claimed` bytes: exactly when `exact`, at least otherwise. The first
+    `lead` of those bytes are not voxels (a .nii.gz decodes to its header first).
     """
 
     facts: ImageFacts
@@ -110,6 +111,7 @@ class Header:
     codec: str
     claimed: int
     exact: bool
+    lead: int = 0
 
 
 def _fail(path: Path, what: str, problem: str) -> CaseError:
@@ -316,7 +318,7 @@ def nifti_header(path: Path, what: str) -> Header:
     offset = max(int(vox_offset), minimum_offset)
     codec = "gzip" if path.name.lower().endswith(".gz") else "raw"
     # The decoded file must hold the header, the padding up to vox_offset, and the voxels.
-    return Header(facts, None, 0, codec, offset + facts.data_bytes, False)
+    return Header(facts, None, 0, codec, offset + facts.data_bytes, False, lead=offset)
 
 
 # --- the data bytes ----------------------------------------------------------------------------------------------

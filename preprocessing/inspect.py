@@ -193,7 +193,8 @@ def inspect_image(path: Path, what: str, budget: int, working_bytes, root: Path 
     if held < header.claimed or (header.exact and held != header.claimed):
         raise CaseError(
             path,
-            f"cannot read {what}: data hold {held} bytes, the header claims {header.claimed} "
+            f"cannot read {what}: data hold {max(held - header.lead, 0)} bytes, the header claims "
+            f"{header.claimed - header.lead} "
             f"({' x '.join(map(str, facts.size))} voxels of {facts.bytes_per_component} bytes): truncated",
         )
     return facts
