@@ -6,12 +6,12 @@ allocates 20 GB; a 4-D or multi-channel header is allocated in full before anyth
 So every accepted format (MetaImage `.mha`/`.mhd`, NRRD `.nrrd`, NIfTI `.nii`/`.nii.gz`) is parsed here into one
 `Header`: the voxel grid, the pixel type and where the data bytes are. `preprocessing.inspect` applies the same
 checks to every format from it. Only MetaImage may keep its data in another file (`ElementDataFile`, checked in
-inspect); NRRD with detached data and NIfTI header/image pairs (and Analyze 7.5) are refused here.
+inspect); NRRD with detached data, NIfTI header/image pairs, Analyze 7.5 and NIfTI-2 (which this ITK cannot
+read) are refused here.
 """
 
 from __future__ import annotations
 
-import bz2
 import gzip
 import math
 import struct
@@ -49,7 +49,7 @@ NRRD_TYPE_BYTES = {
     **dict.fromkeys(("uint64", "uint64_t", "double"), 8),
     "float": 4,
 }
-NRRD_CODECS = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2"}
+NRRD_CODECS = {"raw": "raw", "gzip": "gzip", "gz": "gzip"}  # ITK's NrrdIO is built without bzip2
 #: Axis kinds ITK reads as axes of the image; any other kind (vector, RGB-color, list, ...) holds components.
 NRRD_GRID_KINDS = {"domain", "space", "time"}
 #: NIfTI datatype code -> (bytes per component, components).
@@ -100,8 +100,8 @@ class Header:
     """A parsed header: the grid it claims and where its data bytes must be found.
 
     data_name is the detached data file as the header names it (MetaImage only; None when the data follow the
-    header in the same file). The data start at `offset` in that file, encoded with `codec` ("raw", "zlib",
-    "gzip", "bzip2"), and must decode to `claimed` bytes: exactly when `exact`, at least otherwise. The first
+    header in the same file). The data start at `offset` in that file, encoded with `codec` ("raw", "zlib" or
+    "gzip"), and must decode to `claimed` bytes: exactly when `exact`, at least otherwise. The first
     `lead` of those bytes are not voxels (a .nii.gz decodes to its header first).
     """
 
@@ -201,7 +201,7 @@ def meta_header(path: Path, what: str) -> Header:
 
 
 def nrrd_header(path: Path, what: str) -> Header:
-    """A NRRD (.nrrd) header with its data attached (raw, gzip or bzip2)."""
+    """A NRRD (.nrrd) header with its data attached (raw or gzip)."""
     head = read_head(path, what)
     if not head.startswith(b"NRRD000"):
         raise _fail(path, what, "not a NRRD file (no NRRD magic)")
@@ -241,7 +241,7 @@ def nrrd_header(path: Path, what: str) -> Header:
         raise _fail(path, what, f"header: NRRD type {element[:40]!r} is not a supported pixel type")
     encoding = fields.get("encoding", "").lower()
     if encoding not in NRRD_CODECS:
-        raise _fail(path, what, f"header: NRRD encoding {encoding[:20]!r} is not supported (raw, gzip or bzip2)")
+        raise _fail(path, what, f"header: NRRD encoding {encoding[:20]!r} is not supported (raw or gzip)")
     kinds = fields.get("kinds", "").lower().split() or ["domain"] * dimension
     if len(kinds) != dimension:
         raise _fail(path, what, f"header: kinds has {len(kinds)} entries, dimension is {dimension}")
@@ -255,51 +255,43 @@ def nrrd_header(path: Path, what: str) -> Header:
 # --- NIfTI -------------------------------------------------------------------------------------------------------
 
 NIFTI1_SINGLE, NIFTI1_PAIR = b"n+1\0", b"ni1\0"
-NIFTI2_SINGLE, NIFTI2_PAIR = b"n+2\0\r\n\x1a\n", b"ni2\0\r\n\x1a\n"
 
 
 def _nifti_head(path: Path, what: str) -> bytes:
-    """The first 544 bytes, inflated when the file is gzip (.nii.gz), read in bounded pieces."""
+    """The first 352 bytes, inflated when the file is gzip (.nii.gz), read in bounded pieces."""
     if not path.name.lower().endswith(".gz"):
-        return read_head(path, what, 544)
+        return read_head(path, what, 352)
     try:
         with gzip.open(path, "rb") as handle:
-            return handle.read(544)
+            return handle.read(352)
     except (OSError, EOFError, zlib.error) as err:
         raise _fail(path, what, f"not a gzip-compressed NIfTI file ({err})") from err
 
 
 def nifti_header(path: Path, what: str) -> Header:
-    """A single-file NIfTI-1 or NIfTI-2 header (.nii or .nii.gz); header/image pairs and Analyze are refused."""
+    """A single-file NIfTI-1 header (.nii or .nii.gz); header/image pairs, Analyze 7.5 and NIfTI-2 (which this
+    ITK cannot read) are refused."""
     head = _nifti_head(path, what)
+    if len(head) >= 4 and 540 in (struct.unpack("<i", head[:4])[0], struct.unpack(">i", head[:4])[0]):
+        raise _fail(path, what, "NIfTI-2 files are not supported (the reader reads NIfTI-1): give a NIfTI-1 or a .mha")
     if len(head) < 348:
         raise _fail(path, what, f"not a NIfTI file ({len(head)} bytes, a header has 348)")
-    order = next((o for o in "<>" if struct.unpack(f"{o}i", head[:4])[0] in (348, 540)), None)
+    order = next((o for o in "<>" if struct.unpack(f"{o}i", head[:4])[0] == 348), None)
     if order is None:
-        raise _fail(path, what, "not a NIfTI file (sizeof_hdr is neither 348 nor 540)")
-    version = 1 if struct.unpack(f"{order}i", head[:4])[0] == 348 else 2
-    if version == 2 and len(head) < 540:
-        raise _fail(path, what, f"not a NIfTI-2 file ({len(head)} bytes, a header has 540)")
-    magic = head[344:348] if version == 1 else head[4:12]
-    if magic in (NIFTI1_PAIR, NIFTI2_PAIR):
+        raise _fail(path, what, "not a NIfTI file (sizeof_hdr is not 348)")
+    magic = head[344:348]
+    if magic == NIFTI1_PAIR:
         raise _fail(
             path,
             what,
             "NIfTI header of a .hdr/.img pair (its voxels live in another file); header/image pairs are not "
             "accepted: give a single-file .nii/.nii.gz, or a .mha",
         )
-    if magic not in (NIFTI1_SINGLE, NIFTI2_SINGLE):
-        raise _fail(path, what, "not a single-file NIfTI header (no n+1/n+2 magic; Analyze 7.5 is not accepted)")
-    if version == 1:
-        dims = struct.unpack(f"{order}8h", head[40:56])
-        datatype = struct.unpack(f"{order}h", head[70:72])[0]
-        vox_offset = struct.unpack(f"{order}f", head[108:112])[0]
-        minimum_offset = 352
-    else:
-        datatype = struct.unpack(f"{order}h", head[12:14])[0]
-        dims = struct.unpack(f"{order}8q", head[16:80])
-        vox_offset = struct.unpack(f"{order}q", head[168:176])[0]
-        minimum_offset = 544
+    if magic != NIFTI1_SINGLE:
+        raise _fail(path, what, "not a single-file NIfTI header (no n+1 magic; Analyze 7.5 is not accepted)")
+    dims = struct.unpack(f"{order}8h", head[40:56])
+    datatype = struct.unpack(f"{order}h", head[70:72])[0]
+    vox_offset = struct.unpack(f"{order}f", head[108:112])[0]
     if not 1 <= dims[0] <= 7:
         raise _fail(path, what, f"header: dim[0] = {dims[0]} (the number of axes) must be 1 to 7")
     if datatype not in NIFTI_TYPES:
@@ -315,7 +307,7 @@ def nifti_header(path: Path, what: str) -> Header:
         components *= axes[4]  # ITK reads the fifth axis (dim[5]) as the components of a vector image
         axes = axes[:3]
     facts = ImageFacts(tuple(axes), (), components, bytes_per_component)
-    offset = max(int(vox_offset), minimum_offset)
+    offset = max(int(vox_offset), 352)
     codec = "gzip" if path.name.lower().endswith(".gz") else "raw"
     # The decoded file must hold the header, the padding up to vox_offset, and the voxels.
     return Header(facts, None, 0, codec, offset + facts.data_bytes, False, lead=offset)
@@ -325,17 +317,13 @@ def nifti_header(path: Path, what: str) -> Header:
 
 
 def _decoder(codec: str) -> Any:
-    """A fresh decoder for one stream: zlib (MetaImage), gzip or bzip2 (a file may hold several of these)."""
-    if codec == "zlib":
-        return zlib.decompressobj()
-    if codec == "gzip":
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    return bz2.BZ2Decompressor()
+    """A fresh decoder for one stream: zlib (MetaImage) or gzip (a .nii.gz or a NRRD may hold several members)."""
+    return zlib.decompressobj() if codec == "zlib" else zlib.decompressobj(16 + zlib.MAX_WBITS)
 
 
 def _decoded_pieces(handle: BinaryIO, codec: str) -> Generator[int, None, bool]:
     """Lengths of the decoded pieces (at most CHUNK bytes each, never kept) from the handle's position on; returns
-    whether the last stream ended cleanly. A corrupt stream raises zlib.error, OSError or EOFError."""
+    whether the last stream ended cleanly. A corrupt stream raises zlib.error."""
     decoder, ended = _decoder(codec), False
     while True:
         chunk = handle.read(CHUNK)
@@ -345,15 +333,9 @@ def _decoded_pieces(handle: BinaryIO, codec: str) -> Generator[int, None, bool]:
             if ended:
                 if codec == "zlib":
                     return True  # bytes after a MetaImage's zlib stream are never read
-                decoder, ended = _decoder(codec), False  # the next gzip member or bzip2 stream
-            if codec == "bzip2":
-                yield len(decoder.decompress(chunk, CHUNK))
-                chunk = b""
-                while not decoder.eof and not decoder.needs_input:
-                    yield len(decoder.decompress(b"", CHUNK))
-            else:
-                yield len(decoder.decompress(chunk, CHUNK))
-                chunk = decoder.unconsumed_tail
+                decoder, ended = _decoder(codec), False  # the next gzip member
+            yield len(decoder.decompress(chunk, CHUNK))
+            chunk = decoder.unconsumed_tail
             if decoder.eof:
                 ended, chunk = True, decoder.unused_data
 
@@ -372,7 +354,7 @@ def decoded_length(source: Path, header: Header, path: Path, what: str) -> int:
                 except StopIteration as stop:
                     ended = stop.value
                     break
-    except (zlib.error, EOFError) as err:
+    except zlib.error as err:
         raise _fail(path, what, f"compressed data are corrupt ({err})") from err
     except OSError as err:
         raise _fail(path, what, f"compressed data are corrupt or unreadable ({err.strerror or err})") from err

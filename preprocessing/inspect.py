@@ -74,7 +74,7 @@ def _data_file(path: Path, what: str, name: str) -> Path:
             path,
             f"cannot read {what}: header: ElementDataFile {name[:80]!r} (a list or pattern of files) is not supported",
         )
-    relative = Path(name)
+    relative = Path(os.fsdecode(name.encode("latin-1")))  # the very bytes ITK will open, whatever their encoding
     folder = path.absolute().parent
     if relative.is_absolute() or ".." in relative.parts:
         raise CaseError(
@@ -162,6 +162,10 @@ def inspect_image(path: Path, what: str, budget: int, working_bytes, root: Path 
     input folder the file (and anything its links point at) must lie in; None where the user named the file.
     """
     path = Path(path)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError as err:  # SimpleITK aborts the whole process on such a name
+        raise CaseError(path, f"{what} file name is not valid UTF-8; rename the file") from err
     _regular_file(path, what, "file")
     suffix = _suffix(path)
     if suffix is None:

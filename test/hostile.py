@@ -147,9 +147,9 @@ def _dangling(folder, name, mr, mask):
     return path
 
 
-def _bytes(content: bytes) -> Breaker:
+def _bytes(content: bytes, suffix: str = ".mha") -> Breaker:
     def make(folder, name, mr, mask):
-        path = _mr(folder, name)
+        path = _mr(folder, name).with_suffix(suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         return path
@@ -409,6 +409,30 @@ def _link_out(which: str) -> Breaker:
     return make
 
 
+def _not_utf8(folder, name, mr, mask):
+    """An MR and its mask whose file names hold a byte that is not UTF-8 (SimpleITK cannot even be given them)."""
+    paths = []
+    for where, array in ((_mr, mr), (_mask, mask)):
+        written = write_meta(where(folder, f"utf8_{name}"), array)
+        target = os.fsdecode(bytes(written.parent) + b"/bad\xffname_" + name.encode())
+        os.rename(written, target)
+        paths.append(Path(target))
+    return paths[0]
+
+
+def _data_file_bytes(folder, name, mr, mask):
+    """ElementDataFile names a byte that is not UTF-8: 'ÿ.raw' as Latin-1. A harmless file of that name in UTF-8
+    sits beside a link, under the raw byte, to data outside the input folder: ITK opens the raw byte."""
+    header = _mr(folder, name)
+    header.parent.mkdir(parents=True, exist_ok=True)
+    raw = np.ascontiguousarray(mr).tobytes()
+    (header.parent / f"\xff{header.stem}.raw").write_bytes(raw)  # the decoy, named in UTF-8
+    outside = folder.parent / f"outside_bytes_{header.stem}.raw"
+    outside.write_bytes(raw)
+    os.symlink(outside, os.fsencode(header.parent) + b"/\xff" + header.stem.encode() + b".raw")
+    return write_meta(header, mr, ElementDataFile=f"\xff{header.stem}.raw")
+
+
 def _constant_inside(mr: np.ndarray) -> np.ndarray:
     """An MR that is 250 wherever the body is, with structure only outside it."""
     out = mr.copy()
@@ -556,6 +580,10 @@ FUZZ_CASES: dict[str, tuple[str, Breaker, str]] = {
     "mask is a folder": ("mask", _folder_named_like("mask"), "not a regular file"),
     "MR links out of the input folder": ("mr", _link_out("mr"), "outside the input folder"),
     "mask links out of the input folder": ("mask", _link_out("mask"), "outside the input folder"),
+    "MR name not UTF-8": ("mr", _not_utf8, "file name is not valid UTF-8"),
+    "ElementDataFile bytes not UTF-8": ("mr", _data_file_bytes, "outside the case folder"),
+    "NRRD bzip2 encoding": ("mr", _nrrd(payload=lambda a: b"BZh9", encoding="bzip2"), "encoding 'bzip2' is not"),
+    "NIfTI-2 header": ("mr", _bytes(struct.pack("<i", 540) + b"n+2\0\r\n\x1a\n" + bytes(600), ".nii"), "NIfTI-2"),
 }
 
 #: Masks slightly off the MR's grid: the case runs, the mask is resampled, and results.json says so.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hostile import FUZZ_CASES, WARNED_CASES, build_fuzz_folder
 from pipeline.cases import case_id_of
+from preprocessing.errors import printable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,7 @@ def test_every_malformed_input_fails_alone_with_one_line(tmp_path):
             problems.append(f"{name}: expected one error line, got {messages}")
             continue
         message = messages[0]
-        if words not in message or broken.name not in message:
+        if words not in message or printable(broken.name) not in message:
             problems.append(f"{name}: {message!r} lacks {words!r} or the file name {broken.name}")
         if message not in log:
             problems.append(f"{name}: the error is not in the log")
