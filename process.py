@@ -117,7 +117,9 @@ def collect_cases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     raise AssertionError("unreachable")
 
 
-def _stopped_results(cases: list[Case], results: list[CaseResult], current: Case | None, stop: Stopped) -> list:
+def _stopped_results(
+    cases: list[Case], results: list[CaseResult], current: Case | None, stop: Stopped
+) -> list[CaseResult]:
     """Entries for the cases a signal kept from finishing: the one it interrupted, and those never started.
 
     Each is a failed case like any other: one line, and no sCT left under its name.
@@ -150,7 +152,7 @@ def run_cases(args: argparse.Namespace, cases: list[Case], results_dir: Path, co
                 LOG.error("%s", err)
                 return 2
             if not cases:
-                LOG.error("%s", f"{printable(args.input or CONTAINER_INPUT)}: no MR images found")
+                LOG.error("%s: no MR images found", printable(args.input or CONTAINER_INPUT))
             options = RunOptions(
                 device=args.device,
                 batch_size=args.batch_size,
@@ -196,7 +198,7 @@ def run_cases(args: argparse.Namespace, cases: list[Case], results_dir: Path, co
         failed = sum(not r.ok for r in results)
         try:
             write_json_atomic([result_entry(r) for r in results], results_dir / "results.json")
-            if not container and manifest is not None:
+            if not container and manifest is not None and cases:
                 write_json_atomic(run_info(vars(args), manifest.path, results), results_dir / "run_info.json")
         except OSError as err:
             LOG.error("%s: cannot write results.json (%s)", results_dir, err.strerror or err)

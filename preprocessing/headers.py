@@ -262,10 +262,14 @@ def _nifti_head(path: Path, what: str) -> bytes:
     if not path.name.lower().endswith(".gz"):
         return read_head(path, what, 352)
     try:
-        with gzip.open(path, "rb") as handle:
-            return handle.read(352)
-    except (OSError, EOFError, zlib.error) as err:
-        raise _fail(path, what, f"not a gzip-compressed NIfTI file ({err})") from err
+        handle = open(path, "rb")
+    except OSError as err:
+        raise _fail(path, what, f"cannot open the file ({err.strerror or err})") from err
+    with handle:
+        try:
+            return gzip.GzipFile(fileobj=handle, mode="rb").read(352)
+        except (OSError, EOFError, zlib.error) as err:
+            raise _fail(path, what, f"not a gzip-compressed NIfTI file ({err})") from err
 
 
 def nifti_header(path: Path, what: str) -> Header:

@@ -101,11 +101,15 @@ def check_shape(path: Path, what: str, size: tuple[int, ...], components: int) -
         raise CaseError(path, f"{what} is a vector image ({components} components); a scalar image is required")
 
 
+def _check_positive(path: Path, what: str, spacing: tuple[float, ...]) -> None:
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise CaseError(path, f"cannot read {what}: spacing {' x '.join(f'{s:g}' for s in spacing)} must be positive")
+
+
 def check_spacing(path: Path, what: str, spacing: tuple[float, ...]) -> None:
     """Refuse spacing that is not positive, or outside the plausible range, with the numbers."""
+    _check_positive(path, what, spacing)
     shown = " x ".join(f"{s:g}" for s in spacing)
-    if not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise CaseError(path, f"cannot read {what}: spacing {shown} must be positive numbers")
     low, high = SPACING_RANGE_MM
     if not all(low <= s <= high for s in spacing):
         raise CaseError(
@@ -166,7 +170,7 @@ def inspect_image(path: Path, what: str, budget: int, working_bytes, root: Path 
         str(path).encode("utf-8")
     except UnicodeEncodeError as err:  # SimpleITK aborts the whole process on such a name
         raise CaseError(path, f"{what} file name is not valid UTF-8; rename the file") from err
-    _regular_file(path, what, "file")
+    info = _regular_file(path, what, "file")
     suffix = _suffix(path)
     if suffix is None:
         raise CaseError(
@@ -178,20 +182,18 @@ def inspect_image(path: Path, what: str, budget: int, working_bytes, root: Path 
     source = path
     if header.data_name is not None:
         source = _data_file(path, what, header.data_name)
-        _regular_file(source, what, "data file", named=path)
+        info = _regular_file(source, what, "data file", named=path)
         if root is not None:
             _inside(source, Path(root), f"{what} data")
     facts = header.facts
     check_shape(path, what, facts.size, facts.components)
     if not facts.spacing:
         facts = _itk_facts(path, what, facts)
-    if not all(math.isfinite(s) and s > 0 for s in facts.spacing):
-        raise CaseError(path, f"cannot read {what}: spacing {facts.spacing} must be positive numbers")
+    _check_positive(path, what, facts.spacing)
     check_budget(path, what, facts, budget, working_bytes)  # before the plausibility check: a size refusal says more
     check_spacing(path, what, facts.spacing)
-    available = _regular_file(source, what, "data file", named=None if source == path else path).st_size
     if header.codec == "raw":
-        held = max(available - header.offset, 0)
+        held = max(info.st_size - header.offset, 0)
     else:
         held = decoded_length(source, header, path, what)
     if held < header.claimed or (header.exact and held != header.claimed):
