@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +52,8 @@ def run_measured(args: list[str], cwd: Path) -> tuple[int, str, float]:
 
 
 def _zero_stream(path: Path, shape_xyz: tuple[int, int, int], element: str = "MET_SHORT", bytes_per: int = 2) -> Path:
-    """A compressed all-zero MetaImage written chunk by chunk (a 1.2 GB volume in a few MB, never in memory)."""
-    compressor = zlib.compressobj(9)
-    chunk = bytes(1 << 22)
-    total = int(np.prod(shape_xyz)) * bytes_per
-    parts = []
-    while total > 0:
-        parts.append(compressor.compress(chunk[: min(total, len(chunk))]))
-        total -= len(chunk)
-    parts.append(compressor.flush())
-    payload = b"".join(parts)
+    """A compressed all-zero MetaImage (a 1.2 GB volume in about 1 MB, never in memory: hostile.deflate_zeros)."""
+    payload = deflate_zeros(b"", int(np.prod(shape_xyz)) * bytes_per, "zlib")
     x, y, z = shape_xyz
     head = (
         f"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\nCompressedData = True\n"
