@@ -490,6 +490,7 @@ def test_4d_and_multichannel_headers_of_every_format_are_refused_under_a_gigabyt
         ["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"], tmp_path
     )
     assert rc == 1, log[-2000:]
+    print(f"peak memory of the run over {len(huge)} refused headers and a good case: {peak:.0f} MB")  # shown with -s
     assert peak < MEMORY_BOUND_MB, f"peak {peak:.0f} MB"
     entries = {Path(e["inputs"][0]["filename"]).name: e for e in results_of(tmp_path / "out")}
     for name, (_, words) in huge.items():
