@@ -3,6 +3,8 @@
 Container mode (default when /input exists and no other input is given):
     reads /input/images/mri/*, /input/images/body/*, /input/region.json;
     writes /output/images/synthetic-ct/<case id>.mha and /output/results.json.
+One run at a time per output folder (a second is refused, exit status 2); SIGTERM/SIGINT still write
+results.json (exit status 128 + the signal's number).
 Local modes:
     python process.py --input DIR --output DIR         template layout or released Task1/{AB,HN,TH}/<ID>/ layout
     python process.py --mr MR --mask MASK --region HN --out SCT.mha
@@ -19,8 +21,10 @@ from pathlib import Path
 from engine.manifest import DEFAULT_MANIFEST, MODEL_TARBALL_DIR, ManifestError, choose_manifest
 from engine.regions import accepted_values
 from pipeline.cases import Case, discover_cases, single_case
+from pipeline.lock import OutputLocked, output_lock
 from pipeline.results import result_entry, run_info, write_json_atomic
-from pipeline.run import GeneratorPool, RunOptions, run_case
+from pipeline.run import CaseResult, GeneratorPool, RunOptions, remove_stale_outputs, run_case
+from pipeline.signals import Stopped, stop_on_signals
 from preprocessing.errors import printable
 from preprocessing.load import memory_budget_bytes
 
@@ -113,73 +117,96 @@ def collect_cases(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     raise AssertionError("unreachable")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.samples < 1:
-        parser.error("--samples must be at least 1")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    cases, results_dir, container = collect_cases(args, parser)
-    try:
-        choice = choose_manifest(args.manifest, MODEL_TARBALL_DIR)
-        manifest = choice.manifest
-    except ManifestError as err:
-        LOG.error("%s", err)
-        return 2
-    if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
-        parser.error("--memory-budget-gb must be a positive number")
-    if not cases:
-        LOG.error("%s: no MR images found", printable(args.input or CONTAINER_INPUT))
-        try:
-            write_json_atomic([], results_dir / "results.json")
-        except OSError as err:
-            LOG.error("%s: cannot write results.json (%s)", printable(results_dir), err.strerror or err)
-            return 2
-        return 1
+def _stopped_results(
+    cases: list[Case], results: list[CaseResult], current: Case | None, stop: Stopped
+) -> list[CaseResult]:
+    """Entries for the cases a signal kept from finishing: the one it interrupted, and those never started.
 
-    options = RunOptions(
-        device=args.device,
-        batch_size=args.batch_size,
-        samples=args.samples,
-        model_override=args.model,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        memory_budget_bytes=memory_budget_bytes(args.memory_budget_gb),
-        manifest_note=choice.note,
-    )
-    pool = GeneratorPool(args.device)
-    results = []
-    started = time.perf_counter()
-    LOG.info("%d case(s); manifest %s", len(cases), manifest.path)
-    from tqdm import tqdm
-
-    for case in tqdm(cases, desc="cases", unit="case", disable=not options.progress or len(cases) < 2):
-        result = run_case(case, manifest, pool, options)
-        results.append(result)
-        if result.ok:
-            LOG.info(
-                "%s: done in %.1f s with %s -> %s",
-                printable(case.case_id),
-                result.seconds,
-                result.model,
-                printable(case.output, 400),
-            )
+    Each is a failed case like any other: one line, and no sCT left under its name.
+    """
+    missing = []
+    for case in cases[len(results) :]:
+        result = CaseResult(case)
+        if case is current:
+            result.errors.append(f"{printable(case.mr, 400)}: interrupted by {stop.name} before it finished")
         else:
-            for message in result.errors:
-                LOG.error("%s", message)
-    failed = sum(not r.ok for r in results)
-    try:
-        write_json_atomic([result_entry(r) for r in results], results_dir / "results.json")
-        if not container:
-            write_json_atomic(run_info(vars(args), manifest.path, results), results_dir / "run_info.json")
-    except OSError as err:
-        LOG.error("%s: cannot write results.json (%s)", results_dir, err.strerror or err)
-        return 2
+            result.errors.append(f"{printable(case.mr, 400)}: not started: the run was stopped by {stop.name}")
+        remove_stale_outputs(case)
+        missing.append(result)
+    return missing
+
+
+def run_cases(args: argparse.Namespace, cases: list[Case], results_dir: Path, container: bool) -> int:
+    """Every case in order, then results.json (and run_info.json locally); SIGTERM/SIGINT end the loop early
+    and results.json still says what finished, what failed and what never started. Returns the exit status."""
+    results: list[CaseResult] = []
+    manifest = None
+    current = None
+    stopped: Stopped | None = None
+    with stop_on_signals() as guard:
+        try:
+            try:
+                choice = choose_manifest(args.manifest, MODEL_TARBALL_DIR)
+                manifest = choice.manifest
+            except ManifestError as err:
+                LOG.error("%s", err)
+                return 2
+            if not cases:
+                LOG.error("%s: no MR images found", printable(args.input or CONTAINER_INPUT))
+            options = RunOptions(
+                device=args.device,
+                batch_size=args.batch_size,
+                samples=args.samples,
+                model_override=args.model,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                memory_budget_bytes=memory_budget_bytes(args.memory_budget_gb),
+                manifest_note=choice.note,
+            )
+            pool = GeneratorPool(args.device)
+            started = time.perf_counter()
+            if cases:
+                LOG.info("%d case(s); manifest %s", len(cases), manifest.path)
+            from tqdm import tqdm
+
+            for case in tqdm(cases, desc="cases", unit="case", disable=not options.progress or len(cases) < 2):
+                current = case
+                result = run_case(case, manifest, pool, options)
+                results.append(result)
+                if result.ok:
+                    LOG.info(
+                        "%s: done in %.1f s with %s -> %s",
+                        printable(case.case_id),
+                        result.seconds,
+                        result.model,
+                        printable(case.output, 400),
+                    )
+                else:
+                    for message in result.errors:
+                        LOG.error("%s", message)
+        except Stopped as stop:
+            stopped = stop
+        guard.disarm()  # from here a signal is only remembered: results.json must be written whole
+        if stopped is not None:
+            missing = _stopped_results(cases, results, current, stopped)
+            LOG.error(
+                "stopped by %s: %d case(s) ran, %d interrupted or not started; writing results.json",
+                stopped.name,
+                len(results),
+                len(missing),
+            )
+            results += missing
+        failed = sum(not r.ok for r in results)
+        try:
+            write_json_atomic([result_entry(r) for r in results], results_dir / "results.json")
+            if not container and manifest is not None and cases:
+                write_json_atomic(run_info(vars(args), manifest.path, results), results_dir / "run_info.json")
+        except OSError as err:
+            LOG.error("%s: cannot write results.json (%s)", results_dir, err.strerror or err)
+            return 2
+    if stopped is not None:
+        return stopped.exit_status
+    if not cases:
+        return 1
     LOG.info(
         "%d of %d case(s) done in %.1f s; %d failed",
         len(results) - failed,
@@ -188,6 +215,29 @@ def main(argv: list[str] | None = None) -> int:
         failed,
     )
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.samples < 1:
+        parser.error("--samples must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.memory_budget_gb is not None and not args.memory_budget_gb > 0:
+        parser.error("--memory-budget-gb must be a positive number")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    cases, results_dir, container = collect_cases(args, parser)
+    try:
+        with output_lock(results_dir):
+            return run_cases(args, cases, results_dir, container)
+    except OutputLocked as err:
+        LOG.error("%s", err)
+        return 2
 
 
 if __name__ == "__main__":

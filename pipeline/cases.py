@@ -16,10 +16,11 @@ from pathlib import Path
 
 from engine.regions import RegionError, canonical_region, read_region_json
 from preprocessing.errors import printable
+from preprocessing.inspect import ACCEPTED_SUFFIXES
 
 LOG = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+IMAGE_SUFFIXES = ACCEPTED_SUFFIXES  # the formats the guarded reader accepts
 MR_NAMES = tuple(f"mr{suffix}" for suffix in IMAGE_SUFFIXES)
 MASK_NAMES = tuple(f"mask{suffix}" for suffix in IMAGE_SUFFIXES)
 OUTPUT_SUBDIR = Path("images") / "synthetic-ct"
@@ -39,6 +40,7 @@ class Case:
     region_input: dict = field(default_factory=dict)  # the results.json input entry for the region
     uncertainty_output: Path | None = None
     input_error: str | None = None  # a problem found while discovering the case (reported when it runs)
+    root: Path | None = None  # the input folder its files must lie in (links out of it are refused); None: single
 
 
 def case_id_of(path: Path) -> str:
@@ -51,17 +53,11 @@ def case_id_of(path: Path) -> str:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Every visible entry with an image suffix (any case): a dangling link or a FIFO is a case that fails
-    with its own message, never one skipped in silence."""
+    """Every visible entry named like an image (any letter case): a folder, a dangling link or a FIFO of that
+    name is a case that fails with its own message, never one skipped in silence."""
     if not folder.is_dir():
         return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if not p.name.startswith(".")
-        and p.name.lower().endswith(IMAGE_SUFFIXES)
-        and not (p.is_dir() and not p.is_symlink())
-    )
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.name.lower().endswith(IMAGE_SUFFIXES))
 
 
 def _output_paths(out_dir: Path, case_id: str, samples: int) -> tuple[Path, Path | None]:
@@ -122,13 +118,14 @@ def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = No
             region_error = f"{region_file}: region file missing (or pass --region)"
     by_name = {p.name: p for p in masks}
     by_id = {case_id_of(p): p for p in masks}
-    cases = []
+    cases, paired = [], set()
     for mr in mr_files:
         mask = by_name.get(mr.name) or by_id.get(case_id_of(mr))
         if mask is None and len(mr_files) == 1 and len(masks) == 1:
             mask = masks[0]
         if mask is None:
             mask = in_dir / "images" / "body" / mr.name  # reported as missing when the case runs
+        paired.add(mask)
         output, uncertainty = _output_paths(out_dir, case_id_of(mr), samples)
         cases.append(
             Case(
@@ -140,17 +137,29 @@ def template_cases(in_dir: Path, out_dir: Path, region_override: str | None = No
                 region_error=region_error,
                 region_input={"type": "String", "filename": str(region_file.absolute())},
                 uncertainty_output=uncertainty,
+                root=in_dir.absolute(),
             )
         )
+    for mask in masks:  # tolerated (an extra mask hurts no case), but said
+        if mask not in paired:
+            LOG.warning("%s: body mask without an MR of its name or case id; not used", printable(mask, 400))
     return check_collisions(cases)
+
+
+def _pick(case_dir: Path, names: tuple[str, ...]) -> Path:
+    """The first of `names` that is a file in case_dir, else the first that exists at all (a folder, a dangling
+    link: the case then fails with what it is), else the first name (reported missing)."""
+    candidates = [case_dir / name for name in names]
+    return next(
+        (p for p in candidates if p.is_file()), next((p for p in candidates if os.path.lexists(p)), candidates[0])
+    )
 
 
 def released_cases(root: Path, out_dir: Path, region_override: str | None = None, samples: int = 1) -> list[Case]:
     """Cases of the released data layout: every folder holding an mr image; the region is its parent folder."""
     cases = []
     for case_dir in sorted({p.parent for name in MR_NAMES for p in root.rglob(name)}, key=lambda d: (d.name, str(d))):
-        mr = next(case_dir / n for n in MR_NAMES if (case_dir / n).is_file())
-        mask = next((case_dir / n for n in MASK_NAMES if (case_dir / n).is_file()), case_dir / "mask.mha")
+        mr, mask = _pick(case_dir, MR_NAMES), _pick(case_dir, MASK_NAMES)
         region, region_error = region_override, None
         if region is None:
             try:
@@ -170,6 +179,7 @@ def released_cases(root: Path, out_dir: Path, region_override: str | None = None
                 region_error=region_error,
                 region_input={"type": "String", "value": region or case_dir.parent.name},
                 uncertainty_output=uncertainty,
+                root=root.absolute(),
             )
         )
     return check_collisions(cases)
@@ -318,6 +328,7 @@ def inputs_json_cases(in_dir: Path, out_dir: Path, region_override: str | None =
                 region_error=region_error,
                 region_input=region_input,
                 uncertainty_output=uncertainty,
+                root=in_dir.absolute(),
             )
         ]
     )

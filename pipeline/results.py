@@ -14,7 +14,7 @@ from postprocessing.write import temporary_name
 
 
 def result_entry(result: CaseResult) -> dict[str, Any]:
-    """One case as the template writes it; `model` and `fallback_reason` are our additions."""
+    """One case as the template writes it; `model`, `fallback_reason` and `warnings` are our additions."""
     case = result.case
     entry: dict[str, Any] = {
         "outputs": [] if not result.ok else [{"type": "metaio_image", "filename": str(case.output)}],
@@ -31,6 +31,8 @@ def result_entry(result: CaseResult) -> dict[str, Any]:
         entry["model"] = result.model
     if result.fallback_reason is not None:
         entry["fallback_reason"] = result.fallback_reason
+    if result.warnings:
+        entry["warnings"] = list(result.warnings)
     return entry
 
 

@@ -55,6 +55,7 @@ class CaseResult:
     case: Case
     model: str | None = None
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # repairs made to the inputs (a mask resampled)
     fallback_reason: str | None = None
     seconds: float = 0.0
 
@@ -170,12 +171,13 @@ class Generated:
     std: np.ndarray | None
     geometry: Geometry
     spec: ModelSpec
+    warnings: list[str] = field(default_factory=list)
 
 
 def _run_model(case: Case, spec: ModelSpec, pool: GeneratorPool, options: RunOptions) -> Generated:
     """Prepare, generate and restore with one model."""
     generator = pool.get(spec)
-    prepared = prepare_case(case.mr, case.mask, spec, options.memory_budget_bytes)
+    prepared = prepare_case(case.mr, case.mask, spec, options.memory_budget_bytes, case.root)
     mean, std = generate(prepared, generator, options, description=case.case_id)
     prepared.volume = None  # free the model-space input before restoring (peak memory on large cases)
     hu = to_input_grid(mean, prepared, spec.ct_window_hu)
@@ -185,7 +187,7 @@ def _run_model(case: Case, spec: ModelSpec, pool: GeneratorPool, options: RunOpt
         std *= (spec.ct_window_hu[1] - spec.ct_window_hu[0]) / 2.0
         std = to_input_grid(std, prepared)
         std[prepared.mask == 0] = 0.0
-    return Generated(finalise_hu(hu, prepared.mask, spec), std, prepared.geometry, spec)
+    return Generated(finalise_hu(hu, prepared.mask, spec), std, prepared.geometry, spec, prepared.warnings)
 
 
 def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOptions) -> CaseResult:
@@ -201,7 +203,7 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
             route = manifest.resolve(case.region, options.model_override)
         except (RegionError, ManifestError) as err:
             raise CaseError(None, str(err)) from err
-        if case.mask is None or not case.mask.is_file():
+        if case.mask is None or not os.path.lexists(case.mask):
             raise CaseError(case.mask or case.mr, f"body mask missing for MR {case.mr.name}")
         ensure_writable(case.output.parent)
         if case.uncertainty_output is not None:
@@ -220,6 +222,7 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
             except (GeneratorError, UnusableOutput) as fallback_err:
                 raise CaseError(None, f"{err}; fallback {route.fallback.name!r} failed too: {fallback_err}") from err
         result.model = generated.spec.name
+        result.warnings.extend(generated.warnings)
         if result.fallback_reason is None and options.manifest_note:
             result.fallback_reason = options.manifest_note
         if generated.std is not None and case.uncertainty_output is not None:

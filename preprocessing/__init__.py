@@ -7,7 +7,7 @@ grid voxel for voxel.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from modelspec import ModelSpec
 from preprocessing.errors import CaseError
-from preprocessing.load import load_mask, load_mr
+from preprocessing.load import check_contrast, load_mask, load_mr
 from preprocessing.normalise import normalise_mr
 from preprocessing.orientation import Reorientation, canonical_reorientation
 from preprocessing.slices import Padding, needs_resampling, pad_to_multiple, resample_inplane
@@ -61,15 +61,20 @@ class Prepared:
     resampled: bool
     volume_spacing: tuple[float, float, float]  # x, y, z of `volume` (the model's in-plane spacing if resampled)
     padding: Padding
+    warnings: list[str] = field(default_factory=list)  # what was repaired on the way (a mask resampled), per case
 
 
-def prepare_case(mr_path: Path, mask_path: Path, spec: ModelSpec, budget_bytes: int | None = None) -> Prepared:
+def prepare_case(
+    mr_path: Path, mask_path: Path, spec: ModelSpec, budget_bytes: int | None = None, root: Path | None = None
+) -> Prepared:
     """Read and check the inputs, then bring the MR into the model's space as the manifest entry says.
 
     budget_bytes: the memory budget of the case (None: SCT_MEMORY_BUDGET_GB or 4 GB); bigger cases are refused.
+    root: the input folder both files must lie in (links out of it are refused); None when the user named them.
     """
-    mr_image, volume = load_mr(mr_path, budget_bytes, spec.spacing_xy_mm)
-    mask = load_mask(mask_path, mr_image, budget_bytes)
+    mr_image, volume = load_mr(mr_path, budget_bytes, spec.spacing_xy_mm, root)
+    mask, warnings = load_mask(mask_path, mr_image, budget_bytes, root)
+    check_contrast(mr_path, volume, mask)
     geometry = Geometry.of(mr_image)
     del mr_image
 
@@ -99,6 +104,7 @@ def prepare_case(mr_path: Path, mask_path: Path, spec: ModelSpec, budget_bytes: 
         resampled=resampled,
         volume_spacing=volume_spacing,
         padding=padding,
+        warnings=warnings,
     )
 
 

@@ -1,57 +1,39 @@
-"""Checks on an image file before SimpleITK allocates or reads anything: size, data integrity, where data live.
+"""The guarded reader's checks: what a file is, where its data live, its shape, size and memory, before any read.
 
-Why here and not after the read: ITK trusts a header. A compressed MetaImage that claims 1500 x 1500 x 1000
-voxels over 50 kB allocates 20 GB; a corrupt zlib stream or a header that claims more voxels than its data hold
-is read "successfully" with garbage or uninitialised memory; an `ElementDataFile` may name any file on the
-machine (or a FIFO that blocks forever). So for MetaImage files (.mha / .mhd) the header is parsed here, the
-data file must be a regular file inside the header's own folder, and the data must hold exactly the claimed
-number of bytes (a compressed stream is inflated in bounded chunks and counted, nothing kept). For other
-formats (NIfTI, NRRD) SimpleITK reads the header only, and the claimed size is checked against the budget.
+Every accepted format (MetaImage .mha/.mhd, NRRD .nrrd, NIfTI .nii/.nii.gz) goes through the same steps, in this
+order: the file is a regular file with an accepted name (inside the input folder, when there is one); its header
+is parsed by us (preprocessing.headers); a MetaImage's detached data file is a regular file inside the header's
+own folder; the header describes a scalar 3-D image; its spacing is positive; the working memory estimated from
+the header fits the budget; the spacing is plausible; the data hold the bytes the header claims (a compressed
+stream is decoded in bounded chunks and counted, nothing kept). Only then does SimpleITK read the file.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import stat
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from preprocessing.errors import CaseError
+from preprocessing.headers import Header, ImageFacts, decoded_length, meta_header, nifti_header, nrrd_header
 
-MAX_HEADER_BYTES = 65536  # a MetaImage header is a few hundred bytes; more is not a header
-ELEMENT_BYTES = {
-    "MET_CHAR": 1,
-    "MET_UCHAR": 1,
-    "MET_SHORT": 2,
-    "MET_USHORT": 2,
-    "MET_INT": 4,
-    "MET_UINT": 4,
-    "MET_LONG": 8,
-    "MET_ULONG": 8,
-    "MET_LONG_LONG": 8,
-    "MET_ULONG_LONG": 8,
-    "MET_FLOAT": 4,
-    "MET_DOUBLE": 8,
+__all__ = ["ACCEPTED_SUFFIXES", "ImageFacts", "check_budget", "check_spacing", "image_io_for", "inspect_image"]
+
+#: File names the reader accepts (any letter case), with the ITK ImageIO that reads each.
+IMAGE_IOS = {
+    ".mha": "MetaImageIO",
+    ".mhd": "MetaImageIO",
+    ".nii.gz": "NiftiImageIO",
+    ".nii": "NiftiImageIO",
+    ".nrrd": "NrrdImageIO",
 }
-CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What a file claims, checked against what it holds."""
-
-    size: tuple[int, ...]  # x, y, z (as ITK orders it)
-    spacing: tuple[float, ...]
-    components: int
-    bytes_per_component: int
-
-    @property
-    def voxels(self) -> int:
-        return int(np.prod(self.size, dtype=np.int64))
+ACCEPTED_SUFFIXES = tuple(IMAGE_IOS)
+#: Plausible voxel spacing of a medical image, per axis, in mm: beyond it a header is wrong (1e-6 mm in-plane
+#: collapses every slice to one value; 100 mm is no anatomy).
+SPACING_RANGE_MM = (0.05, 50.0)
 
 
 def _regular_file(path: Path, what: str, label: str, named: Path | None = None) -> os.stat_result:
@@ -71,46 +53,28 @@ def _regular_file(path: Path, what: str, label: str, named: Path | None = None) 
     return info
 
 
-def _parse_meta_header(path: Path, what: str) -> tuple[dict[str, str], int]:
-    """Key = value pairs up to ElementDataFile, and the header's length in bytes."""
-    with open(path, "rb") as handle:
-        head = handle.read(MAX_HEADER_BYTES)
-    fields: dict[str, str] = {}
-    offset = 0
-    for raw in head.splitlines(keepends=True):
-        offset += len(raw)
-        line = raw.decode("latin-1").strip()
-        if not line:
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise CaseError(path, f"cannot read {what}: not a MetaImage header (line without '=')")
-        fields[key.strip()] = value.strip()
-        if key.strip() == "ElementDataFile":
-            return fields, offset
-    raise CaseError(
-        path, f"cannot read {what}: not a MetaImage header (no ElementDataFile in its first {MAX_HEADER_BYTES} bytes)"
-    )
-
-
-def _ints(path: Path, what: str, fields: dict[str, str], key: str, count: int | None = None) -> list[int]:
+def _inside(path: Path, root: Path, what: str) -> None:
+    """Refuse a file that (through symbolic links) lies outside the input folder."""
     try:
-        values = [int(v) for v in fields[key].split()]
-    except (KeyError, ValueError) as err:
-        raise CaseError(path, f"cannot read {what}: header: {key} missing or not integers") from err
-    if count is not None and len(values) != count:
-        raise CaseError(path, f"cannot read {what}: header: {key} has {len(values)} values, NDims says {count}")
-    return values
+        real, real_root = path.resolve(strict=True), root.resolve(strict=True)
+    except (OSError, RuntimeError) as err:
+        raise CaseError(path, f"cannot resolve {what} file ({getattr(err, 'strerror', None) or err})") from err
+    if real != real_root and real_root not in real.parents:
+        raise CaseError(
+            path,
+            f"{what} file is a symbolic link to {real}, outside the input folder {real_root}; "
+            "links that leave the input folder are refused",
+        )
 
 
 def _data_file(path: Path, what: str, name: str) -> Path:
-    """The detached data file: a plain name or relative path that resolves inside the header's folder."""
+    """A MetaImage's detached data file: a plain name or relative path that resolves inside the header's folder."""
     if name.upper() == "LIST" or "%" in name or " " in name.strip():
         raise CaseError(
             path,
             f"cannot read {what}: header: ElementDataFile {name[:80]!r} (a list or pattern of files) is not supported",
         )
-    relative = Path(name)
+    relative = Path(os.fsdecode(name.encode("latin-1")))  # the very bytes ITK will open, whatever their encoding
     folder = path.absolute().parent
     if relative.is_absolute() or ".." in relative.parts:
         raise CaseError(
@@ -128,102 +92,30 @@ def _data_file(path: Path, what: str, name: str) -> Path:
     return target
 
 
-def _inflated_length(source: Path, offset: int, limit: int, path: Path, what: str) -> int:
-    """Bytes a zlib stream inflates to (reading at most limit + 1 of them), or a CaseError when it is corrupt."""
-    inflater = zlib.decompressobj()
-    total = 0
-    with open(source, "rb") as handle:
-        handle.seek(offset)
-        while True:
-            chunk = handle.read(CHUNK)
-            if not chunk:
-                break
-            try:
-                data = inflater.decompress(chunk, CHUNK)
-                total += len(data)
-                while inflater.unconsumed_tail and total <= limit:
-                    data = inflater.decompress(inflater.unconsumed_tail, CHUNK)
-                    total += len(data)
-            except zlib.error as err:
-                raise CaseError(path, f"cannot read {what}: compressed data are corrupt ({err})") from err
-            if total > limit or inflater.eof:
-                break
-    if total > limit:
-        raise CaseError(path, f"cannot read {what}: data hold more than the {limit} bytes the header claims")
-    if not inflater.eof:
-        raise CaseError(path, f"cannot read {what}: compressed data are truncated ({total} of {limit} bytes)")
-    return total
+def check_shape(path: Path, what: str, size: tuple[int, ...], components: int) -> None:
+    """Refuse, from the header, anything but a scalar 3-D image (a 4-D or vector header is never allocated)."""
+    shown = " x ".join(map(str, size))
+    if len(size) != 3:
+        raise CaseError(path, f"{what} is {len(size)}-D ({shown} voxels); a 3-D volume is required")
+    if components != 1:
+        raise CaseError(path, f"{what} is a vector image ({components} components); a scalar image is required")
 
 
-def _meta_facts(path: Path, what: str, budget: int, working_bytes) -> ImageFacts:
-    fields, header_length = _parse_meta_header(path, what)
-    ndims = _ints(path, what, fields, "NDims")[0]
-    size = _ints(path, what, fields, "DimSize", ndims)
-    if min(size) < 1:
-        raise CaseError(path, f"cannot read {what}: header: DimSize {size} has an empty axis")
-    element = fields.get("ElementType", "")
-    if element not in ELEMENT_BYTES:
-        raise CaseError(path, f"cannot read {what}: header: ElementType {element[:40]!r} is not a MetaImage pixel type")
-    components = int(fields.get("ElementNumberOfChannels", "1") or 1)
-    spacing_text = fields.get("ElementSpacing") or fields.get("ElementSize") or " ".join(["1"] * ndims)
-    try:
-        spacing = tuple(float(v) for v in spacing_text.split())
-    except ValueError as err:
-        raise CaseError(path, f"cannot read {what}: header: ElementSpacing is not numbers") from err
-    if not all(np.isfinite(v) and v > 0 for v in spacing):
-        raise CaseError(path, f"cannot read {what}: header: spacing {spacing_text[:60]} must be positive numbers")
-    facts = ImageFacts(tuple(size), spacing, components, ELEMENT_BYTES[element])
-    if ndims == 3 and components == 1:  # other shapes are rejected with their own message after the read
-        check_budget(path, what, facts, budget, working_bytes)
-    claimed = facts.voxels * components * facts.bytes_per_component
-    name = fields["ElementDataFile"]
-    if name.upper() == "LOCAL":
-        source, offset = path, header_length
-        if int(fields.get("HeaderSize", "0") or 0) != 0:
-            raise CaseError(path, f"cannot read {what}: header: HeaderSize with local data is not supported")
-    else:
-        source, offset = _data_file(path, what, name), int(fields.get("HeaderSize", "0") or 0)
-        if offset < 0:
-            raise CaseError(
-                path, f"cannot read {what}: header: HeaderSize {offset} (skip to the end of file) is not supported"
-            )
-    available = _regular_file(source, what, "data file", named=None if source == path else path).st_size - offset
-    if fields.get("CompressedData", "False").lower() == "true":
-        inflated = _inflated_length(source, offset, claimed, path, what)
-        if inflated != claimed:
-            raise CaseError(
-                path,
-                f"cannot read {what}: data hold {inflated} bytes, the header claims {claimed} "
-                f"({' x '.join(map(str, size))} {element}): truncated",
-            )
-    elif available < claimed:
+def _check_positive(path: Path, what: str, spacing: tuple[float, ...]) -> None:
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise CaseError(path, f"cannot read {what}: spacing {' x '.join(f'{s:g}' for s in spacing)} must be positive")
+
+
+def check_spacing(path: Path, what: str, spacing: tuple[float, ...]) -> None:
+    """Refuse spacing that is not positive, or outside the plausible range, with the numbers."""
+    _check_positive(path, what, spacing)
+    shown = " x ".join(f"{s:g}" for s in spacing)
+    low, high = SPACING_RANGE_MM
+    if not all(low <= s <= high for s in spacing):
         raise CaseError(
             path,
-            f"cannot read {what}: data hold {max(available, 0)} bytes, the header claims {claimed} "
-            f"({' x '.join(map(str, size))} {element}): truncated",
+            f"{what} spacing {shown} mm is outside the plausible {low:g}-{high:g} mm per axis; check its header",
         )
-    return facts
-
-
-def _other_facts(path: Path, what: str, budget: int, working_bytes) -> ImageFacts:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image") from err
-    pixel_bytes = {sitk.sitkUInt8: 1, sitk.sitkInt8: 1, sitk.sitkUInt16: 2, sitk.sitkInt16: 2, sitk.sitkFloat32: 4}
-    facts = ImageFacts(
-        tuple(reader.GetSize()),
-        tuple(reader.GetSpacing()),
-        reader.GetNumberOfComponents(),
-        pixel_bytes.get(reader.GetPixelID(), 8),
-    )
-    if not all(np.isfinite(v) and v > 0 for v in facts.spacing):
-        raise CaseError(path, f"cannot read {what}: spacing {facts.spacing} must be positive numbers")
-    if len(facts.size) == 3 and facts.components == 1:
-        check_budget(path, what, facts, budget, working_bytes)
-    return facts
 
 
 def check_budget(path: Path, what: str, facts: ImageFacts, budget: int, working_bytes) -> None:
@@ -239,26 +131,82 @@ def check_budget(path: Path, what: str, facts: ImageFacts, budget: int, working_
         )
 
 
-def inspect_image(path: Path, what: str, budget: int, working_bytes) -> ImageFacts:
-    """Check `path` before it is read: a regular file, a sane header, data that match it, size within budget.
+def _suffix(path: Path) -> str | None:
+    lower = path.name.lower()
+    return next((s for s in ACCEPTED_SUFFIXES if lower.endswith(s) and len(lower) > len(s)), None)
 
-    working_bytes(facts) estimates the bytes the pipeline needs for an image of that size and spacing.
+
+def _header(path: Path, what: str, suffix: str) -> Header:
+    if IMAGE_IOS[suffix] == "MetaImageIO":
+        return meta_header(path, what)
+    if IMAGE_IOS[suffix] == "NrrdImageIO":
+        return nrrd_header(path, what)
+    return nifti_header(path, what)
+
+
+def _itk_facts(path: Path, what: str, facts: ImageFacts) -> ImageFacts:
+    """The grid as ITK will read it (NRRD, NIfTI: spacing comes from orientation fields only ITK interprets)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(image_io_for(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image") from err
+    check_shape(path, what, tuple(reader.GetSize()), reader.GetNumberOfComponents())
+    if tuple(reader.GetSize()) != facts.size:
+        raise CaseError(path, f"cannot read {what}: the header's size {facts.size} is read as {reader.GetSize()}")
+    return ImageFacts(facts.size, tuple(reader.GetSpacing()), 1, facts.bytes_per_component)
+
+
+def inspect_image(path: Path, what: str, budget: int, working_bytes, root: Path | None = None) -> ImageFacts:
+    """Check `path` before it is read (see the module's docstring); returns what its header claims.
+
+    working_bytes(facts) estimates the bytes the pipeline needs for an image of that size and spacing. root: the
+    input folder the file (and anything its links point at) must lie in; None where the user named the file.
     """
     path = Path(path)
-    _regular_file(path, what, "file")
-    lower = path.name.lower()
-    if lower.endswith((".mha", ".mhd")):
-        return _meta_facts(path, what, budget, working_bytes)
-    return _other_facts(path, what, budget, working_bytes)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError as err:  # SimpleITK aborts the whole process on such a name
+        raise CaseError(path, f"{what} file name is not valid UTF-8; rename the file") from err
+    info = _regular_file(path, what, "file")
+    suffix = _suffix(path)
+    if suffix is None:
+        raise CaseError(
+            path, f"{what} file type is not accepted (accepted: {', '.join(ACCEPTED_SUFFIXES)}, in any letter case)"
+        )
+    if root is not None:
+        _inside(path, Path(root), what)
+    header = _header(path, what, suffix)
+    source = path
+    if header.data_name is not None:
+        source = _data_file(path, what, header.data_name)
+        info = _regular_file(source, what, "data file", named=path)
+        if root is not None:
+            _inside(source, Path(root), f"{what} data")
+    facts = header.facts
+    check_shape(path, what, facts.size, facts.components)
+    if not facts.spacing:
+        facts = _itk_facts(path, what, facts)
+    _check_positive(path, what, facts.spacing)
+    check_budget(path, what, facts, budget, working_bytes)  # before the plausibility check: a size refusal says more
+    check_spacing(path, what, facts.spacing)
+    if header.codec == "raw":
+        held = max(info.st_size - header.offset, 0)
+    else:
+        held = decoded_length(source, header, path, what)
+    if held < header.claimed or (header.exact and held != header.claimed):
+        raise CaseError(
+            path,
+            f"cannot read {what}: data hold {max(held - header.lead, 0)} bytes, the header claims "
+            f"{header.claimed - header.lead} "
+            f"({' x '.join(map(str, facts.size))} voxels of {facts.bytes_per_component} bytes): truncated",
+        )
+    return facts
 
 
 def image_io_for(path: Path) -> str:
     """The ITK ImageIO for a file name, whatever the case of its extension (ITK only matches lower case)."""
-    lower = Path(path).name.lower()
-    if lower.endswith((".mha", ".mhd")):
-        return "MetaImageIO"
-    if lower.endswith((".nii", ".nii.gz")):
-        return "NiftiImageIO"
-    if lower.endswith((".nrrd", ".nhdr")):
-        return "NrrdImageIO"
-    return ""
+    suffix = _suffix(Path(path))
+    return IMAGE_IOS[suffix] if suffix else ""

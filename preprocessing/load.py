@@ -1,11 +1,13 @@
 """Reading the MR and its body mask with SimpleITK, and every check the pipeline relies on afterwards.
 
-After `load_mr` and `load_mask` the MR is a finite, scalar, 3-D image and the mask is a non-empty uint8 array
-on exactly the MR's voxel grid; later stages never re-check.
+After `load_mr`, `load_mask` and `check_contrast` the MR is a finite, scalar, 3-D image with plausible spacing and
+some contrast inside the body, and the mask is a non-empty uint8 array on exactly the MR's voxel grid; later
+stages never re-check.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -16,12 +18,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from preprocessing.errors import CaseError
-from preprocessing.inspect import ImageFacts, image_io_for, inspect_image
+from preprocessing.inspect import ImageFacts, check_spacing, image_io_for, inspect_image
 
 LOG = logging.getLogger(__name__)
 
-#: A mask that keeps less than this share of its foreground after resampling onto the MR grid is rejected.
-MIN_MASK_OVERLAP = 0.5
+#: A mask whose voxel centres all lie within this many MR voxels (along every MR axis) of the MR voxel centres
+#: of the same index is resampled onto the MR grid (nearest neighbour, a warning in results.json); farther, or
+#: another size, is refused. Within half a voxel, nearest neighbour keeps every voxel where it was.
+MASK_GRID_TOLERANCE_VOXELS = 0.5
 
 
 #: Default memory budget of one case (the grand-challenge template's limit); SCT_MEMORY_BUDGET_GB overrides it.
@@ -48,7 +52,9 @@ def working_bytes(spacing_xy_mm: tuple[float, float] | None) -> Callable[[ImageF
     """Estimated peak bytes to process an image of the given size/spacing with a model at `spacing_xy_mm`."""
 
     def estimate(facts: ImageFacts) -> int:
-        nx, ny, nz = facts.size[:3]
+        # any axes beyond the third, and the components, count as more slices: every header gets a number
+        nx, ny = (tuple(facts.size) + (1, 1))[:2]
+        nz = math.prod(facts.size[2:]) * facts.components
         voxels = nx * ny * nz
         model_voxels = voxels
         if spacing_xy_mm is not None and len(facts.spacing) >= 2:
@@ -63,20 +69,26 @@ def working_bytes(spacing_xy_mm: tuple[float, float] | None) -> Callable[[ImageF
 
 
 def read_image(
-    path: Path, what: str, budget: int | None = None, estimate: Callable[[ImageFacts], int] | None = None
+    path: Path,
+    what: str,
+    budget: int | None = None,
+    estimate: Callable[[ImageFacts], int] | None = None,
+    root: Path | None = None,
 ) -> sitk.Image:
     """Read a scalar 3-D image; any other image (or none) is a CaseError naming the file.
 
     The file is inspected first (preprocessing.inspect): a header that lies about its data, data outside the
-    case folder, or a size whose working memory exceeds the budget are refused before anything is allocated.
+    case folder (or, with `root`, a link out of the input folder), a 4-D or vector header, or a size whose working
+    memory exceeds the budget are refused before anything is allocated.
     """
     path = Path(path)
-    inspect_image(path, what, memory_budget_bytes() if budget is None else budget, estimate or working_bytes(None))
+    inspect_image(
+        path, what, memory_budget_bytes() if budget is None else budget, estimate or working_bytes(None), root
+    )
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
-        if image_io_for(path):
-            reader.SetImageIO(image_io_for(path))
+        reader.SetImageIO(image_io_for(path))
         image = reader.Execute()
     except RuntimeError as err:
         raise CaseError(path, f"cannot read {what}: corrupt, truncated or not an image") from err
@@ -89,6 +101,7 @@ def read_image(
         )
     if min(image.GetSize()) < 1:
         raise CaseError(path, f"{what} is empty (size {image.GetSize()})")
+    check_spacing(path, what, image.GetSpacing())
     return image
 
 
@@ -100,13 +113,17 @@ def _check_finite(path: Path, what: str, array: np.ndarray) -> None:
 
 
 def load_mr(
-    path: Path, budget: int | None = None, spacing_xy_mm: tuple[float, float] | None = None
+    path: Path,
+    budget: int | None = None,
+    spacing_xy_mm: tuple[float, float] | None = None,
+    root: Path | None = None,
 ) -> tuple[sitk.Image, np.ndarray]:
     """The MR image (for its geometry) and its voxels as float32 (z, y, x).
 
     spacing_xy_mm (the model's in-plane spacing) enters the memory estimate: resampling can grow a volume.
+    root: the input folder the file must lie in (None: no such folder, the user named the file).
     """
-    image = read_image(path, "MR", budget, working_bytes(spacing_xy_mm))
+    image = read_image(path, "MR", budget, working_bytes(spacing_xy_mm), root)
     voxels = sitk.GetArrayViewFromImage(image)
     _check_finite(path, "MR", voxels)
     if voxels.dtype.itemsize > 4 and np.issubdtype(voxels.dtype, np.floating):
@@ -126,38 +143,111 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
-def load_mask(path: Path, mr: sitk.Image, budget: int | None = None) -> np.ndarray:
-    """The body mask as uint8 (z, y, x) on the MR grid.
+def _grid_text(image: sitk.Image) -> str:
+    numbers = lambda values: " ".join(f"{v:.4g}" for v in values)  # noqa: E731
+    return (
+        f"size {' x '.join(map(str, image.GetSize()))}, spacing {numbers(image.GetSpacing())} mm, "
+        f"origin ({numbers(image.GetOrigin())}) mm, direction ({numbers(image.GetDirection())})"
+    )
 
-    A mask on another grid is resampled onto the MR grid with nearest neighbour (with a warning); one that then
-    keeps less than half of its body, or is empty, is an error.
+
+def _mask_voxels_in_mr(mask: sitk.Image, mr: sitk.Image, corners: list[tuple[float, ...]]) -> list[tuple]:
+    """Mask grid positions (continuous indices) as continuous indices of the MR grid."""
+    return [
+        mr.TransformPhysicalPointToContinuousIndex(mask.TransformContinuousIndexToPhysicalPoint(corner))
+        for corner in corners
+    ]
+
+
+def grid_offset_voxels(mask: sitk.Image, mr: sitk.Image) -> float:
+    """How far, in MR voxels along any MR axis, a mask voxel centre lies from the MR voxel centre of the same index.
+
+    The map between the grids is affine, so the largest offset over the whole grid is found at a corner.
     """
-    image = read_image(path, "mask", budget)
-    _check_finite(path, "mask", sitk.GetArrayViewFromImage(image))
-    foreground = int(np.count_nonzero(sitk.GetArrayViewFromImage(image)))
-    mask_volume = foreground * float(np.prod(image.GetSpacing()))
-    if foreground == 0:
-        raise CaseError(path, "mask is empty (no voxel > 0)")
-    if not same_grid(image, mr):
-        LOG.warning(
-            "%s: mask grid differs from the MR grid (size %s vs %s, spacing %s vs %s); resampling it onto the MR "
-            "grid with nearest neighbour",
+    corners = list(itertools.product(*[(0.0, float(n - 1)) for n in mask.GetSize()]))
+    return max(
+        max(abs(m - c) for m, c in zip(mapped, corner))
+        for mapped, corner in zip(_mask_voxels_in_mr(mask, mr, corners), corners)
+    )
+
+
+def _overlaps(mask: sitk.Image, mr: sitk.Image) -> bool:
+    """Whether the mask's field of view and the MR's intersect at all (bounding boxes in MR index space)."""
+    corners = list(itertools.product(*[(-0.5, n - 0.5) for n in mask.GetSize()]))
+    mapped = _mask_voxels_in_mr(mask, mr, corners)
+    return all(
+        min(p[axis] for p in mapped) < n - 0.5 and max(p[axis] for p in mapped) > -0.5
+        for axis, n in enumerate(mr.GetSize())
+    )
+
+
+def check_mask_grid(path: Path, mask: sitk.Image, mr: sitk.Image) -> str | None:
+    """None when the mask is on the MR's grid; a warning when it is within the tolerance (it is then resampled);
+    a CaseError naming both grids when it is of another size or farther off."""
+    if same_grid(mask, mr):
+        return None
+    both = f"mask {_grid_text(mask)}; MR {_grid_text(mr)}"
+    apart = "" if _overlaps(mask, mr) else "; the mask does not overlap the MR at all"
+    if mask.GetSize() != mr.GetSize():
+        raise CaseError(
             path,
-            image.GetSize(),
-            mr.GetSize(),
-            tuple(round(s, 4) for s in image.GetSpacing()),
-            tuple(round(s, 4) for s in mr.GetSpacing()),
+            f"mask is on another grid than the MR (size {' x '.join(map(str, mask.GetSize()))} vs "
+            f"{' x '.join(map(str, mr.GetSize()))}{apart}): {both}; a mask on the MR's grid is required",
         )
+    offset = grid_offset_voxels(mask, mr)
+    if offset > MASK_GRID_TOLERANCE_VOXELS:
+        raise CaseError(
+            path,
+            f"mask is on another grid than the MR (its voxels lie up to {offset:.3g} MR voxels from the MR's, "
+            f"tolerance {MASK_GRID_TOLERANCE_VOXELS:g}{apart}): {both}; a mask on the MR's grid is required",
+        )
+    return (
+        f"{path}: mask grid differs from the MR grid by up to {offset:.2f} MR voxel (within the "
+        f"{MASK_GRID_TOLERANCE_VOXELS:g} voxel tolerance); resampled onto the MR grid with nearest neighbour: {both}"
+    )
+
+
+def load_mask(
+    path: Path, mr: sitk.Image, budget: int | None = None, root: Path | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """The body mask as uint8 (z, y, x) on the MR grid, and the warnings to record for the case.
+
+    A mask of another size, or whose grid lies more than MASK_GRID_TOLERANCE_VOXELS from the MR's, is refused; one
+    within it is resampled onto the MR grid with nearest neighbour, with a warning. An empty mask is an error.
+    """
+    image = read_image(path, "mask", budget, root=root)
+    _check_finite(path, "mask", sitk.GetArrayViewFromImage(image))
+    if not np.count_nonzero(sitk.GetArrayViewFromImage(image)):
+        raise CaseError(path, "mask is empty (no voxel > 0)")
+    warnings = []
+    warning = check_mask_grid(path, image, mr)
+    if warning is not None:
+        LOG.warning("%s", warning)
+        warnings.append(warning)
         binary = sitk.Cast(image > 0, sitk.sitkUInt8) if image.GetPixelID() != sitk.sitkUInt8 else image > 0
         image = sitk.Resample(binary, mr, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        kept_volume = np.count_nonzero(sitk.GetArrayViewFromImage(image)) * float(np.prod(mr.GetSpacing()))
-        if kept_volume < MIN_MASK_OVERLAP * mask_volume:
-            raise CaseError(
-                path,
-                f"mask does not overlap the MR grid (only {100 * kept_volume / mask_volume:.0f}% of the mask lies "
-                f"inside the MR field of view; mask and MR are on different grids)",
-            )
     mask = (sitk.GetArrayViewFromImage(image) > 0).astype(np.uint8)
     if not mask.any():
         raise CaseError(path, "mask is empty on the MR grid")
-    return mask
+    return mask, warnings
+
+
+def check_contrast(path: Path, volume: np.ndarray, mask: np.ndarray) -> None:
+    """Refuse an MR with zero variance inside the body mask (all zero, or constant): a model would invent anatomy.
+
+    Slice by slice, so no copy of the in-mask voxels of a 300 MB volume is made.
+    """
+    lowest, highest, count = math.inf, -math.inf, 0
+    for plane, inside in zip(volume, mask):
+        values = plane[inside > 0]
+        if values.size:
+            lowest, highest, count = (
+                min(lowest, float(values.min())),
+                max(highest, float(values.max())),
+                count + values.size,
+            )
+    if count and highest <= lowest:
+        raise CaseError(
+            path,
+            f"MR has zero variance inside the body mask (all {count} voxels are {lowest:g}): no anatomy to translate",
+        )

@@ -4,12 +4,13 @@ exceptions no stage expected."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import pytest
 import SimpleITK as sitk
 
 import process
-from hostile import good_pair, write_meta
+from hostile import deflate_zeros, good_pair, write_meta, write_nifti, write_nrrd
+from hostile import header as header_fields
 from sct_testing import identity_model_entry, onnx_model, read_array, write_case, write_manifest, write_paired_case
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,16 +52,8 @@ def run_measured(args: list[str], cwd: Path) -> tuple[int, str, float]:
 
 
 def _zero_stream(path: Path, shape_xyz: tuple[int, int, int], element: str = "MET_SHORT", bytes_per: int = 2) -> Path:
-    """A compressed all-zero MetaImage written chunk by chunk (a 1.2 GB volume in a few MB, never in memory)."""
-    compressor = zlib.compressobj(9)
-    chunk = bytes(1 << 22)
-    total = int(np.prod(shape_xyz)) * bytes_per
-    parts = []
-    while total > 0:
-        parts.append(compressor.compress(chunk[: min(total, len(chunk))]))
-        total -= len(chunk)
-    parts.append(compressor.flush())
-    payload = b"".join(parts)
+    """A compressed all-zero MetaImage (a 1.2 GB volume in about 1 MB, never in memory: hostile.deflate_zeros)."""
+    payload = deflate_zeros(b"", int(np.prod(shape_xyz)) * bytes_per, "zlib")
     x, y, z = shape_xyz
     head = (
         f"ObjectType = Image\nNDims = 3\nBinaryData = True\nBinaryDataByteOrderMSB = False\nCompressedData = True\n"
@@ -376,10 +370,10 @@ def test_an_unexpected_exception_fails_one_case_and_the_run_goes_on(tmp_path, mo
 
     real = pipeline.run.prepare_case
 
-    def flaky(mr, mask, spec, budget=None):
+    def flaky(mr, mask, spec, *args):
         if mr.name == "a.mha":
             raise TypeError("an error no stage expected")
-        return real(mr, mask, spec, budget)
+        return real(mr, mask, spec, *args)
 
     monkeypatch.setattr(pipeline.run, "prepare_case", flaky)
     assert (
@@ -437,3 +431,196 @@ def test_a_write_that_fails_half_way_leaves_no_sct_and_no_temporary(tmp_path, mo
     assert "No space left" in message
     out_dir = tmp_path / "out" / "images" / "synthetic-ct"
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+# --- round two (issue 35): headers of every format, the output lock, signals, discovery -----------------------
+
+
+def _huge_headers(folder: Path) -> dict[str, tuple[str, str]]:
+    """Files of 2 to 5 MB whose headers claim 1.26 GB of real (all-zero) data, in every accepted format, as a
+    4-D or a multi-channel image: a reader that allocates before refusing goes over 1 GB. name -> (MR, words)."""
+    mri = folder / "images" / "mri"
+    mri.mkdir(parents=True)
+    x, y, z, t = 512, 512, 240, 10
+    voxels = x * y * z * t
+    small = np.zeros((6, 20, 18), dtype=np.int16)
+    write_nifti(mri / "nifti_4d.nii.gz", small, dims=(x, y, z, t))
+    header = gzip.decompress((mri / "nifti_4d.nii.gz").read_bytes())[:352]
+    (mri / "nifti_4d.nii.gz").write_bytes(deflate_zeros(header, voxels * 2, "gzip"))
+    write_nifti(mri / "nifti_rgb.nii", small, dims=(1024, 1024, 400), datatype=128)
+    with open(mri / "nifti_rgb.nii", "r+b") as handle:
+        handle.truncate(352 + 1024 * 1024 * 400 * 3)  # a sparse file: no disk, but a reader sees every byte
+    stream = deflate_zeros(b"", voxels * 2, "zlib")
+    for name, fields in (
+        ("meta_4d.mha", {"NDims": 4, "DimSize": f"{x} {y} {z} {t}", "ElementSpacing": "1 1 3 1"}),
+        ("meta_channels.mha", {"DimSize": f"{x} {y} {z}", "ElementNumberOfChannels": t}),
+    ):
+        compressed = {"CompressedData": "True", "CompressedDataSize": len(stream)}
+        meta = "".join(f"{k} = {v}\n" for k, v in header_fields(small, **fields, **compressed).items())
+        (mri / name).write_bytes(meta.encode() + stream)
+    write_nrrd(
+        mri / "nrrd_vector.nrrd",
+        small,
+        payload=deflate_zeros(b"", voxels * 2, "gzip"),
+        encoding="gzip",
+        dimension=4,
+        sizes=f"{t} {x} {y} {z}",
+        kinds="vector domain domain domain",
+        **{"space directions": "none (1,0,0) (0,1,0) (0,0,3)"},
+    )
+    return {
+        "nifti_4d.nii.gz": ("nifti_4d", "MR is 4-D"),
+        "nifti_rgb.nii": ("nifti_rgb", "vector image (3 components)"),
+        "meta_4d.mha": ("meta_4d", "MR is 4-D"),
+        "meta_channels.mha": ("meta_channels", "vector image (10 components)"),
+        "nrrd_vector.nrrd": ("nrrd_vector", "vector image (10 components)"),
+    }
+
+
+def test_4d_and_multichannel_headers_of_every_format_are_refused_under_a_gigabyte(tmp_path):
+    folder = tmp_path / "in"
+    huge = _huge_headers(folder)
+    mr, mask = good_pair()
+    write_meta(folder / "images" / "mri" / "good.mha", mr)
+    for name, (case_id, _) in huge.items():
+        write_meta(folder / "images" / "body" / f"{case_id}.mha", mask)
+    write_meta(folder / "images" / "body" / "good.mha", mask)
+    (folder / "region.json").write_text('"Thorax"')
+    rc, log, peak = run_measured(
+        ["--input", str(folder), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"], tmp_path
+    )
+    assert rc == 1, log[-2000:]
+    print(f"peak memory of the run over {len(huge)} refused headers and a good case: {peak:.0f} MB")  # shown with -s
+    assert peak < MEMORY_BOUND_MB, f"peak {peak:.0f} MB"
+    entries = {Path(e["inputs"][0]["filename"]).name: e for e in results_of(tmp_path / "out")}
+    for name, (_, words) in huge.items():
+        (message,) = entries[name]["error_messages"]
+        assert name in message and words in message, message
+    assert entries["good.mha"]["error_messages"] == []
+    assert sorted(p.name for p in (tmp_path / "out" / "images" / "synthetic-ct").iterdir()) == ["good.mha"]
+
+
+@pytest.mark.parametrize("pair", [("case.hdr", "case.img"), ("case.nhdr", "case.raw")])
+def test_single_case_mode_refuses_formats_whose_voxels_live_in_another_file(tmp_path, pair):
+    """.hdr/.img (Analyze, NIfTI pairs) and .nhdr (NRRD detached header) are refused by name, never read."""
+    mr, mask = good_pair()
+    header = tmp_path / pair[0]
+    sitk.WriteImage(sitk.GetImageFromArray(mr), str(header))
+    assert (tmp_path / pair[1]).exists()
+    mask_path = write_meta(tmp_path / "mask.mha", mask)
+    args = ["--mr", str(header), "--mask", str(mask_path), "--region", "Thorax", "--out", str(tmp_path / "sct.mha")]
+    assert process.main([*args, "--model", "water", "--no-progress"]) == 1
+    (message,) = results_of(tmp_path)[0]["error_messages"]
+    assert pair[0] in message and "file type is not accepted" in message
+    assert not (tmp_path / "sct.mha").exists()
+
+
+def test_a_released_case_whose_mr_is_a_folder_fails_alone(tmp_path):
+    write_paired_case(tmp_path, "TH", "1THA001")
+    write_paired_case(tmp_path, "TH", "1THA002")
+    (tmp_path / "Task1" / "TH" / "1THA002" / "mr.mha").unlink()
+    (tmp_path / "Task1" / "TH" / "1THA002" / "mr.mha").mkdir()
+    code = process.main(
+        ["--input", str(tmp_path / "Task1"), "--output", str(tmp_path / "out"), "--model", "water", "--no-progress"]
+    )
+    assert code == 1
+    entries = {Path(e["inputs"][0]["filename"]).parent.name: e for e in results_of(tmp_path / "out")}
+    assert entries["1THA001"]["error_messages"] == []
+    (message,) = entries["1THA002"]["error_messages"]
+    assert "1THA002/mr.mha" in message and "not a regular file" in message
+
+
+PAUSED_RUN = """
+import sys
+import process
+real = process.run_case
+def run_case(case, *args):
+    if case.case_id == sys.argv[1]:
+        print("PAUSED", flush=True)  # the cases before this one are written; hold the run here
+        sys.stdin.readline()
+    return real(case, *args)
+process.run_case = run_case
+sys.exit(process.main(sys.argv[2:]))
+"""
+
+
+def _paused_run(pause_at: str, args: list[str]) -> subprocess.Popen:
+    """process.main in a child that stops before case `pause_at` until a line arrives on its stdin."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_RUN, pause_at, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert child.stdout.readline().strip() == "PAUSED", child.stderr.read()[-2000:]
+    return child
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "process.py"), *args], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+
+
+def test_a_second_run_into_the_same_output_folder_is_refused_and_touches_nothing(tmp_path):
+    for name in ("a.mha", "b.mha"):
+        write_case(tmp_path / "in_a", name=name)
+        write_case(tmp_path / "in_b", name=name)
+    (tmp_path / "in_b" / "images" / "mri" / "a.mha").write_bytes(b"broken: run B would fail a and delete its sCT")
+    out = tmp_path / "out"
+    common = ["--output", str(out), "--model", "water", "--no-progress"]
+    first = _paused_run("b", ["--input", str(tmp_path / "in_a"), *common])
+    try:
+        sct_a = out / "images" / "synthetic-ct" / "a.mha"
+        before = sct_a.read_bytes()
+        second = _run(["--input", str(tmp_path / "in_b"), *common])
+        assert second.returncode == 2, second.stderr[-2000:]
+        errors = [line for line in second.stderr.splitlines() if " ERROR " in line]
+        assert len(errors) == 1 and "another run is writing into this output folder" in errors[0]
+        assert f"pid {first.pid}" in errors[0]
+        assert sct_a.read_bytes() == before and not (out / "results.json").exists()
+        assert sorted(p.name for p in sct_a.parent.iterdir()) == ["a.mha"]
+    finally:
+        first.communicate("\n", timeout=300)
+    assert first.returncode == 0
+    assert [e["error_messages"] for e in results_of(out)] == [[], []]
+    assert sct_a.read_bytes() == before and not (out / ".sct-run.lock").exists()
+
+    # a run killed while it holds the lock leaves the file, and the next run takes it over
+    killed = _paused_run("b", ["--input", str(tmp_path / "in_a"), *common])
+    killed.kill()
+    killed.communicate(timeout=60)
+    assert f"pid {killed.pid}" in (out / ".sct-run.lock").read_text()
+    after = _run(["--input", str(tmp_path / "in_b"), *common])
+    assert after.returncode == 1, after.stderr[-2000:]
+    assert "taking over the lock" in after.stderr
+    assert [bool(e["error_messages"]) for e in results_of(out)] == [True, False]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_still_writes_results_json_for_every_case(tmp_path, signum):
+    for name in ("a.mha", "b.mha", "c.mha"):
+        write_case(tmp_path / "in", name=name)
+    out = tmp_path / "out"
+    stale = out / "images" / "synthetic-ct" / "c.mha"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier run's sCT of c")
+    child = _paused_run(
+        "b", ["--input", str(tmp_path / "in"), "--output", str(out), "--model", "water", "--no-progress"]
+    )
+    child.send_signal(signum)
+    _, log = child.communicate(timeout=120)
+    assert child.returncode == 128 + signum, log[-2000:]
+    entries = {Path(e["inputs"][0]["filename"]).name: e for e in results_of(out)}
+    name = signal.Signals(signum).name
+    assert entries["a.mha"]["error_messages"] == [] and entries["a.mha"]["outputs"]
+    assert entries["b.mha"]["error_messages"] == [
+        f"{tmp_path / 'in' / 'images' / 'mri' / 'b.mha'}: interrupted by {name} before it finished"
+    ]
+    assert entries["c.mha"]["error_messages"] == [
+        f"{tmp_path / 'in' / 'images' / 'mri' / 'c.mha'}: not started: the run was stopped by {name}"
+    ]
+    assert sorted(p.name for p in stale.parent.iterdir()) == ["a.mha"]
+    assert not (out / ".sct-run.lock").exists()
