@@ -350,3 +350,38 @@ def test_the_final_image_stage_disables_the_driver_requirement_check():
     final = stages[-1]
     settings = [line for line in final.splitlines() if line.strip().startswith("ENV ")]
     assert any(re.search(r"(^|\s)NVIDIA_DISABLE_REQUIRE=(1|true)(\s|$)", line[4:]) for line in settings), settings
+
+
+# --- gpu_check: the peak GPU memory is sampled while the runs go on ---------------------------------------------------
+
+
+def load_gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_samples_memory_during_a_run_and_keeps_the_peak():
+    import threading
+
+    gpu_check = load_gpu_check()
+    readings = [300.0, 2900.0, 4100.0, 350.0]  # idle, loading, the largest batch, the process gone again
+    seen = threading.Event()
+
+    def read():
+        if readings:
+            value = readings.pop(0)
+            if not readings:
+                seen.set()
+            return value
+        return 350.0  # idle after the run: all a single reading afterwards would see
+
+    with gpu_check.GpuMemorySampler(read, interval_s=0.001) as sampler:
+        assert seen.wait(60), "the sampler never read during the run"
+    assert sampler.peak_mb == 4100.0 and sampler.samples >= 5
+    with gpu_check.GpuMemorySampler(None) as nothing:  # no nvidia-smi, no pynvml: no number, no thread
+        pass
+    assert nothing.peak_mb is None and nothing.samples == 0
