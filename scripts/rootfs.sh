@@ -48,6 +48,7 @@ unmount_under() {
     for pass in 1 2 3 4 5 6 7 8; do
         mapfile -t points < <(mounts_under "$root")
         ((${#points[@]})) || return 0
+        say "unmounting what is left mounted under $root: ${points[*]}"
         for point in "${points[@]}"; do
             umount -- "$point" 2>/dev/null || umount --lazy -- "$point" 2>/dev/null || true
         done
