@@ -283,8 +283,12 @@ def _captured_native_log() -> Iterator[list[str]]:
     back to stderr unchanged.
     """
     lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to redirect (closed): make the session without capturing
+        yield lines
+        return
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         ort.set_default_logger_severity(2)
