@@ -3,9 +3,11 @@
 # BASE_IMAGE: any Debian/Ubuntu image; python3 + python3-venv are installed when the base lacks them.
 #   Default: NVIDIA's CUDA 12.6 + cuDNN 9 runtime on Ubuntu 24.04 (Python 3.12). onnxruntime-gpu is pinned to 1.23.2,
 #   the newest line whose PyPI wheel is built for CUDA 12 (its build info says cuda_version 12.2; 1.31.1 says 13.0 and
-#   would need an NVIDIA driver >= 580). CUDA 12 needs a driver >= 525 on the host (minor-version compatibility), which
-#   is what a grand-challenge T4 is far more likely to have. Without a usable GPU (no GPU, older driver) the engine
-#   falls back to ONNX Runtime's CPU provider by itself.
+#   would need an NVIDIA driver >= 580). The CUDA 12 runtime and cuDNN 9 come from this base image (the wheel brings
+#   only ONNX Runtime's provider libraries). CUDA 12 needs a driver >= 525 on the host (minor-version compatibility).
+#   The final stage sets NVIDIA_DISABLE_REQUIRE=1: the base's NVIDIA_REQUIRE_CUDA would make the legacy NVIDIA
+#   container runtime refuse a host driver of 525-534, 536-549 or 551-559 (no container at all); the engine instead logs
+#   the driver and CUDA versions at start-up and, without a usable GPU, runs on the CPU with ONNX Runtime's reason.
 #   Air-gapped: scripts/make_local_base.sh makes sct-base:bookworm (Debian 12, Python 3.11) without any registry;
 #   build with --build-arg BASE_IMAGE=sct-base:bookworm (CPU execution only: that base has no CUDA libraries).
 #
@@ -46,9 +48,11 @@ RUN groupadd --system --gid "${ALGORITHM_UID}" algorithm \
     && mkdir -p /opt/algorithm /input /output \
     && chown algorithm:algorithm /opt/algorithm /input /output
 COPY --from=build --chown=algorithm:algorithm /opt/venv /opt/venv
+# NVIDIA_DISABLE_REQUIRE=1: start on any host driver (see the top); where CUDA cannot run, the engine says why.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PYTHONDONTWRITEBYTECODE=1 \
+    NVIDIA_DISABLE_REQUIRE=1
 
 WORKDIR /opt/algorithm
 # Only what the container path imports (process.py -> pipeline -> engine, preprocessing, postprocessing) and the

@@ -5,7 +5,7 @@
 #   ./export.sh [--image NAME[:TAG]] [--base IMAGE | --local-base] [--output FILE] [--ca-bundle FILE] [--no-save]
 #
 #   --image       image tag to build (default: $IMAGE or sct-synthrad:latest)
-#   --base        base image (default: $BASE_IMAGE or the Dockerfile's default, NVIDIA's CUDA 13 + cuDNN 9 runtime)
+#   --base        base image (default: $BASE_IMAGE or the Dockerfile's default, NVIDIA's CUDA 12.6 + cuDNN 9 runtime)
 #   --local-base  use the registry-free base made by scripts/make_local_base.sh (sct-base:bookworm; made if missing)
 #   --output      archive to write (default: <image name without registry path and tag>.tar.gz in this folder)
 #   --ca-bundle   CA bundle for pip inside the build, for HTTPS through an inspecting proxy

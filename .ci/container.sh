@@ -24,7 +24,7 @@ export SCT_DOCKER_ROOT="$work/engine"
 finish() {
     local status=$?
     scripts/docker_engine.sh purge || status=1
-    rm -rf "$work"
+    scripts/rootfs.sh remove "$work" || status=1  # unmounts anything left under it first (never rm across a mount)
     echo "CI container: $([[ $status == 0 ]] && echo passed || echo FAILED) in $(($(date +%s) - started)) s"
     exit "$status"
 }

@@ -7,8 +7,9 @@ Steps: (1) which ONNX Runtime providers exist and whether the CUDA provider load
 (test/container/input) and a 400 x 400 x 100 synthetic case through process.py with each model (the shipped
 one-step l1, its float16 copy l1_fp16, ldm at N = 10 and 20): seconds per case and per slice, on the CPU and, when
 CUDA loads, on the GPU; (3) GPU vs CPU parity of the sCTs in HU (max and mean |difference|), and l1_fp16 against
-float32 l1 on the CPU; (4) peak GPU memory (nvidia-smi, when present). Nothing is asserted: this measures, and it
-writes report.json and report.md into --out.
+float32 l1 on the CPU; (4) peak GPU memory of each GPU run, sampled in a background thread while it runs (NVML
+through pynvml when installed, else nvidia-smi; none without either), next to the idle memory before the runs.
+Nothing is asserted: this measures, and it writes report.json and report.md into --out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +112,80 @@ def run_case(folder: Path, out: Path, model: str, device: str, manifest: Path, d
     return record
 
 
-def peak_gpu_memory_mb() -> float | None:
+def nvidia_smi_reader() -> Callable[[], float | None] | None:
+    """Used GPU memory in MiB (the fullest device) from nvidia-smi, or None when it is not installed."""
     if shutil.which("nvidia-smi") is None:
         return None
-    done = subprocess.run(
-        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True, text=True
-    )
+
+    def read() -> float | None:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        try:
+            return max(float(value) for value in done.stdout.split())
+        except ValueError:  # no number (no device, an error message): no sample
+            return None
+
+    return read
+
+
+def nvml_reader() -> Callable[[], float | None] | None:
+    """Used GPU memory in MiB (the fullest device) through NVML (pynvml), or None when pynvml or NVML is absent."""
     try:
-        return float(done.stdout.split()[0])
-    except (IndexError, ValueError):
+        import pynvml
+
+        pynvml.nvmlInit()
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:  # noqa: BLE001 - no pynvml, no driver: the caller falls back to nvidia-smi
         return None
+    if not handles:
+        return None
+    return lambda: max(pynvml.nvmlDeviceGetMemoryInfo(handle).used for handle in handles) / 2**20
+
+
+class GpuMemorySampler:
+    """The peak of the GPU's used memory while a block runs, sampled by a background thread every `interval_s`.
+
+    Reading once after the runs (as before) saw idle memory: ONNX Runtime's arenas belong to the process that ran
+    the case and are gone when it exits. `read` returns MiB or None (no sample); without a reader, no peak."""
+
+    def __init__(self, read: Callable[[], float | None] | None, interval_s: float = 0.1) -> None:
+        self.read = read
+        self.interval_s = interval_s
+        self.peak_mb: float | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        try:
+            value = self.read()
+        except Exception as err:  # noqa: BLE001 - a failed reading is a missing sample, never a failed check
+            LOG.debug("GPU memory sample failed: %s", err)
+            return
+        if value is not None:
+            self.samples += 1
+            self.peak_mb = value if self.peak_mb is None else max(self.peak_mb, value)
+
+    def _loop(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> GpuMemorySampler:
+        if self.read is not None:
+            self._thread = threading.Thread(target=self._loop, name="gpu-memory-sampler", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._sample()  # and once more at the end
 
 
 def main() -> int:
@@ -137,6 +204,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"cuda": cuda_status()}
     devices = ["cpu"] + (["cuda"] if report["cuda"]["cuda_loads"] and not args.cpu_only else [])
+    read_gpu_memory = (nvml_reader() or nvidia_smi_reader()) if "cuda" in devices else None
+    with GpuMemorySampler(read_gpu_memory) as idle:
+        pass
+    report["idle_gpu_memory_mb"] = idle.peak_mb
     shape = tuple(int(v) for v in args.shape.split(","))
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         synthetic = Path(tmp) / "synthetic"
@@ -151,7 +222,10 @@ def main() -> int:
                 per_device = {}
                 for device in devices:
                     out = Path(tmp) / f"{case_name.split()[0]}_{model}_{device}"
-                    record = run_case(folder, out, "ldm" if steps else model, device, manifest, steps)
+                    with GpuMemorySampler(read_gpu_memory if device == "cuda" else None) as sampler:
+                        record = run_case(folder, out, "ldm" if steps else model, device, manifest, steps)
+                    if device == "cuda":
+                        record["peak_gpu_memory_mb"] = sampler.peak_mb
                     record["case"] = case_name
                     per_device[device] = record
                     LOG.info("%s %s on %s: %s s", case_name, record["model"], device, record["seconds"])
@@ -169,19 +243,21 @@ def main() -> int:
         for record in runs:
             record.pop("array", None)
         report["runs"] = runs
-    report["peak_gpu_memory_mb"] = peak_gpu_memory_mb()
+    peaks = [r["peak_gpu_memory_mb"] for r in report["runs"] if r.get("peak_gpu_memory_mb") is not None]
+    report["peak_gpu_memory_mb"] = max(peaks) if peaks else None
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        "| case | model | device | exit | s/case | s/slice | GPU-CPU max / mean HU |",
-        "|---|---|---|---|---|---|---|",
+        "| case | model | device | exit | s/case | s/slice | GPU-CPU max / mean HU | peak GPU MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["runs"]:
         parity = r.get("parity_hu")
         shown = "" if parity is None else "{:.2f} / {:.3f}".format(parity["max"], parity["mean"])
         lines.append(
             f"| {r['case']} | {r['model']} | {r['device']} | {r['exit']} | {r['seconds']} | "
-            f"{r.get('seconds_per_slice', '')} | {shown} |"
+            f"{r.get('seconds_per_slice', '')} | {shown} | {r.get('peak_gpu_memory_mb') or ''} |"
         )
+    lines.append(f"\nGPU memory before the runs (idle): {report['idle_gpu_memory_mb']} MiB")
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     print(
         json.dumps(

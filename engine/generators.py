@@ -15,7 +15,14 @@ import numpy as np
 from engine.base import Generator, GeneratorError, slice_noise  # noqa: F401  (re-exported)
 from engine.ensemble import EnsembleGenerator, FlipGenerator
 from engine.ldm_sampler import LatentDiffusionGenerator
-from engine.runtime import create_session, session_device
+from engine.runtime import (
+    MAX_BATCH,
+    create_session,
+    free_gpu_bytes,
+    live_gpu_sessions,
+    session_device,
+    tensorrt_batch_limit,
+)
 from modelspec import ModelSpec, hu_to_normalised
 
 LOG = logging.getLogger(__name__)
@@ -112,30 +119,38 @@ def _build_kind(spec: ModelSpec, device: str) -> Generator:
 #: GPU memory one slice of activations takes per pixel, by the shipped networks' widths (fp32 activations that
 #: are alive at once, cuDNN workspace and ONNX Runtime's arena rounding); conservative, so a batch always fits.
 GPU_BYTES_PER_PIXEL = 2048
-#: Share of the free GPU memory a batch may take (the rest: other sessions, the arena's growth, the decoder).
+#: Share of the free GPU memory the batches may take together (the rest: the arenas' rounding, the CUDA context,
+#: cuDNN's workspace, other processes). It is divided among the live GPU sessions, because every ONNX Runtime
+#: session keeps its own arena at the largest size it has needed: an ensemble of three runs three arenas, and a
+#: region's fallback adds its own when it loads.
 GPU_MEMORY_SHARE = 0.5
 
 
-def auto_batch_size(spec: ModelSpec, device: str, slice_pixels: int, free_gpu: int | None = None) -> int:
+def auto_batch_size(
+    spec: ModelSpec, device: str, slice_pixels: int, free_gpu: int | None = None, gpu_sessions: int | None = None
+) -> int:
     """A batch size that keeps activations modest.
 
-    On a GPU: half of the free GPU memory (`free_gpu` bytes; read from the device when not given) over
-    GPU_BYTES_PER_PIXEL per pixel, at most 64; when the free memory cannot be read, about 64 Mpixel-channels.
-    On the CPU about 4 Mpixel-channels: the 4 GB container limit is the binding constraint there.
+    On a GPU: GPU_MEMORY_SHARE of the free GPU memory (`free_gpu` bytes; read from the device when not given),
+    shared among the live GPU sessions (`gpu_sessions`; counted by engine.runtime when not given), over
+    GPU_BYTES_PER_PIXEL per pixel; when the free memory cannot be read, about 64 Mpixel-channels shared the same
+    way; never more than a live TensorRT session's shape profile accepts. On the CPU about 4 Mpixel-channels: the
+    4 GB container limit is the binding constraint there. At most MAX_BATCH (64), halved with flip_tta.
     """
     if spec.kind == "water":
-        return 64
+        return MAX_BATCH
+    limit = MAX_BATCH
     if device == "cuda":
+        sessions = max(1, live_gpu_sessions() if gpu_sessions is None else gpu_sessions)
         if free_gpu is None:
-            from engine.runtime import free_gpu_bytes
-
             free_gpu = free_gpu_bytes()
         if free_gpu is not None:
-            batch = int(GPU_MEMORY_SHARE * free_gpu // max(1, slice_pixels * GPU_BYTES_PER_PIXEL))
+            batch = int(GPU_MEMORY_SHARE * free_gpu // (sessions * max(1, slice_pixels * GPU_BYTES_PER_PIXEL)))
         else:
-            batch = 64_000_000 // max(1, slice_pixels * 16)
+            batch = 64_000_000 // (sessions * max(1, slice_pixels * 16))
+        limit = min(limit, tensorrt_batch_limit() or limit)
     else:
         batch = 4_000_000 // max(1, slice_pixels * 16)
-    batch = int(max(1, min(64, batch)))
+    batch = int(max(1, min(limit, batch)))
     # flip test-time augmentation runs the stacks and their mirror images in one call: twice the batch
     return max(1, batch // 2) if spec.flip_tta else batch

@@ -10,7 +10,8 @@
 #   --mirror  Debian mirror (default: the first Debian mirror in this machine's apt sources, else deb.debian.org)
 #   --force   rebuild even when the image already exists
 #
-# Needs root, debootstrap and a running docker engine (scripts/docker_engine.sh start provides both).
+# Needs root, debootstrap and a running docker engine (scripts/docker_engine.sh start provides both). What debootstrap
+# leaves mounted under its root is unmounted before packing and before the clean-up (scripts/rootfs.sh).
 # Then: docker build --network=host --build-arg BASE_IMAGE=sct-base:bookworm -t sct-synthrad .  (or ./export.sh --local-base)
 set -euo pipefail
 
@@ -63,8 +64,10 @@ if [[ -z "$MIRROR" ]]; then
     MIRROR=${MIRROR:-http://deb.debian.org/debian}
 fi
 
+# The file-system steps (unmount, pack, check, remove) live in scripts/rootfs.sh, where they are tested.
+ROOTFS="$(cd "$(dirname "$0")" && pwd)/rootfs.sh"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/sct-base.XXXXXX")
-cleanup() { rm -rf --one-file-system "$work"; }
+cleanup() { "$ROOTFS" remove "$work"; }  # unmounts whatever debootstrap left under it, then deletes it
 trap cleanup EXIT
 rootfs="$work/rootfs"
 
@@ -78,12 +81,16 @@ fi
 # What the image does not need: the package cache and lists (the Dockerfile runs apt-get update when it must).
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/debootstrap
 
+# debootstrap may leave proc (and sys, dev/pts) mounted inside the root: unmount it all first, pack the root's own
+# file system only, and check that the archive holds nothing under proc/, sys/ or dev/ before importing it.
+say "pack $rootfs (unmounted, one file system) and check it"
+"$ROOTFS" pack "$rootfs" "$work/rootfs.tar"
 say "docker import -> $NAME"
-tar --numeric-owner -C "$rootfs" -c . | docker import \
+docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["/bin/bash"]' \
     --message "debootstrap --variant=minbase --include=python3,python3-venv $SUITE $MIRROR" \
-    - "$NAME" >/dev/null
+    "$work/rootfs.tar" "$NAME" >/dev/null
 size=$(docker image inspect --format '{{.Size}}' "$NAME")
 say "made $NAME ($((size / 1024 / 1024)) MiB, python $(docker run --rm --network=none "$NAME" python3 -c 'import platform; print(platform.python_version())')) in $(($(date +%s) - started)) s"

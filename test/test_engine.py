@@ -221,15 +221,23 @@ def test_gpu_batch_size_follows_the_free_gpu_memory():
 
 
 def test_tensorrt_goes_first_only_when_asked_for_and_installed(monkeypatch, caplog):
-    from engine.runtime import CPU, CUDA, TENSORRT, providers_for
+    from engine import runtime
+    from engine.runtime import CPU, CUDA, TENSORRT, providers_for, tensorrt_usable
 
-    assert providers_for("auto", [TENSORRT, CUDA, CPU])[0][0] == CUDA  # not asked for: CUDA as before
+    monkeypatch.setattr(runtime, "_STATE", runtime._ProcessState())
+    monkeypatch.delenv("SCT_TENSORRT", raising=False)
+    inputs = [("mr", ["batch", 5, "height", "width"])]
+    assert not tensorrt_usable([TENSORRT, CUDA, CPU])  # not asked for: CUDA as before
+    assert providers_for("auto", [TENSORRT, CUDA, CPU])[0][0] == CUDA
     monkeypatch.setenv("SCT_TENSORRT", "1")
-    monkeypatch.setenv("SCT_TRT_CACHE", "/tmp/engines")
-    first = providers_for("auto", [TENSORRT, CUDA, CPU])[0]
+    monkeypatch.setenv("SCT_TRT_CACHE", "/var/cache/engines")
+    monkeypatch.setattr(runtime, "_load_library", lambda name: object())  # TensorRT's libraries load
+    assert tensorrt_usable([TENSORRT, CUDA, CPU])
+    first = providers_for("auto", [TENSORRT, CUDA, CPU], inputs)[0]
     assert first[0] == TENSORRT and first[1]["trt_engine_cache_enable"] == "True"
-    assert first[1]["trt_engine_cache_path"] == "/tmp/engines"
+    assert first[1]["trt_engine_cache_path"] == "/var/cache/engines"
     with caplog.at_level("WARNING"):
-        assert providers_for("auto", [CUDA, CPU])[0][0] == CUDA  # asked for, not installed: a warning, CUDA runs
+        assert not tensorrt_usable([CUDA, CPU])  # asked for, not built in: a warning, CUDA runs
+        assert providers_for("auto", [CUDA, CPU], inputs)[0][0] == CUDA
     assert "no TensorRT" in caplog.text
-    assert providers_for("cpu", [TENSORRT, CUDA, CPU]) == [CPU]
+    assert providers_for("cpu", [TENSORRT, CUDA, CPU], inputs) == [CPU]

@@ -176,8 +176,10 @@ check ok --input "$HERE/input" --output "$work/tarball/output" --expected-result
 # --- 2. ONNX Runtime inside the image, under the same flags ------------------------------------------------------------
 smoke_log="$work/smoke.log"
 if docker run "${RUN_FLAGS[@]}" -v "$HERE/smoke.onnx:/check/smoke.onnx:ro" --entrypoint python "$IMAGE" -c '
+import logging
 import numpy as np
 from engine.runtime import create_session, session_device
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 session = create_session("/check/smoke.onnx", "auto")
 x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
 (y,) = session.run(None, {session.get_inputs()[0].name: x})
@@ -186,8 +188,10 @@ print("onnxruntime device:", session_device(session))
 ' >"$smoke_log" 2>&1; then
     device=$(sed -n 's/^onnxruntime device: //p' "$smoke_log")
     say "PASS: ONNX Runtime runs a model in the image (device: $device)"
+    say "$(grep -m 1 'GPU environment' "$smoke_log" || echo 'no GPU environment line logged')"
     if ((use_gpus)) && [[ "$device" != cuda ]]; then
-        say "warning: --gpus all was given but ONNX Runtime ran on the CPU (CUDA 13 + cuDNN 9 + driver >= 580 needed)"
+        say "warning: --gpus all was given but ONNX Runtime ran on the CPU (the image has CUDA 12 + cuDNN 9; the host" \
+            "needs an NVIDIA driver >= 525): $(grep -E 'GPU environment|ONNX Runtime says' "$smoke_log" | tr '\n' ' ')"
         ((REQUIRE_CUDA)) && fail "--require-cuda: the CUDA provider did not load"
     elif ((REQUIRE_CUDA)) && [[ "$device" != cuda ]]; then
         fail "--require-cuda: no GPU given to the container"
