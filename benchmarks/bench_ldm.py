@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from compare_models import DEFAULT_SPLIT, held_out_layout  # noqa: E402
+from engine.kinds import kind_name  # noqa: E402
 from engine.manifest import ModelSpec, load_manifest, read_manifest_json  # noqa: E402
 from engine.runtime import create_session  # noqa: E402
 from evaluation.__main__ import run_evaluation  # noqa: E402
@@ -155,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     manifest_path, ldm_names = step_manifest(args.manifest.resolve(), args.name, steps, out)
     manifest = load_manifest(manifest_path)
-    kinds = {spec.kind for spec in manifest.models.values()}
-    others = [m for m in args.also.split(",") if m and (m in manifest.models or m in kinds or m == "water")]
+    kinds = {spec.kind for spec in manifest.models.values()} | {"water"}
+    others = [m for m in args.also.split(",") if m and (m in manifest.models or kind_name(m) in kinds)]
     try:
         data_root = held_out_layout(args.data, out, args.split, [c for c in args.cases.split(",") if c])
     except SplitError as err:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             m
             for m in others
-            if manifest.models.get(m) is not None and manifest.models[m].kind == "drifting" or m == "drifting"
+            if manifest.models.get(m) is not None and manifest.models[m].kind == "one_step" or m == "drifting"
         ),
         None,
     )

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.regions import RegionError, accepted_values
+from engine.regions import REGIONS, RegionError, accepted_values, default_regions, region_codes
 from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM
 from phantoms.generate import SIZES, PhantomError, Rates
 from phantoms.memory import keep_freed_memory
@@ -37,8 +37,14 @@ def _regions(text: str) -> list[str]:
         except RegionError as err:
             raise argparse.ArgumentTypeError(f"{err}") from err
     if not out:
-        raise argparse.ArgumentTypeError(f"no region given; accepted: {accepted_values()}, Brain, Pelvis")
+        raise argparse.ArgumentTypeError(f"no region given; accepted: {accepted_values()}")
     return out
+
+
+def _editions() -> str:
+    """The region table's codes by challenge edition, for --help: 'HN, TH, AB (2025) and BRAIN, PELVIS (2023)'."""
+    years = sorted({row.edition for row in REGIONS.values()}, reverse=True)
+    return " and ".join(f"{', '.join(region_codes(year))} ({year})" for year in years)
 
 
 def _spacing(text: str) -> tuple[float, float, float]:
@@ -93,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--regions",
         type=_regions,
-        default=["HN", "TH", "AB"],
-        help="comma-separated: HN, TH, AB (2025) and BRAIN, PELVIS (2023); default HN,TH,AB",
+        default=list(default_regions()),
+        help=f"comma-separated region codes or names: {_editions()}; default {','.join(default_regions())}",
     )
     parser.add_argument("--cases", type=int, default=20, help="cases per region (default 20)")
     parser.add_argument("--start", type=int, default=0, help="index of the first case (default 0)")

@@ -638,7 +638,7 @@ def test_trainer_blur_floor_reaches_the_resolution_randomisation_and_is_checked(
 
     def crops_for(*settings: str, length: int = 4):
         config = load_config(None, [f"manifest={DEFAULT_MANIFEST}", "data.mr_randomisation=physics", *settings])
-        return build_crops(config, training_spec(config.manifest, "drifting", config.settings), [_volume()], length)
+        return build_crops(config, training_spec(config.manifest, "one_step", config.settings), [_volume()], length)
 
     crops = crops_for(
         "data.min_blur_px=2.5", "data.max_blur_px=3.0", "data.min_slice_blur=0.5", "data.max_slice_blur=1.0"

@@ -430,7 +430,7 @@ def test_the_committed_generator_configs_load_and_build_their_network(name):
     from training.train import build_network
 
     config = load_config(REPO / "configs" / name)
-    spec = training_spec(REPO / config.manifest, "drifting", config.settings)
+    spec = training_spec(REPO / config.manifest, "one_step", config.settings)
     model = build_network(config, spec)
     stride = 2**config.model.depth
     assert spec.divisible_by % stride == 0, "the manifest grid must be divisible by the network's stride"
@@ -441,7 +441,7 @@ def test_the_committed_generator_configs_load_and_build_their_network(name):
 
 def test_an_fp16_copy_of_the_shipped_generator_stays_within_two_hu_and_is_refused_beyond(tmp_path, monkeypatch):
     import training.manifest_entries as exporter
-    from engine.generators import load_generator
+    from engine.kinds import load_generator
 
     shipped = json.loads(DEFAULT_MANIFEST.read_text())
     shutil.copy(DEFAULT_MANIFEST.parent / "l1.onnx", tmp_path / "l1.onnx")

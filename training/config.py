@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.regions import default_regions
 from training.drifting import DriftConfig
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/phantoms"
-    regions: tuple[str, ...] = ("HN", "TH", "AB")
+    regions: tuple[str, ...] = field(default_factory=default_regions)  # the current challenge's (engine/regions.json)
     val_per_region: int = 2  # without a split file: a seeded draw of this many validation cases per region
     split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load
     fold: int = -1  # >= 0: cross-validation fold of the split file (its folds); -1: the file's train / val

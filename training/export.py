@@ -32,7 +32,7 @@ def load_checkpoint_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[
     config = config_from_dict(checkpoint["config"], str(checkpoint_path))
     from engine.manifest import build_spec
 
-    spec = build_spec("export", {"kind": "drifting", **checkpoint["settings"]}, {}, Path("."), require_files=False)
+    spec = build_spec("export", {"kind": "one_step", **checkpoint["settings"]}, {}, Path("."), require_files=False)
     model = build_network(config, spec)
     model.load_state_dict(checkpoint["ema"])
     model.eval()
@@ -79,7 +79,7 @@ def export(
         from training.ldm import export_ldm
 
         paths, settings, kind_provenance = export_ldm(checkpoint, checkpoint_path, manifest_path.parent, name)
-        kind, config = "ldm", checkpoint["config"]
+        kind, config = "latent_diffusion", checkpoint["config"]
     else:
         from training.networks import PARITY_TOLERANCE, export_onnx
 
@@ -103,7 +103,7 @@ def export(
         LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
         if error > PARITY_TOLERANCE * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
             raise TrainingError(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
-        paths, kind = {"generator": onnx_path}, "drifting"
+        paths, kind = {"generator": onnx_path}, "one_step"  # the objective stays in provenance.model
         kind_provenance = {"loss": config["loss"], "onnx_parity_max_abs_hu": error}
     entry = {
         "kind": kind,

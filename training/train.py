@@ -442,7 +442,9 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         torch.set_num_threads(config.run.threads)
     device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
     out_dir = Path(config.run.out_dir)
-    spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
+    spec = training_spec(
+        config.manifest, "latent_diffusion" if config.model.kind in LDM_KINDS else "one_step", config.settings
+    )
     volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
