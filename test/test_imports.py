@@ -1,13 +1,23 @@
-"""The container path's imports run one way: process -> pipeline -> engine / stages -> modelspec, with no cycle."""
+"""Imports run one way, with no cycle anywhere in the repository (imports inside functions count too).
+
+Layers, lowest first: modelspec <- preprocessing / postprocessing <- engine <- pipeline <- process (the container
+path, the product); the tools (phantoms <- evaluation <- training) may import the product; research and
+measurements (benchmarks, experiments, scripts) and the tests may import everything above; nothing imports tests.
+"""
 
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINER_PACKAGES = ("pipeline", "engine", "preprocessing", "postprocessing", "modelspec")
-FIRST_PARTY = CONTAINER_PACKAGES + ("process", "training", "evaluation", "phantoms")
+PRODUCT = CONTAINER_PACKAGES + ("process",)
+TOOLS = ("phantoms", "evaluation", "training")
+#: Folders of scripts run by path; they import their siblings by bare name (sys.path), e.g. `import compare_models`.
+SCRIPT_FOLDERS = ("benchmarks", "experiments", "scripts", "test")
+FOLDERS = CONTAINER_PACKAGES + TOOLS + SCRIPT_FOLDERS
 
 
 def _module_name(path: Path) -> str:
@@ -17,38 +27,79 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """First-party modules a file imports anywhere (top level or inside functions)."""
+def _files(folders: tuple[str, ...]) -> list[Path]:
+    files = [REPO / "process.py"] if "process" in folders or "pipeline" in folders else []
+    return files + [p for folder in folders for p in sorted((REPO / folder).rglob("*.py"))]
+
+
+@lru_cache(maxsize=None)
+def _imported_names(path: Path) -> frozenset[str]:
+    """Every module name a file imports, at the top or inside functions; `from a import b` gives a and a.b."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found.update(name for name in names if name.split(".")[0] in FIRST_PARTY)
-    return found
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return frozenset(found)
 
 
-def _graph() -> dict[str, set[str]]:
-    files = [REPO / "process.py"] + [
-        p for package in CONTAINER_PACKAGES for p in sorted((REPO / package).rglob("*.py"))
-    ]
-    graph = {_module_name(p): _imports(p) for p in files}
-    # "from engine import x" and "import engine.manifest" both name modules; map to the nearest known module
-    known = set(graph)
-    return {name: {t if t in known else t.rsplit(".", 1)[0] for t in targets} for name, targets in graph.items()}
+@lru_cache(maxsize=None)
+def _graph(folders: tuple[str, ...] = FOLDERS) -> dict[str, set[str]]:
+    """Module -> the first-party modules it imports (a package's __init__ when it names the package)."""
+    files = _files(folders)
+    modules = {_module_name(p): p for p in _files(FOLDERS)}
+    by_bare_name = {name.rsplit(".", 1)[-1]: name for name in modules if name.split(".")[0] in SCRIPT_FOLDERS}
+    graph = {}
+    for path in files:
+        targets = set()
+        for name in _imported_names(path):
+            if name in modules:
+                targets.add(name)
+            elif name.split(".")[0] in by_bare_name and name.split(".")[0] not in modules:
+                targets.add(by_bare_name[name.split(".")[0]])  # a sibling script imported by its bare name
+            elif "." in name and name.rsplit(".", 1)[0] in modules:
+                targets.add(name.rsplit(".", 1)[0])  # `from module import function`
+        graph[_module_name(path)] = targets - {_module_name(path)}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph, as a path, or None."""
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                loop = path + [node]
+                return loop[loop.index(target) :] + [target]
+            if target not in state and target in graph:
+                found = visit(target, path + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module, [])):
+            return found
+    return None
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[0]
 
 
 def test_container_modules_import_nothing_from_training_or_tools():
-    for module, targets in _graph().items():
-        outside = {t for t in targets if t.split(".")[0] in ("training", "evaluation", "phantoms")}
-        assert not outside, f"{module} imports {outside}: the container does not ship those packages"
+    for module, targets in _graph(PRODUCT).items():
+        outside = {t for t in targets if _layer(t) not in PRODUCT}
+        assert not outside, f"{module} imports {outside}: the container ships only the product"
 
 
 def test_lower_stages_never_import_the_engine_or_the_pipeline():
-    for module, targets in _graph().items():
+    for module, targets in _graph(PRODUCT).items():
         top = module.split(".")[0]
         if top in ("preprocessing", "postprocessing", "modelspec"):
             upward = {t for t in targets if t.split(".")[0] in ("engine", "pipeline", "process")}
@@ -57,23 +108,31 @@ def test_lower_stages_never_import_the_engine_or_the_pipeline():
             assert not targets, f"modelspec must import no first-party module, imports {targets}"
 
 
-def test_no_import_cycle_on_the_container_path():
-    graph = _graph()
-    state: dict[str, int] = {}  # 1 visiting, 2 done
+def test_tools_import_the_product_and_lower_tools_only():
+    """phantoms imports no other tool, evaluation no trainer; no tool imports research, scripts or tests."""
+    for module, targets in _graph(TOOLS).items():
+        allowed = PRODUCT + TOOLS[: TOOLS.index(_layer(module)) + 1]
+        outside = {t for t in targets if _layer(t) not in allowed}
+        assert not outside, f"{module} imports {outside}; a tool may import {allowed}"
 
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for target in sorted(graph.get(node, ())):
-            if target not in graph:
-                continue
-            assert state.get(target) != 1, "import cycle: " + " -> ".join(path + [node, target])
-            if target not in state:
-                visit(target, path + [node])
-        state[node] = 2
 
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
+def test_nothing_outside_the_tests_imports_a_test_module():
+    for module, targets in _graph().items():
+        if _layer(module) != "test":
+            assert not {t for t in targets if _layer(t) == "test"}, f"{module} imports a test module"
+
+
+def test_no_import_cycle_anywhere():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_sees_imports_inside_functions(tmp_path):
+    """The cycle export -> train -> initial_weights -> export hid behind an import inside a function."""
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    code = tmp_path / "lazy.py"
+    code.write_text("def f():\n    from training.export import export\n")
+    assert _imported_names(code) == {"training.export", "training.export.export"}
 
 
 def test_every_container_package_reaches_the_image():
