@@ -8,10 +8,9 @@ file and the problem, in the log and in results.json, no output file, and no tra
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from benchmarks.process_runner import run_process
 from hostile import FUZZ_CASES, build_fuzz_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,24 +21,8 @@ def test_every_malformed_input_fails_alone_with_one_line(tmp_path):
     made = build_fuzz_folder(folder)
     assert len(made) >= 50
     out = tmp_path / "out"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "process.py"),
-            "--input",
-            str(folder),
-            "--output",
-            str(out),
-            "--model",
-            "water",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    log = run.stdout + run.stderr
+    run = run_process(["--input", folder, "--output", out, "--model", "water", "--no-progress"], timeout=300)
+    log = run.log
     assert run.returncode == 1, log[-3000:]
     assert "Traceback" not in log
     results = {
