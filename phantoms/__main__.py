@@ -12,17 +12,27 @@ depend on --cases. Exit status: 0 on success, 2 for bad arguments, 1 when a case
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
 
 from engine.regions import REGIONS, RegionError, accepted_values, default_regions, region_codes
-from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM
-from phantoms.generate import SIZES, PhantomError, Rates
-from phantoms.memory import keep_freed_memory
-from phantoms.randomise import LEVELS
-from phantoms.region_specs import region_spec
-from phantoms.writer import write_dataset
+
+try:
+    from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM
+    from phantoms.generate import SIZES, PhantomError, Rates
+    from phantoms.memory import keep_freed_memory
+    from phantoms.randomise import LEVELS
+    from phantoms.region_specs import region_spec
+    from phantoms.writer import write_dataset
+except ModuleNotFoundError as missing:  # the tools' packages come with requirements-dev.txt, not requirements.txt
+    if (missing.name or "").split(".")[0] not in ("scipy", "matplotlib"):
+        raise
+    sys.exit(
+        f"python -m phantoms needs {missing.name.split('.')[0]}, which requirements.txt (the container's) leaves "
+        "out: pip install -r requirements-dev.txt"
+    )
 
 log = logging.getLogger("phantoms")
 
@@ -195,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cases < 0 or args.start < 0:
         parser.error("--cases and --start must be >= 0")
+    if args.overview and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--overview draws with matplotlib, which is not installed: pip install -r requirements-dev.txt")
     keep_freed_memory()  # large temporaries reuse the heap instead of faulting in fresh pages (phantoms/memory.py)
     rates = Rates(
         misalign=args.misalign_rate,
