@@ -24,6 +24,16 @@ class DeviceError(RuntimeError):
     """The requested device cannot be used."""
 
 
+#: Warnings already logged by this process: an ensemble opens one session per member, and says a thing once.
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        LOG.warning("%s", message)
+
+
 def _session_options() -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -105,7 +115,7 @@ def create_session(model_path: Path, device: str = "auto") -> ort.InferenceSessi
     if device == "cuda" and CUDA not in used:
         raise DeviceError("--device cuda: the CUDA execution provider failed to load (no GPU or CUDA/cuDNN libraries)")
     if len(providers) > 1 and CUDA not in used:
-        LOG.warning("CUDA execution provider unavailable (no GPU or CUDA/cuDNN libraries): running on the CPU")
+        _warn_once("CUDA execution provider unavailable (no GPU or CUDA/cuDNN libraries): running on the CPU")
     LOG.debug("loaded %s on %s", Path(model_path).name, used[0])
     return session
 

@@ -162,3 +162,20 @@ def test_export_adds_an_ensemble_entry_that_loads_and_refuses_unknown_members(tm
     before = path.read_text()
     assert export_main(args + ["--ensemble-of", "plain,missing"]) == 2
     assert path.read_text() == before  # a refused ensemble leaves the manifest as it was
+
+
+def test_the_cpu_fallback_is_said_once_for_all_members(tmp_path, monkeypatch, caplog):
+    """--device auto where CUDA is listed but cannot load: one warning, not one per member session."""
+    from engine import runtime
+
+    if runtime.CUDA not in runtime.ort.get_available_providers():
+        pytest.skip("this onnxruntime lists no CUDA provider: nothing falls back")
+    monkeypatch.setattr(runtime, "_WARNED", set(), raising=False)  # a fresh process: nothing said yet
+    manifest_path, _ = _two_member_manifest(tmp_path, {"flip_tta": True})
+    with caplog.at_level("WARNING", logger="engine.runtime"):
+        ensemble = load_generator(load_manifest(manifest_path).models["both"], "auto")
+        load_generator(load_manifest(manifest_path).models["plain"], "auto")
+    if ensemble.device != "cpu":
+        pytest.skip("CUDA loads here: nothing falls back")
+    said = [r for r in caplog.records if "CUDA execution provider unavailable" in r.getMessage()]
+    assert len(said) == 1
