@@ -59,8 +59,9 @@ def load_table(path: Path = TABLE) -> dict[str, Region]:
             scored_structures=tuple(row.get("scored_structures", ())),
             phantom=dict(row.get("phantom", {})),
         )
-        if region.code in table:
-            raise ValueError(f"{path}: region {region.code!r} is listed twice")
+        taken = {spelling for other in table.values() for spelling in other.spellings()}
+        if region.code in table or region.spellings() & taken:
+            raise ValueError(f"{path}: region {region.code!r} repeats a code or spelling of an earlier region")
         table[region.code] = region
     return table
 

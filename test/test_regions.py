@@ -110,3 +110,11 @@ def test_no_python_file_keeps_its_own_list_of_regions():
         if found := _region_collections(path):
             offenders[str(relative)] = found
     assert not offenders, f"region lists outside engine/regions.json: {offenders}"
+
+
+def test_a_table_whose_spellings_collide_is_refused(tmp_path):
+    data = json.loads(regions.TABLE.read_text())
+    data["regions"][1]["aliases"] = ["HN"]  # the thorax claiming head and neck's code
+    (tmp_path / "regions.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="'TH' repeats a code or spelling"):
+        regions.load_table(tmp_path / "regions.json")
