@@ -11,6 +11,7 @@
 #   --ca-bundle   CA bundle for pip inside the build, for HTTPS through an inspecting proxy
 #                 (default: $PIP_CERT, $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE when one is set; none otherwise)
 #   --no-save     build only, write no archive
+#   --dry-run     print what would run (docker build, save, the model tarball), change nothing
 #   --model-tarball [FILE]  only write the model tarball (manifest + the files it names) to FILE (default
 #                 model.tar.gz) and print its size; no docker needed. Upload it as the algorithm's model:
 #                 grand-challenge extracts it to /opt/ml/model/, whose manifest then replaces the baked-in one.
@@ -25,10 +26,14 @@ LOCAL_BASE=sct-base:bookworm
 OUTPUT=""
 CA_BUNDLE=""
 SAVE=1
+DRY_RUN=0
+TARBALL=""
 CA_IN_CONTEXT=work/docker-build/ca-certificates.crt
 
 say() { echo "export: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+# run CMD...: run it, or with --dry-run only say it
+run() { if ((DRY_RUN)); then say "would run: $(printf '%q ' "$@")"; else "$@"; fi; }
 
 while (($#)); do
     case "$1" in
@@ -38,20 +43,29 @@ while (($#)); do
         --output) OUTPUT=${2:?--output needs a value}; shift 2 ;;
         --ca-bundle) CA_BUNDLE=${2:?--ca-bundle needs a value}; shift 2 ;;
         --no-save) SAVE=0; shift ;;
+        --dry-run) DRY_RUN=1; shift ;;
         --model-tarball)
-            tarball=model.tar.gz
-            if [[ $# -gt 1 && "$2" != --* ]]; then tarball=$2; shift; fi
-            shift
-            exec python3 scripts/model_tarball.py --manifest model_weights/manifest.json --out "$tarball" ;;
-        -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            TARBALL=model.tar.gz
+            if [[ $# -gt 1 && "$2" != --* ]]; then TARBALL=$2; shift; fi
+            shift ;;
+        -h | --help) awk 'NR == 1 {next} /^#/ {sub(/^# ?/, ""); print; next} {exit}' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
 
-docker version >/dev/null 2>&1 || die "no docker engine answers (on these machines: scripts/docker_engine.sh start)"
+if [[ -n "$TARBALL" ]]; then
+    ((DRY_RUN)) || exec python3 scripts/model_tarball.py --manifest model_weights/manifest.json --out "$TARBALL"
+    run python3 scripts/model_tarball.py --manifest model_weights/manifest.json --out "$TARBALL"
+    exit 0
+fi
+
+if ! docker version >/dev/null 2>&1; then
+    ((DRY_RUN)) || die "no docker engine answers (on these machines: scripts/docker_engine.sh start)"
+    say "no docker engine answers: a real run would stop here (scripts/docker_engine.sh start)"
+fi
 
 if [[ "$BASE" == "$LOCAL_BASE" ]] && ! docker image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
-    scripts/make_local_base.sh --name "$LOCAL_BASE"
+    run scripts/make_local_base.sh --name "$LOCAL_BASE"
 fi
 
 if [[ -z "$CA_BUNDLE" ]]; then
@@ -68,18 +82,20 @@ cleanup() {
 trap cleanup EXIT
 if [[ -n "$CA_BUNDLE" ]]; then
     [[ -r "$CA_BUNDLE" ]] || die "$CA_BUNDLE: CA bundle not readable"
-    mkdir -p "$(dirname "$CA_IN_CONTEXT")"
-    cp "$CA_BUNDLE" "$CA_IN_CONTEXT"
-    say "pip in the build stage trusts $CA_BUNDLE (build stage only, not in the image)"
+    run mkdir -p "$(dirname "$CA_IN_CONTEXT")"
+    run cp "$CA_BUNDLE" "$CA_IN_CONTEXT"
+    ((DRY_RUN)) || say "pip in the build stage trusts $CA_BUNDLE (build stage only, not in the image)"
 fi
 
 build_args=(--network=host -t "$IMAGE")
 [[ -n "$BASE" ]] && build_args+=(--build-arg "BASE_IMAGE=$BASE")
-say "docker build ${build_args[*]} ."
+((DRY_RUN)) || say "docker build ${build_args[*]} ."
 started=$(date +%s)
-docker build "${build_args[@]}" .
-size=$(docker image inspect --format '{{.Size}}' "$IMAGE")
-say "built $IMAGE on ${BASE:-the default base} in $(($(date +%s) - started)) s: $((size / 1024 / 1024)) MiB"
+run docker build "${build_args[@]}" .
+if ! ((DRY_RUN)); then
+    size=$(docker image inspect --format '{{.Size}}' "$IMAGE")
+    say "built $IMAGE on ${BASE:-the default base} in $(($(date +%s) - started)) s: $((size / 1024 / 1024)) MiB"
+fi
 
 if ((SAVE)); then
     if [[ -z "$OUTPUT" ]]; then
@@ -89,6 +105,10 @@ if ((SAVE)); then
     started=$(date +%s)
     compress=(gzip -c)
     command -v pigz >/dev/null 2>&1 && compress=(pigz -c)  # same gzip format, all cores
+    if ((DRY_RUN)); then
+        say "would run: docker save $IMAGE | ${compress[*]} > $OUTPUT.partial, then mv it to $OUTPUT"
+        exit 0
+    fi
     partial="$OUTPUT.partial"
     docker save "$IMAGE" | "${compress[@]}" >"$partial"
     mv "$partial" "$OUTPUT"

@@ -18,8 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from engine.kinds import kind_names
 from engine.manifest import DEFAULT_MANIFEST, MODEL_TARBALL_DIR, ManifestError, choose_manifest
-from engine.regions import accepted_values
+from engine.regions import accepted_values, region_folders
 from pipeline.cases import Case, discover_cases, single_case
 from pipeline.lock import OutputLocked, output_lock
 from pipeline.results import result_entry, run_info, write_json_atomic
@@ -39,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            f"Regions: {accepted_values()}; in the released layout the region comes from the folder (AB, HN, TH, "
-            "brain, pelvis). Every mode writes results.json (template format) into its output folder; the exit "
-            "status is 1 when any case failed."
+            f"Regions: {accepted_values()}; in the released layout the region comes from the folder "
+            f"({region_folders()}). Every mode writes results.json (template format) into its output folder; the "
+            "exit status is 1 when any case failed."
         ),
     )
     where = parser.add_argument_group("inputs and outputs")
@@ -64,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"model manifest (default: {MODEL_TARBALL_DIR}/manifest.json when a model tarball is "
         f"mounted there, else {DEFAULT_MANIFEST})",
     )
-    model.add_argument(
-        "--model", help="force a manifest entry or a model kind (water, drifting, ldm, ensemble) for every case"
-    )
+    model.add_argument("--model", help=f"force a manifest entry or a model kind ({kind_names()}) for every case")
     model.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),

@@ -19,7 +19,6 @@ import copy
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from benchmarks.process_runner import run_process  # noqa: E402
 from compare_models import DEFAULT_SPLIT, held_out_layout  # noqa: E402
+from engine.kinds import kind_name  # noqa: E402
 from engine.manifest import ModelSpec, load_manifest, read_manifest_json  # noqa: E402
 from engine.runtime import create_session  # noqa: E402
 from evaluation.__main__ import run_evaluation  # noqa: E402
@@ -66,30 +67,25 @@ def step_manifest(manifest_path: Path, name: str, steps: list[int], out: Path) -
     return path, names
 
 
-def run_process(model: str, data_root: Path, out: Path, manifest: Path) -> tuple[float, list[str]]:
+def run_model(model: str, data_root: Path, out: Path, manifest: Path) -> tuple[float, list[str]]:
     """process.py on every held-out case with one model (CPU); wall seconds per case and the failed cases' errors."""
     cases = sorted(data_root.glob("Task1/*/*"))
-    started = time.perf_counter()
-    subprocess.run(
+    run = run_process(
         [
-            sys.executable,
-            str(REPO / "process.py"),
             "--input",
-            str(data_root),
+            data_root,
             "--output",
-            str(out),
+            out,
             "--model",
             model,
             "--manifest",
-            str(manifest),
+            manifest,
             "--no-progress",
             "--device",
             "cpu",
-        ],
-        check=False,
-        capture_output=True,
+        ]
     )
-    seconds = (time.perf_counter() - started) / max(1, len(cases))
+    seconds = run.seconds / max(1, len(cases))
     results = json.loads((out / "results.json").read_text())
     return seconds, [message for entry in results for message in entry.get("error_messages", [])]
 
@@ -155,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     manifest_path, ldm_names = step_manifest(args.manifest.resolve(), args.name, steps, out)
     manifest = load_manifest(manifest_path)
-    kinds = {spec.kind for spec in manifest.models.values()}
-    others = [m for m in args.also.split(",") if m and (m in manifest.models or m in kinds or m == "water")]
+    kinds = {spec.kind for spec in manifest.models.values()} | {"water"}
+    others = [m for m in args.also.split(",") if m and (m in manifest.models or kind_name(m) in kinds)]
     try:
         data_root = held_out_layout(args.data, out, args.split, [c for c in args.cases.split(",") if c])
     except SplitError as err:
@@ -171,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in [*ldm_names, *others]:
         LOG.info("running %s", model)
         started = time.perf_counter()
-        seconds, errors = run_process(model, data_root, out / model, manifest_path)
+        seconds, errors = run_model(model, data_root, out / model, manifest_path)
         for message in errors:
             LOG.warning("%s: %s", model, message)
         record = {
@@ -205,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             m
             for m in others
-            if manifest.models.get(m) is not None and manifest.models[m].kind == "drifting" or m == "drifting"
+            if manifest.models.get(m) is not None and manifest.models[m].kind == "one_step" or m == "drifting"
         ),
         None,
     )

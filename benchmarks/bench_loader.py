@@ -80,7 +80,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config)
-    spec = training_spec(config.manifest, "drifting", config.settings)
+    spec = training_spec(config.manifest, "one_step", config.settings)
     cases = find_cases(args.data)
     cases = cases[: args.cases] if args.cases else cases
 

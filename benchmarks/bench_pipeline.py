@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from process_runner import run_process
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("bench_pipeline")
@@ -59,30 +58,12 @@ def plain_read_write(mr: Path, mask: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_process(folder: Path, out: Path, model: str = "water") -> tuple[float, float]:
+def time_process(folder: Path, out: Path, model: str = "water") -> tuple[float, float]:
     """Wall time and peak RSS (MB) of `process.py` with one model in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "process.py"),
-            "--input",
-            str(folder),
-            "--output",
-            str(out),
-            "--model",
-            model,
-            "--no-progress",
-            "--device",
-            "cpu",
-        ],
-        check=True,
-        capture_output=True,
+    run = run_process(
+        ["--input", folder, "--output", out, "--model", model, "--no-progress", "--device", "cpu"], check=True
     )
-    seconds = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak_kb, before) / 1024.0
+    return run.seconds, run.peak_rss_mb
 
 
 def main() -> None:
@@ -100,7 +81,7 @@ def main() -> None:
         if args.memory or args.model != "water":
             seconds = []
             for index in range(args.repeats):
-                wall, peak_mb = run_process(folder, Path(tmp) / f"out{index}", args.model)
+                wall, peak_mb = time_process(folder, Path(tmp) / f"out{index}", args.model)
                 seconds.append(wall)
             wall = float(np.median(seconds))
             print(
@@ -132,7 +113,7 @@ def main() -> None:
             if not result.ok:
                 raise SystemExit(result.errors)
             times.append(result.seconds)
-        whole, _ = run_process(folder, Path(tmp) / "out_cli")
+        whole, _ = time_process(folder, Path(tmp) / "out_cli")
         print(
             json.dumps(
                 {

@@ -53,7 +53,7 @@ def time_variant(config_path: Path, overrides: list[str], volumes, steps: int, w
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
     device = torch.device("cpu")
-    spec = training_spec(config.manifest, "drifting", config.settings)
+    spec = training_spec(config.manifest, "one_step", config.settings)
     dataset = build_crops(config, spec, volumes, (steps + warmup) * config.optim.batch_size)
     loader = DataLoader(
         dataset,
@@ -105,7 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     base = load_config(args.config)
-    spec = training_spec(base.manifest, "drifting", base.settings)
+    spec = training_spec(base.manifest, "one_step", base.settings)
     train_cases, _ = training_cases(find_cases(Path(base.data.root), list(base.data.regions)), base)
     volumes = [load_volume(d, r, spec, compact=True) for d, r in train_cases[: args.cases]]
     results = {}

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.process_runner import run_process  # noqa: E402
 from evaluation.__main__ import run_evaluation  # noqa: E402
 from training.dataset import find_cases  # noqa: E402
 from training.splits import SplitError, load_split  # noqa: E402
@@ -97,26 +96,22 @@ ROUTES = "routes"
 def run_model(model: str, data_root: Path, out: Path, manifest: Path) -> float:
     """process.py on every held-out case with one model (or the manifest's routes); returns wall seconds per case."""
     cases = sorted(data_root.glob("Task1/*/*"))
-    started = time.perf_counter()
-    subprocess.run(
+    run = run_process(
         [
-            sys.executable,
-            str(REPO / "process.py"),
             "--input",
-            str(data_root),
+            data_root,
             "--output",
-            str(out),
+            out,
             *(["--model", model] if model != ROUTES else []),
             "--manifest",
-            str(manifest),
+            manifest,
             "--no-progress",
             "--device",
             "cpu",
         ],
         check=True,
-        capture_output=True,
     )
-    return (time.perf_counter() - started) / max(1, len(cases))
+    return run.seconds / max(1, len(cases))
 
 
 def montage(models: list[str], out: Path, data_root: Path) -> Path:

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_pipeline import make_case  # noqa: E402
+
+from benchmarks.process_runner import run_process  # noqa: E402
 
 LOG = logging.getLogger("gpu_check")
 
@@ -76,27 +77,22 @@ def run_case(folder: Path, out: Path, model: str, device: str, manifest: Path, d
         data["models"]["ldm"].setdefault("sampler", {})["ddim_steps"] = ddim_steps
         manifest = out.parent / f"manifest_ldm{ddim_steps}.json"
         manifest.write_text(json.dumps(data))
-    started = time.perf_counter()
-    done = subprocess.run(
+    done = run_process(
         [
-            sys.executable,
-            str(REPO / "process.py"),
             "--input",
-            str(folder),
+            folder,
             "--output",
-            str(out),
+            out,
             "--model",
             model,
             "--device",
             device,
             "--manifest",
-            str(manifest),
+            manifest,
             "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
+        ]
     )
-    seconds = time.perf_counter() - started
+    seconds = done.seconds
     record = {
         "model": model if ddim_steps is None else f"ldm N={ddim_steps}",
         "device": device,

@@ -1,7 +1,7 @@
 """The engine's one interface (what the pipeline needs from a model kind), its error, and per-slice noise.
 
-Every model kind (engine/generators.py, engine/ldm_sampler.py) builds on this module, and it imports none of them, so
-the kinds never import each other.
+Every model kind (engine/generators.py, engine/ldm_sampler.py, engine/ensemble.py; registered in engine/kinds.py)
+builds on this module, and it imports none of them, so the kinds never import each other.
 """
 
 from __future__ import annotations

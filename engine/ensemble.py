@@ -1,6 +1,6 @@
 """Several predictions of one slice stack, averaged: model ensembles and left-right flip test-time augmentation.
 
-Both are wrappers around generators of any kind, built by `engine.generators.load_generator`:
+Both are wrappers around generators of any kind, built by `engine.kinds.load_generator`:
 
 - `EnsembleGenerator` runs every member (for example the five fold models of a cross-validation, or models
   trained on different region groups) on the same normalised slice stacks and averages their outputs. The

@@ -1,4 +1,7 @@
-"""The model kinds behind one interface: MR slice stacks in, CT slices in the normalised [-1, 1] space out.
+"""The water and one-step generators behind the engine's one interface, and the batch size they run at.
+
+MR slice stacks in, CT slices in the normalised [-1, 1] space out. Which kind an entry runs is the registry's
+business (engine/kinds.py, which also builds them).
 
 Every generator is built once per run (ONNX sessions load once) and then called per batch. Noise is drawn per
 slice from that slice's own seed, so the output does not depend on the batch size or on which other slices
@@ -7,14 +10,11 @@ share the batch: the same input always gives the same output.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
 
 from engine.base import Generator, GeneratorError, slice_noise  # noqa: F401  (re-exported)
-from engine.ensemble import EnsembleGenerator, FlipGenerator
-from engine.ldm_sampler import LatentDiffusionGenerator
 from engine.runtime import (
     MAX_BATCH,
     create_session,
@@ -45,7 +45,7 @@ class WaterGenerator:
 
 
 class OnnxSliceGenerator:
-    """A one-step conditional generator exported to ONNX (the drifting generator).
+    """The `one_step` kind: a conditional generator exported to ONNX (trained with the L1 or the drifting objective).
 
     Contract of the ONNX file: input `mr` float32[B, C, H, W] with C = context_slices, optional input `noise`
     float32[B, Z, H, W] (standard normal), output float32[B, 1, H, W] in [-1, 1].
@@ -86,34 +86,6 @@ class OnnxSliceGenerator:
                 f"{self.spec.file('generator')}: output shape {output.shape} != expected {(batch, 1, height, width)}"
             )
         return output.astype(np.float32, copy=False)
-
-
-def load_generator(spec: ModelSpec, device: str = "auto") -> Generator:
-    """Verify the model's files (an ensemble's: every member's), then build its generator.
-
-    Raises ManifestError/GeneratorError/DeviceError."""
-    spec.verify_files()
-    return _build(spec, device)
-
-
-def _build(spec: ModelSpec, device: str) -> Generator:
-    """The generator of a verified spec, wrapped for flip test-time augmentation when the entry asks for it."""
-    generator = _build_kind(spec, device)
-    return FlipGenerator(generator) if spec.flip_tta else generator
-
-
-def _build_kind(spec: ModelSpec, device: str) -> Generator:
-    if spec.kind == "ensemble":
-        # the ensemble's sampler (its own, or its region's, e.g. ddim_steps) applies to every member
-        members = [_build(dataclasses.replace(m, sampler={**m.sampler, **spec.sampler}), device) for m in spec.members]
-        return EnsembleGenerator(spec, members)
-    if spec.kind == "water":
-        return WaterGenerator(spec, device)
-    if spec.kind == "drifting":
-        return OnnxSliceGenerator(spec, device)
-    if spec.kind == "ldm":
-        return LatentDiffusionGenerator(spec, device)
-    raise GeneratorError(f"model {spec.name!r}: no generator for kind {spec.kind!r}")
 
 
 #: GPU memory one slice of activations takes per pixel, by the shipped networks' widths (fp32 activations that

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.regions import REGION_NAMES, RegionError, canonical_region
+from engine.kinds import KINDS, kind_name, kind_names
+from engine.regions import RegionError, canonical_region, region_name
 from modelspec import (  # noqa: F401  (re-exported: the manifest's API)
     HU_MAX,
     HU_MIN,
@@ -31,13 +32,6 @@ LOG = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "model_weights" / "manifest.json"
 
-#: Model kinds and the ONNX files each needs (by role).
-KIND_FILES: dict[str, tuple[str, ...]] = {
-    "water": (),
-    "drifting": ("generator",),
-    "ldm": ("encoder", "decoder", "denoiser"),
-    "ensemble": (),  # no files of its own: it names member entries ("members"), whose files it verifies
-}
 NORMALISATION_METHODS = ("zscore", "minmax")
 OUTPUT_DTYPES = ("int16", "float32")
 
@@ -92,32 +86,34 @@ class Manifest:
         """The route of a region given in any accepted spelling."""
         code = canonical_region(region)
         if code not in self.routes:
-            raise ManifestError(f"{self.path}: no model for region {REGION_NAMES[code]!r} ({code})")
+            raise ManifestError(f"{self.path}: no model for region {region_name(code)!r} ({code})")
         return self.routes[code]
 
     def resolve(self, region: str, override: str | None = None) -> RegionRoute:
         """The route for a region, honouring `--model` (a model entry name or a model kind).
 
-        A kind picks the region's own primary or fallback of that kind, else the only manifest entry of that
-        kind; `water` needs no files and is always available. A forced model gets no fallback.
+        A kind (engine/kinds.py; a former name such as `drifting` reads as today's) picks the region's own primary
+        or fallback of that kind, else the only manifest entry of that kind; `water` needs no files and is always
+        available. A forced model gets no fallback.
         """
         route = self.route(region)
         if override is None:
             return route
         if override in self.models:
             return RegionRoute(route.apply(self.models[override]), None, route.sampler)
-        if override not in KIND_FILES:
+        kind = kind_name(override)
+        if kind is None:
             raise ManifestError(
                 f"--model {override!r} is neither a manifest entry ({', '.join(sorted(self.models))}) "
-                f"nor a model kind ({', '.join(KIND_FILES)})"
+                f"nor a model kind ({kind_names()})"
             )
         for spec in (route.primary, route.fallback):
-            if spec is not None and spec.kind == override:
+            if spec is not None and spec.kind == kind:
                 return RegionRoute(spec, None, route.sampler)
-        of_kind = [spec for spec in self.models.values() if spec.kind == override]
-        if len(of_kind) == 1 or (of_kind and override == "water"):
+        of_kind = [spec for spec in self.models.values() if spec.kind == kind]
+        if len(of_kind) == 1 or (of_kind and kind == "water"):
             return RegionRoute(route.apply(of_kind[0]), None, route.sampler)
-        if override == "water":
+        if kind == "water":
             return RegionRoute(build_spec("water", {"kind": "water"}, {}, self.path.parent), None)
         raise ManifestError(f"{self.path}: no {override!r} model for region {region!r}")
 
@@ -154,7 +150,7 @@ def _model_files(where: str, kind: str, settings: dict[str, Any], weights_dir: P
     files_entry = settings.get("files", {}) or {}
     if not isinstance(files_entry, dict):
         raise ManifestError(f"{where}: 'files' must map a role to {{'path', 'sha256'}}")
-    missing_roles = [role for role in KIND_FILES[kind] if role not in files_entry]
+    missing_roles = [role for role in KINDS[kind].files if role not in files_entry]
     if missing_roles and require_files:
         raise ManifestError(f"{where}: kind {kind!r} needs file role(s) {missing_roles}")
     files = []
@@ -250,12 +246,12 @@ def build_spec(
         raise ManifestError(f"{where}: expected an object")
     _check_keys(where, entry, _MODEL_KEYS)
     settings = _merge(defaults, entry)
-    kind = settings.get("kind")
-    if kind not in KIND_FILES:
-        raise ManifestError(f"{where}: kind {kind!r} is not one of {list(KIND_FILES)}")
-    if ("members" in entry) != (kind == "ensemble"):
+    kind = kind_name(settings.get("kind"))  # a former name (drifting, ldm) reads as today's
+    if kind is None:
+        raise ManifestError(f"{where}: kind {settings.get('kind')!r} is not one of: {kind_names()}")
+    if ("members" in entry) != KINDS[kind].has_members:
         raise ManifestError(f"{where}: 'members' is required for kind 'ensemble' and allowed for no other kind")
-    if kind == "ensemble" and entry.get("files"):
+    if KINDS[kind].has_members and entry.get("files"):
         raise ManifestError(f"{where}: an ensemble has no files of its own (its members have)")
     flip_tta = entry.get("flip_tta", False)
     if not isinstance(flip_tta, bool):
@@ -294,7 +290,7 @@ def _with_members(name: str, spec: ModelSpec, entry: dict[str, Any], models: dic
         member = models.get(member_name)
         if member is None:
             raise ManifestError(f"{where}: member {member_name!r} is not a model entry")
-        if member.kind == "ensemble":
+        if KINDS[member.kind].has_members:
             raise ManifestError(f"{where}: member {member_name!r} is itself an ensemble (not supported)")
         for key in _ENSEMBLE_SHARED:
             if getattr(member, key) != getattr(spec, key):
@@ -323,7 +319,7 @@ def parse_manifest(data: Any, path: Path) -> Manifest:
     try:
         models = {name: build_spec(name, entry, defaults, path.parent) for name, entry in models_entry.items()}
         for name, spec in list(models.items()):
-            if spec.kind == "ensemble":
+            if KINDS[spec.kind].has_members:
                 models[name] = _with_members(name, spec, models_entry[name], models)
     except ManifestError as err:
         raise ManifestError(f"{path}: {err}") from err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import logging
 import sys
 import time
@@ -21,9 +22,17 @@ import SimpleITK as sitk
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from evaluation import report, segmentation
-from evaluation.metrics import score_case
-from evaluation.pairing import CasePair, log_pairing, pair_cases
+try:
+    from evaluation import report, segmentation
+    from evaluation.metrics import score_case
+    from evaluation.pairing import CasePair, log_pairing, pair_cases
+except ModuleNotFoundError as missing:  # the tools' packages come with requirements-dev.txt, not requirements.txt
+    if (missing.name or "").split(".")[0] not in ("scipy", "matplotlib"):
+        raise
+    sys.exit(
+        f"python -m evaluation needs {missing.name.split('.')[0]}, which requirements.txt (the container's) leaves "
+        "out: pip install -r requirements-dev.txt"
+    )
 
 log = logging.getLogger("evaluation")
 
@@ -269,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+        log.error(
+            "the plots need matplotlib, which is not installed: pip install -r requirements-dev.txt, or --no-plots"
+        )
+        return 2
     for folder, what in ((args.pred, "prediction"), (args.gt, "ground-truth")):
         if not folder.is_dir():
             log.error("%s folder not found: %s", what, folder)

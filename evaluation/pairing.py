@@ -26,14 +26,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from engine.regions import REGIONS
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 MAX_DEPTH = 4
-# Folder names (lower case) that name a region, and the code used in reports.
-REGION_FOLDERS = {"ab": "AB", "hn": "HN", "th": "TH", "brain": "BRAIN", "pelvis": "PELVIS"}
-_ID_2025 = re.compile(r"^\d(AB|HN|TH)[A-Z]\d+$", re.IGNORECASE)
-_ID_2023 = re.compile(r"^\d([BP])[A-Z]\d+$", re.IGNORECASE)
 UNKNOWN_REGION = "unknown"
 
 
@@ -110,15 +108,22 @@ def _walk(root: Path, max_depth: int = MAX_DEPTH):
         yield here, sorted(filenames)
 
 
+def region_of_folder(name: str) -> str | None:
+    """The region code a released-layout folder name stands for (AB, hn, brain, ...: engine/regions.json), or None."""
+    return next((code for code, row in REGIONS.items() if row.folder.lower() == name.lower()), None)
+
+
 def region_from_id(case_id: str) -> str:
-    """Region code inside a SynthRAD ID (1ABA005 -> AB, 1BA001 -> BRAIN), or 'unknown'."""
-    match = _ID_2025.match(case_id)
-    if match:
-        return match.group(1).upper()
-    match = _ID_2023.match(case_id)
-    if match:
-        return "BRAIN" if match.group(1).upper() == "B" else "PELVIS"
-    return UNKNOWN_REGION
+    """Region code inside a SynthRAD ID (1ABA005 -> AB, 1BA001 -> BRAIN), or 'unknown'.
+
+    An ID is the task digit, the region's letters (engine/regions.json `id_letters`), a centre letter and a number.
+    """
+    letters = sorted(((row.id_letters, code) for code, row in REGIONS.items()), key=lambda item: -len(item[0]))
+    pattern = "|".join(re.escape(text) for text, _ in letters)
+    match = re.match(rf"^\d({pattern})[A-Z]\d+$", case_id, re.IGNORECASE)
+    if match is None:
+        return UNKNOWN_REGION
+    return next(code for text, code in letters if text.lower() == match.group(1).lower())
 
 
 def find_ground_truth(root: Path) -> tuple[dict[str, GroundTruthCase], list[dict[str, str]]]:
@@ -137,7 +142,7 @@ def find_ground_truth(root: Path) -> tuple[dict[str, GroundTruthCase], list[dict
         if mask is None:
             problems.append({"case_id": case_id, "path": str(folder), "reason": "ground truth has no mask image"})
             continue
-        region = REGION_FOLDERS.get(folder.parent.name.lower()) or region_from_id(case_id)
+        region = region_of_folder(folder.parent.name) or region_from_id(case_id)
         if case_id in cases:
             problems.append(
                 {

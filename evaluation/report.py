@@ -5,7 +5,7 @@
 it: the case ID and region in every result, per-region summaries, and what could not be paired or scored.
 
 JSON has no infinity: a non-finite value is written as null, and a perfect prediction's PSNR (+inf) also gets
-``"psnr_is_infinite": true`` (the convention of ``../shared/reference_metrics/expected.json``). Aggregates are
+``"psnr_is_infinite": true`` (the convention of ``test/data/reference_metrics/expected.json``). Aggregates are
 taken over the finite values only; ``not_finite`` counts the others when there are any. ``std`` is the sample
 standard deviation (n - 1), as pandas' ``describe`` (used by the grand-challenge evaluation utilities) gives.
 """

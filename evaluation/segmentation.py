@@ -21,39 +21,20 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from engine.regions import REGIONS
+
 log = logging.getLogger(__name__)
 
 # The fast ("3 mm") model of the "total" task, as TotalSegmentator names its folder.
 TOTAL_FAST_MODEL = "Dataset297_TotalSegmentator_total_3mm_1559subj"
 
-# Structures scored per region (TotalSegmentator class-name prefixes); other regions score every structure.
-REGION_STRUCTURES: dict[str, tuple[str, ...]] = {
-    "HN": ("esophagus", "trachea", "thyroid_gland", "vertebrae_", "spinal_cord", "brain", "skull"),
-    "AB": (
-        "kidney_left",
-        "kidney_right",
-        "liver",
-        "stomach",
-        "lung_",
-        "vertebrae_",
-        "heart",
-        "spinal_cord",
-        "rib_",
-        "sternum",
-    ),
-    "TH": (
-        "kidney_left",
-        "kidney_right",
-        "liver",
-        "stomach",
-        "lung_",
-        "vertebrae_",
-        "heart",
-        "spinal_cord",
-        "rib_",
-        "sternum",
-    ),
-}
+
+def scored_prefixes(region: str) -> tuple[str, ...]:
+    """TotalSegmentator class-name prefixes scored for a region (engine/regions.json `scored_structures`).
+
+    Empty for a region without a list and for an unknown one: every structure is scored then."""
+    row = REGIONS.get(region)
+    return row.scored_structures if row is not None else ()
 
 
 def weights_dir() -> Path:
@@ -106,8 +87,8 @@ def _structure_labels(region: str) -> dict[int, str]:
     from totalsegmentator.map_to_binary import class_map
 
     names = class_map["total"]
-    prefixes = REGION_STRUCTURES.get(region)
-    if prefixes is None:
+    prefixes = scored_prefixes(region)
+    if not prefixes:
         return dict(names)
     return {label: name for label, name in names.items() if name.startswith(prefixes)}
 

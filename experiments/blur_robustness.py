@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from benchmarks.process_runner import run_process  # noqa: E402
 from compare_models import BONE_HU, DEFAULT_SPLIT, held_out_cases  # noqa: E402
 
 LOG = logging.getLogger("blur_robustness")
@@ -109,12 +109,10 @@ def main() -> int:
                 blurred_case(case_dir, sigma, folder)
                 for model in [m for m in args.models.split(",") if m]:
                     target = folder / f"{model}.mha"
-                    subprocess.run(
-                        [sys.executable, str(REPO / "process.py"), "--mr", str(folder / "mr.mha"), "--mask",
-                         str(folder / "mask.mha"), "--region", region, "--out", str(target), "--model", model,
-                         "--manifest", str(args.manifest), "--no-progress", "--device", "cpu"],
+                    run_process(
+                        ["--mr", folder / "mr.mha", "--mask", folder / "mask.mha", "--region", region, "--out", target,
+                         "--model", model, "--manifest", args.manifest, "--no-progress", "--device", "cpu"],
                         check=True,
-                        capture_output=True,
                     )  # fmt: skip
                     sct = sitk.GetArrayFromImage(sitk.ReadImage(str(target))).astype(np.float32)
                     row = {"case": case_dir.name, "model": model, "sigma_mm": sigma, **score(sct, ct, body)}

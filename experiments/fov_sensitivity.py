@@ -45,7 +45,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model, checkpoint = load_checkpoint_model(args.checkpoint)
     config = config_from_dict(checkpoint["config"], str(args.checkpoint))
-    spec = build_spec("fov", {"kind": "drifting", **checkpoint["settings"]}, {}, Path("."), require_files=False)
+    spec = build_spec("fov", {"kind": "one_step", **checkpoint["settings"]}, {}, Path("."), require_files=False)
     _, val_cases = training_cases(find_cases(Path(config.data.root), list(config.data.regions)), config)
     volumes = [load_volume(d, r, spec) for d, r in val_cases]
     references = [load_reference(v) for v in volumes]

@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 STAGE=${STAGE:-all}
 STEPS=${STEPS:-2500}
-MODELS=${MODELS:-l1_folds,l1,l1_template,l1_phantom_ft}
+MODELS=${MODELS:-l1,l1_template,l1_phantom_ft}  # scored on the test splits (l1_folds: docs/studies/test_split.md)
+PANEL=${PANEL:-l1_folds,l1,ldm,l1_smooth_hn,l1_template,l1_phantom_ft}
 THREADS=${THREADS:-1}
 OUT=${OUT:-runs}
 
@@ -54,7 +55,7 @@ if [[ $STAGE == all || $STAGE == eval ]]; then
     --manifest runs/eval_template/manifest.json --out runs/eval_template/test_phantoms
   $PY benchmarks/compare_models.py --data data/template_heads --split configs/splits/template_mix.json \
     --models "$MODELS" --dosimetry --manifest runs/eval_template/manifest.json --out runs/eval_template/test_template_heads
-  $PY experiments/real_mr_panel.py --models "$MODELS,ldm" --manifest runs/eval_template/manifest.json \
+  $PY experiments/real_mr_panel.py --models "$PANEL" --manifest runs/eval_template/manifest.json \
     --out runs/eval_template/panel --log-level WARNING
   mkdir -p docs/results/template_heads
   cp runs/eval_template/test_phantoms/comparison.json docs/results/template_heads/test_phantoms.json

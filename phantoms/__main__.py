@@ -12,17 +12,27 @@ depend on --cases. Exit status: 0 on success, 2 for bad arguments, 1 when a case
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
 
-from engine.regions import RegionError, accepted_values
-from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM
-from phantoms.generate import SIZES, PhantomError, Rates
-from phantoms.memory import keep_freed_memory
-from phantoms.randomise import LEVELS
-from phantoms.region_specs import region_spec
-from phantoms.writer import ANATOMIES, write_dataset
+from engine.regions import REGIONS, RegionError, accepted_values, default_regions, region_codes
+
+try:
+    from phantoms.anatomy import CSF_RIM_MM, MAX_SCALP_MM, SCALP_MM
+    from phantoms.generate import SIZES, PhantomError, Rates
+    from phantoms.memory import keep_freed_memory
+    from phantoms.randomise import LEVELS
+    from phantoms.region_specs import region_spec
+    from phantoms.writer import ANATOMIES, write_dataset
+except ModuleNotFoundError as missing:  # the tools' packages come with requirements-dev.txt, not requirements.txt
+    if (missing.name or "").split(".")[0] not in ("scipy", "matplotlib"):
+        raise
+    sys.exit(
+        f"python -m phantoms needs {missing.name.split('.')[0]}, which requirements.txt (the container's) leaves "
+        "out: pip install -r requirements-dev.txt"
+    )
 
 log = logging.getLogger("phantoms")
 
@@ -37,8 +47,14 @@ def _regions(text: str) -> list[str]:
         except RegionError as err:
             raise argparse.ArgumentTypeError(f"{err}") from err
     if not out:
-        raise argparse.ArgumentTypeError(f"no region given; accepted: {accepted_values()}, Brain, Pelvis")
+        raise argparse.ArgumentTypeError(f"no region given; accepted: {accepted_values()}")
     return out
+
+
+def _editions() -> str:
+    """The region table's codes by challenge edition, for --help: 'HN, TH, AB (2025) and BRAIN, PELVIS (2023)'."""
+    years = sorted({row.edition for row in REGIONS.values()}, reverse=True)
+    return " and ".join(f"{', '.join(region_codes(year))} ({year})" for year in years)
 
 
 def _spacing(text: str) -> tuple[float, float, float]:
@@ -93,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--regions",
         type=_regions,
-        default=["HN", "TH", "AB"],
-        help="comma-separated: HN, TH, AB (2025) and BRAIN, PELVIS (2023); default HN,TH,AB",
+        default=list(default_regions()),
+        help=f"comma-separated region codes or names: {_editions()}; default {','.join(default_regions())}",
     )
     parser.add_argument("--cases", type=int, default=20, help="cases per region (default 20)")
     parser.add_argument("--start", type=int, default=0, help="index of the first case (default 0)")
@@ -197,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cases < 0 or args.start < 0:
         parser.error("--cases and --start must be >= 0")
+    if args.overview and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--overview draws with matplotlib, which is not installed: pip install -r requirements-dev.txt")
     keep_freed_memory()  # large temporaries reuse the heap instead of faulting in fresh pages (phantoms/memory.py)
     rates = Rates(
         misalign=args.misalign_rate,

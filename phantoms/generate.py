@@ -37,7 +37,7 @@ from phantoms.imaging import (
 )
 from phantoms.masks import body_mask, crop_box, take
 from phantoms.randomise import LEVELS, Randomisation, artefacts, random_contrast
-from phantoms.region_specs import REGION_INDEX, RegionSpec, case_id, region_spec
+from phantoms.region_specs import RegionSpec, case_id, region_spec
 from phantoms.tissues import T
 from phantoms.variability import add_textures, deformation, warp
 
@@ -116,7 +116,7 @@ class PhantomCase:
 
 def _rng(seed: int, region: str, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(
-        np.random.SeedSequence(int(seed), spawn_key=(REGION_INDEX[region], int(index), stream))
+        np.random.SeedSequence(int(seed), spawn_key=(region_spec(region).seed_key, int(index), stream))
     )
 
 

@@ -40,6 +40,7 @@ from typing import Sequence as Seq
 import numpy as np
 from scipy import ndimage
 
+from engine.regions import REGIONS as TABLE
 from phantoms.canvas import smooth_field
 from phantoms.generate import (
     CT_OUTSIDE,
@@ -65,7 +66,11 @@ TPM_MEMBER = "fsroot/_spm/cleaned/spm/tpm/TPM.nii"
 LABELS_MEMBER = "fsroot/_spm/cleaned/spm/tpm/labels_Neuromorphometrics.nii"
 LABEL_NAMES_MEMBER = "fsroot/_spm/cleaned/spm/tpm/labels_Neuromorphometrics.xml"
 TEMPLATE_CENTRE = "T"  # case ids 1HNT000, 1BT000: never collide with the analytic centres' ids
-REGIONS = ("HN", "BRAIN")
+#: Regions with template heads, and each one's random stream (engine/regions.json, phantom.template_head_seed_key)
+TEMPLATE_SEED_KEYS = {
+    code: r.phantom["template_head_seed_key"] for code, r in TABLE.items() if "template_head_seed_key" in r.phantom
+}
+REGIONS = tuple(TEMPLATE_SEED_KEYS)
 GM, WM, CSF, BONE, SOFT, AIR = range(6)  # the TPM's class order
 BG_MARGIN_MM = 36.0  # air around the head in-plane (the organisers' 10-voxel dilation + 20-voxel crop margin)
 
@@ -166,7 +171,7 @@ def _label_ids(atlas: Atlas, words: Seq[str]) -> list[int]:
 
 
 def _rng(seed: int, region: str, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, 7919, REGIONS.index(region) + 1, index, stream])
+    return np.random.default_rng([seed, 7919, TEMPLATE_SEED_KEYS[region], index, stream])
 
 
 def _rotation(pitch: float, roll: float, yaw: float) -> np.ndarray:

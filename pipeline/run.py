@@ -17,7 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.ensemble import predict_views, view_count
-from engine.generators import Generator, GeneratorError, auto_batch_size, load_generator
+from engine.generators import Generator, GeneratorError, auto_batch_size
+from engine.kinds import load_generator
 from engine.manifest import Manifest, ManifestError, ModelSpec
 from engine.regions import RegionError
 from engine.runtime import DeviceError

@@ -123,9 +123,9 @@ def write_manifest(folder: Path, models: dict, regions: dict | None = None, defa
 
 
 def identity_model_entry(context: int = 1, spacing=None, divisible_by: int = 1, path: str = "gen.onnx") -> dict:
-    """A 'drifting' entry whose window maps the minmax-normalised MR [-1, 1] to [0, 1000] HU."""
+    """A 'one_step' entry whose window maps the minmax-normalised MR [-1, 1] to [0, 1000] HU."""
     return {
-        "kind": "drifting",
+        "kind": "one_step",
         "files": {"generator": {"path": path}},
         "spacing_xy_mm": spacing,
         "context_slices": context,

@@ -32,7 +32,7 @@ def cases(tmp_path) -> list[tuple[Path, str]]:
 
 @pytest.fixture()
 def spec():
-    return training_spec(DEFAULT_MANIFEST, "drifting", SETTINGS)
+    return training_spec(DEFAULT_MANIFEST, "one_step", SETTINGS)
 
 
 def test_cached_arrays_equal_the_in_memory_preprocessing_bit_for_bit(cases, spec, tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 import process
 from engine.manifest import DEFAULT_MANIFEST, load_manifest
@@ -78,10 +80,23 @@ def test_water_model_on_phantoms_is_scored_by_the_evaluator(tmp_path):
     assert all(r["mae"] == 0.0 and np.isclose(r["ms_ssim"], 1.0) for r in document["results"])
 
 
+def _keep_central_slices(case: Path, count: int) -> None:
+    """Cut a released-layout case (mr, ct, mask) to its `count` middle slices, geometry kept (origin moves along)."""
+    for name in ("mr.mha", "ct.mha", "mask.mha"):
+        image = sitk.ReadImage(str(case / name))
+        start = (image.GetSize()[2] - count) // 2
+        sitk.WriteImage(image[:, :, start : start + count], str(case / name), True)
+
+
 def test_shipped_generators_beat_the_water_floor_on_unseen_phantoms(tmp_path):
     """The shipped weights (primary and fallback) turn an unseen phantom of each region into a CT far closer to the
-    truth than water: what a user relies on when the container runs either model. Seed 3 is not a training seed."""
-    write_dataset(tmp_path / "data", ["HN", "TH", "AB"], cases=1, seed=3, size="small", progress=False)
+    truth than water: what a user relies on when the container runs either model. Seed 3 is not a training seed.
+
+    Each case keeps its middle 12 slices (of about 30): the models see the same anatomy, every region and every
+    assertion stay, and the test costs a third (a small phantom is 5 mm in-plane, 1 mm on the network's grid)."""
+    folders = write_dataset(tmp_path / "data", ["HN", "TH", "AB"], cases=1, seed=3, size="small", progress=False)
+    for folder in folders:
+        _keep_central_slices(folder, 12)
     primary = load_manifest(DEFAULT_MANIFEST).route("HN").primary.name  # the shipped primary of every region
     scores = {}
     for model in ("water", primary, "ldm"):
@@ -122,6 +137,6 @@ def test_shipped_generators_beat_the_water_floor_on_unseen_phantoms(tmp_path):
     for model in (primary, "ldm"):
         for case_id, floor in scores["water"].items():
             result = scores[model][case_id]
-            # Measured on these cases with the shipped weights: MAE 0.33-0.42x water's, MS-SSIM 0.93-0.97 vs 0.63-0.81.
+            # Measured on these 12-slice cases with the shipped weights: MAE 0.30-0.43x water's, MS-SSIM 0.91-0.94 vs 0.46-0.78.
             assert result["mae"] < 0.6 * floor["mae"], (model, case_id, result["mae"], floor["mae"])
             assert result["ms_ssim"] > floor["ms_ssim"], (model, case_id)

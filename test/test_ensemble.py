@@ -9,7 +9,8 @@ import pytest
 
 import process
 from engine.ensemble import predict_views
-from engine.generators import auto_batch_size, load_generator
+from engine.generators import auto_batch_size
+from engine.kinds import load_generator
 from engine.manifest import ManifestError, load_manifest
 from sct_testing import identity_model_entry, onnx_model, read_array, write_case, write_manifest
 

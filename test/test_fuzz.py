@@ -10,10 +10,9 @@ The good cases beside them all are written.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from benchmarks.process_runner import run_process
 from hostile import FUZZ_CASES, WARNED_CASES, build_fuzz_folder
 from pipeline.cases import case_id_of
 from preprocessing.errors import printable
@@ -26,24 +25,8 @@ def test_every_malformed_input_fails_alone_with_one_line(tmp_path):
     made, warned = build_fuzz_folder(folder)
     assert len(made) >= 80
     out = tmp_path / "out"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "process.py"),
-            "--input",
-            str(folder),
-            "--output",
-            str(out),
-            "--model",
-            "water",
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    log = run.stdout + run.stderr
+    run = run_process(["--input", folder, "--output", out, "--model", "water", "--no-progress"], timeout=300)
+    log = run.log
     assert run.returncode == 1, log[-3000:]
     assert "Traceback" not in log
     entries = json.loads((out / "results.json").read_text())

@@ -14,7 +14,8 @@ import onnxruntime as real_ort
 import pytest
 
 from engine import runtime
-from engine.generators import GPU_BYTES_PER_PIXEL, GPU_MEMORY_SHARE, auto_batch_size, load_generator
+from engine.generators import GPU_BYTES_PER_PIXEL, GPU_MEMORY_SHARE, auto_batch_size
+from engine.kinds import load_generator
 from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from engine.runtime import CPU, CUDA, TENSORRT, DeviceError, create_session
 

@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 import process
+from benchmarks.process_runner import run_process
 from hostile import deflate_zeros, good_pair, write_meta, write_nifti, write_nrrd
 from hostile import header as header_fields
 from sct_testing import identity_model_entry, onnx_model, read_array, write_case, write_manifest, write_paired_case
@@ -32,23 +33,8 @@ def results_of(folder: Path) -> list[dict]:
 
 def run_measured(args: list[str], cwd: Path) -> tuple[int, str, float]:
     """process.py in a child; returns (exit status, log, the child's peak RSS in MB)."""
-    code = (
-        "import resource, subprocess, sys\n"
-        "run = subprocess.run([sys.executable, *sys.argv[1:]], capture_output=True, text=True)\n"
-        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "sys.stdout.write(run.stdout + run.stderr + f'\\nPEAK_MB={peak:.0f}\\nRC={run.returncode}\\n')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(REPO / "process.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-    out = done.stdout
-    peak = float(out.rsplit("PEAK_MB=", 1)[1].split()[0])
-    rc = int(out.rsplit("RC=", 1)[1].split()[0])
-    return rc, out, peak
+    run = run_process(args, cwd=cwd, timeout=300)
+    return run.returncode, run.log, run.peak_rss_mb
 
 
 def _zero_stream(path: Path, shape_xyz: tuple[int, int, int], element: str = "MET_SHORT", bytes_per: int = 2) -> Path:

@@ -1,14 +1,24 @@
-"""The container path's imports run one way: process -> pipeline -> engine / stages -> modelspec, with no cycle."""
+"""Imports run one way, with no cycle anywhere in the repository (imports inside functions count too).
+
+Layers, lowest first: modelspec <- preprocessing / postprocessing <- engine <- pipeline <- process (the container
+path, the product); the tools (phantoms <- evaluation <- training) may import the product; research and
+measurements (benchmarks, experiments, scripts) and the tests may import everything above; nothing imports tests.
+"""
 
 from __future__ import annotations
 
 import ast
 import re
+from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINER_PACKAGES = ("pipeline", "engine", "preprocessing", "postprocessing", "modelspec")
-FIRST_PARTY = CONTAINER_PACKAGES + ("process", "training", "evaluation", "phantoms")
+PRODUCT = CONTAINER_PACKAGES + ("process",)
+TOOLS = ("phantoms", "evaluation", "training")
+#: Folders of scripts run by path; they import their siblings by bare name (sys.path), e.g. `import compare_models`.
+SCRIPT_FOLDERS = ("benchmarks", "experiments", "scripts", "test")
+FOLDERS = CONTAINER_PACKAGES + TOOLS + SCRIPT_FOLDERS
 
 
 def _module_name(path: Path) -> str:
@@ -18,38 +28,79 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """First-party modules a file imports anywhere (top level or inside functions)."""
+def _files(folders: tuple[str, ...]) -> list[Path]:
+    files = [REPO / "process.py"] if "process" in folders or "pipeline" in folders else []
+    return files + [p for folder in folders for p in sorted((REPO / folder).rglob("*.py"))]
+
+
+@lru_cache(maxsize=None)
+def _imported_names(path: Path) -> frozenset[str]:
+    """Every module name a file imports, at the top or inside functions; `from a import b` gives a and a.b."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found.update(name for name in names if name.split(".")[0] in FIRST_PARTY)
-    return found
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return frozenset(found)
 
 
-def _graph() -> dict[str, set[str]]:
-    files = [REPO / "process.py"] + [
-        p for package in CONTAINER_PACKAGES for p in sorted((REPO / package).rglob("*.py"))
-    ]
-    graph = {_module_name(p): _imports(p) for p in files}
-    # "from engine import x" and "import engine.manifest" both name modules; map to the nearest known module
-    known = set(graph)
-    return {name: {t if t in known else t.rsplit(".", 1)[0] for t in targets} for name, targets in graph.items()}
+@lru_cache(maxsize=None)
+def _graph(folders: tuple[str, ...] = FOLDERS) -> dict[str, set[str]]:
+    """Module -> the first-party modules it imports (a package's __init__ when it names the package)."""
+    files = _files(folders)
+    modules = {_module_name(p): p for p in _files(FOLDERS)}
+    by_bare_name = {name.rsplit(".", 1)[-1]: name for name in modules if name.split(".")[0] in SCRIPT_FOLDERS}
+    graph = {}
+    for path in files:
+        targets = set()
+        for name in _imported_names(path):
+            if name in modules:
+                targets.add(name)
+            elif name.split(".")[0] in by_bare_name and name.split(".")[0] not in modules:
+                targets.add(by_bare_name[name.split(".")[0]])  # a sibling script imported by its bare name
+            elif "." in name and name.rsplit(".", 1)[0] in modules:
+                targets.add(name.rsplit(".", 1)[0])  # `from module import function`
+        graph[_module_name(path)] = targets - {_module_name(path)}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph, as a path, or None."""
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                loop = path + [node]
+                return loop[loop.index(target) :] + [target]
+            if target not in state and target in graph:
+                found = visit(target, path + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module, [])):
+            return found
+    return None
+
+
+def _layer(module: str) -> str:
+    return module.split(".")[0]
 
 
 def test_container_modules_import_nothing_from_training_or_tools():
-    for module, targets in _graph().items():
-        outside = {t for t in targets if t.split(".")[0] in ("training", "evaluation", "phantoms")}
-        assert not outside, f"{module} imports {outside}: the container does not ship those packages"
+    for module, targets in _graph(PRODUCT).items():
+        outside = {t for t in targets if _layer(t) not in PRODUCT}
+        assert not outside, f"{module} imports {outside}: the container ships only the product"
 
 
 def test_lower_stages_never_import_the_engine_or_the_pipeline():
-    for module, targets in _graph().items():
+    for module, targets in _graph(PRODUCT).items():
         top = module.split(".")[0]
         if top in ("preprocessing", "postprocessing", "modelspec"):
             upward = {t for t in targets if t.split(".")[0] in ("engine", "pipeline", "process")}
@@ -58,23 +109,31 @@ def test_lower_stages_never_import_the_engine_or_the_pipeline():
             assert not targets, f"modelspec must import no first-party module, imports {targets}"
 
 
-def test_no_import_cycle_on_the_container_path():
-    graph = _graph()
-    state: dict[str, int] = {}  # 1 visiting, 2 done
+def test_tools_import_the_product_and_lower_tools_only():
+    """phantoms imports no other tool, evaluation no trainer; no tool imports research, scripts or tests."""
+    for module, targets in _graph(TOOLS).items():
+        allowed = PRODUCT + TOOLS[: TOOLS.index(_layer(module)) + 1]
+        outside = {t for t in targets if _layer(t) not in allowed}
+        assert not outside, f"{module} imports {outside}; a tool may import {allowed}"
 
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for target in sorted(graph.get(node, ())):
-            if target not in graph:
-                continue
-            assert state.get(target) != 1, "import cycle: " + " -> ".join(path + [node, target])
-            if target not in state:
-                visit(target, path + [node])
-        state[node] = 2
 
-    for module in sorted(graph):
-        if module not in state:
-            visit(module, [])
+def test_nothing_outside_the_tests_imports_a_test_module():
+    for module, targets in _graph().items():
+        if _layer(module) != "test":
+            assert not {t for t in targets if _layer(t) == "test"}, f"{module} imports a test module"
+
+
+def test_no_import_cycle_anywhere():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_finder_sees_imports_inside_functions(tmp_path):
+    """The cycle export -> train -> initial_weights -> export hid behind an import inside a function."""
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    code = tmp_path / "lazy.py"
+    code.write_text("def f():\n    from training.export import export\n")
+    assert _imported_names(code) == {"training.export", "training.export.export"}
 
 
 def test_every_container_package_reaches_the_image():
@@ -92,7 +151,8 @@ def test_every_container_package_reaches_the_image():
 # experiments/ put their own folder on sys.path, so a bare `import compare_models` names a sibling script.
 TOOL_PACKAGES = ("training", "evaluation", "phantoms")
 WING = "experiments"
-SCRIPT_FOLDERS = ("benchmarks", WING, "scripts")
+WING_SCRIPT_FOLDERS = ("benchmarks", WING, "scripts")
+FIRST_PARTY = PRODUCT + TOOLS
 
 
 def _python_files(*folders: str) -> list[Path]:
@@ -121,7 +181,7 @@ def test_product_tools_and_benchmarks_never_import_the_research_wing():
 def _module_file(module: str, importer: Path) -> Path | None:
     """The file a first-party module name resolves to: a repository module, or a sibling script of the importer."""
     parts = module.split(".")
-    for base in (REPO, importer.parent, *(REPO / folder for folder in SCRIPT_FOLDERS)):
+    for base in (REPO, importer.parent, *(REPO / folder for folder in WING_SCRIPT_FOLDERS)):
         for candidate in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
             if candidate.is_file():
                 return candidate
@@ -136,6 +196,8 @@ def _top_level_names(path: Path) -> set[str]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name))
+            if "_EXPORTS" in names and isinstance(node.value, ast.Dict):  # lazy exports (a module __getattr__)
+                names.update(k.value for k in node.value.keys if isinstance(k, ast.Constant))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
     return names
@@ -145,7 +207,7 @@ def test_every_first_party_import_of_the_wing_and_the_benchmarks_resolves():
     """A moved or renamed module breaks a script only when it runs; this finds it now: every import of a repository
     module (or of a sibling script) in experiments/ and benchmarks/ names a file that exists and defines the name."""
     known = set(FIRST_PARTY) | {WING}
-    siblings = {p.stem for folder in SCRIPT_FOLDERS for p in (REPO / folder).glob("*.py")}
+    siblings = {p.stem for folder in WING_SCRIPT_FOLDERS for p in (REPO / folder).glob("*.py")}
     broken = []
     for path in _python_files(WING, "benchmarks"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -177,7 +239,7 @@ def test_every_repository_path_a_script_names_exists():
         r"\b((?:benchmarks|experiments|scripts|configs|test|evaluation|phantoms|training)/[\w./-]+\.(?:py|sh|toml))\b"
     )
     missing = []
-    for folder in SCRIPT_FOLDERS:
+    for folder in WING_SCRIPT_FOLDERS:
         for path in sorted((REPO / folder).iterdir()):
             if path.suffix not in (".sh", ".py"):
                 continue

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import process
-from engine.generators import load_generator
+from engine.kinds import load_generator
 from engine.ldm_sampler import BETA_END, BETA_START, alphas_cumprod, ddim_sample, ddim_step, ddim_timesteps
 from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from sct_testing import read_array, write_manifest, write_paired_case
@@ -156,7 +156,7 @@ def _tiny_model(context: int = 3, train_timesteps: int = 1000, seed: int = 0) ->
 
 def _ldm_entry(prefix: str = "ldm", steps: int = 2) -> dict:
     return {
-        "kind": "ldm",
+        "kind": "latent_diffusion",
         "files": {role: {"path": f"{prefix}_{role}.onnx"} for role in ("encoder", "denoiser", "decoder")},
         "spacing_xy_mm": [1.0, 1.0],
         "context_slices": 3,
@@ -301,7 +301,8 @@ def test_export_registers_a_fallback_that_process_runs(trained, data_root, tmp_p
     with pytest.raises(TrainingError, match="ldm_denoiser"):
         export(trained / "ae" / "best.pt", "ldm", weights / "manifest.json", ["TH"], "fallback", "")
     entry = export(trained / "den" / "best.pt", "ldm", weights / "manifest.json", ["TH"], "fallback", "test")
-    assert entry["kind"] == "ldm" and set(entry["files"]) == {"encoder", "denoiser", "decoder", "ct_encoder"}
+    assert entry["kind"] == "latent_diffusion"
+    assert set(entry["files"]) == {"encoder", "denoiser", "decoder", "ct_encoder"}
     assert entry["sampler"]["latent_scale"] > 0 and entry["sampler"]["train_timesteps"] == 1000
     assert max(entry["provenance"]["onnx_parity_max_abs"].values()) < 1e-3
     assert entry["provenance"]["autoencoder"]["steps"] == 4
@@ -348,7 +349,7 @@ def test_missing_primary_falls_back_to_the_ldm(tiny_ldm, data_root, tmp_path):
     for path in paths.values():
         shutil.copy(path, tmp_path / path.name)
     primary = {
-        "kind": "drifting",
+        "kind": "one_step",
         "files": {"generator": {"path": "gone.onnx", "sha256": "0" * 64}},
         "context_slices": 3,
     }

@@ -9,7 +9,7 @@ import pytest
 
 import process
 from engine.manifest import DEFAULT_MANIFEST, ManifestError, load_manifest
-from engine.regions import REGION_NAMES, RegionError, canonical_region
+from engine.regions import REGIONS, RegionError, canonical_region
 from modelspec import normalised_to_hu
 from sct_testing import identity_model_entry, onnx_model, write_case, write_manifest
 
@@ -37,13 +37,13 @@ def test_region_spellings(value, code):
 def test_unknown_region_lists_the_accepted_values(value):
     with pytest.raises(RegionError) as info:
         canonical_region(value)
-    for name in REGION_NAMES.values():
-        assert name in str(info.value)
+    for row in REGIONS.values():
+        assert row.name in str(info.value)
 
 
 def test_shipped_manifest_routes_every_region():
     manifest = load_manifest(DEFAULT_MANIFEST)
-    for code in REGION_NAMES:
+    for code in REGIONS:
         route = manifest.route(code)
         route.primary.verify_files()
         if route.fallback is not None:
@@ -149,7 +149,7 @@ def test_every_shipped_model_runs_and_honours_its_contract():
     """Each shipped model loads (checksums included) and maps MR stacks to finite CT in [-1, 1], deterministically."""
     import numpy as np
 
-    from engine.generators import load_generator
+    from engine.kinds import load_generator
 
     manifest = load_manifest(DEFAULT_MANIFEST)
     for spec in manifest.models.values():

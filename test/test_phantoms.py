@@ -16,7 +16,7 @@ from scipy import ndimage
 from phantoms import Rates, case_name, generate_case
 from phantoms.generate import ORIENTATIONS, SIZES, PhantomError, _orient
 from phantoms.masks import body_mask, dilate_disk_xy, fill_holes_xy
-from phantoms.region_specs import REGIONS
+from phantoms.region_specs import region_spec
 from phantoms.tissues import T
 from phantoms.writer import write_dataset
 
@@ -85,7 +85,7 @@ def test_released_layout_ids_and_dtypes(dataset):
         m = pattern_2025.match(folder.name) or pattern_2023.match(folder.name)
         assert m, folder.name
         assert folder.parent.name == folder_names[m.group(1)]
-        spec = next(s for s in REGIONS.values() if s.folder == folder.parent.name)
+        spec = region_spec(folder.parent.name)
         assert m.group(2) in spec.centres
         assert sorted(p.name for p in folder.iterdir()) == ["ct.mha", "mask.mha", "mr.mha"]
         images = [sitk.ReadImage(str(folder / n)) for n in ("mr.mha", "ct.mha", "mask.mha")]

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 import process
+from benchmarks.process_runner import run_process
 from engine.manifest import DEFAULT_MANIFEST, load_manifest
 from sct_testing import body_phantom, read_array, write_case, write_volume
 
@@ -95,9 +96,7 @@ def test_single_file_mode(tmp_path):
 
 
 def test_cli_runs_as_a_script_and_documents_every_mode(tmp_path):
-    help_text = subprocess.run(
-        [sys.executable, "process.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
+    help_text = run_process(["--help"], check=True).stdout
     for flag in (
         "--input",
         "--output",
@@ -113,12 +112,7 @@ def test_cli_runs_as_a_script_and_documents_every_mode(tmp_path):
     ):
         assert flag in help_text
     write_case(tmp_path / "in")
-    run = subprocess.run(
-        [sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
+    run = run_process(["--input", tmp_path / "in", "--output", tmp_path / "out"])
     assert run.returncode == 0, run.stderr
     assert "case1: done in" in run.stderr
 

@@ -418,7 +418,7 @@ def test_trainer_randomises_the_mr_and_never_the_ct():
 
 
 def test_trainer_crops_keep_their_histogram_when_asked():
-    """data.keep_histogram reaches the crops: a randomised crop holds the plain crop's values, rearranged."""
+    """augment.keep_histogram reaches the crops: a randomised crop holds the plain crop's values, rearranged."""
     from training.dataset import SliceCrops
 
     volumes = [_volume()]
@@ -630,18 +630,18 @@ def test_faint_bone_moves_only_the_bone_towards_the_tissue_around_it():
 
 
 def test_trainer_blur_floor_reaches_the_resolution_randomisation_and_is_checked():
-    """data.min_blur_px / min_slice_blur set the smallest blur of every randomised crop (training for smooth MR)."""
+    """augment.min_blur_px / min_slice_blur set the smallest blur of every randomised crop (training for smooth MR)."""
     from engine.manifest import DEFAULT_MANIFEST, training_spec
     from phantoms.randomise import resolution
     from training.config import load_config
     from training.train import build_crops
 
     def crops_for(*settings: str, length: int = 4):
-        config = load_config(None, [f"manifest={DEFAULT_MANIFEST}", "data.mr_randomisation=physics", *settings])
-        return build_crops(config, training_spec(config.manifest, "drifting", config.settings), [_volume()], length)
+        config = load_config(None, [f"manifest={DEFAULT_MANIFEST}", "augment.mr_randomisation=physics", *settings])
+        return build_crops(config, training_spec(config.manifest, "one_step", config.settings), [_volume()], length)
 
     crops = crops_for(
-        "data.min_blur_px=2.5", "data.max_blur_px=3.0", "data.min_slice_blur=0.5", "data.max_slice_blur=1.0"
+        "augment.min_blur_px=2.5", "augment.max_blur_px=3.0", "augment.min_slice_blur=0.5", "augment.max_slice_blur=1.0"
     )
     assert crops.randomisation.blur_px == (2.5, 3.0) and crops.randomisation.slice_blur == (0.5, 1.0)
     assert crops_for().randomisation.blur_px == (0.0, 1.5)  # the default range is unchanged
@@ -655,9 +655,9 @@ def test_trainer_blur_floor_reaches_the_resolution_randomisation_and_is_checked(
         steepest.append(max(steps))
     assert steepest[1] < 0.5 * steepest[0]
     with pytest.raises(ValueError, match="min_blur_px"):
-        crops_for("data.min_blur_px=2.0", "data.max_blur_px=1.0")
+        crops_for("augment.min_blur_px=2.0", "augment.max_blur_px=1.0")
     with pytest.raises(ValueError, match="min_slice_blur"):
-        crops_for("data.min_slice_blur=-1")
+        crops_for("augment.min_slice_blur=-1")
 
 
 def test_real_head_mask_is_the_organisers_with_its_ring_of_air():

@@ -98,7 +98,7 @@ def test_cli_reads_only_training_cases_and_writes_a_config_the_trainer_reads(tmp
     from training.config import load_config
 
     config = load_config([out], [])
-    spec = training_spec(config.manifest, "drifting", config.settings)
+    spec = training_spec(config.manifest, "one_step", config.settings)
     train_only = fit_landmarks([_head(np.random.default_rng(3), 1.0, 1000.0)])
     assert np.allclose(np.array(spec.normalisation.landmarks), np.array(train_only), atol=1e-3)
     assert spec.normalisation.clip_percentiles == (0.5, 99.5)  # the other settings keep their defaults

@@ -103,13 +103,13 @@ def test_trainer_with_randomised_mr_trains_and_logs(data_root, tmp_path):
             tmp_path / "rand",
             "optim.steps=3",
             "model.kind=l1",
-            'data.mr_randomisation="full"',
-            "data.randomise_probability=1.0",
+            'augment.mr_randomisation="full"',
+            "augment.randomise_probability=1.0",
         )
     )
     assert summary["steps"] == 3 and summary["best_step"] == 3 and (tmp_path / "rand" / "last.pt").is_file()
     saved = json.loads((tmp_path / "rand" / "config.json").read_text())
-    assert saved["config"]["data"]["mr_randomisation"] == "full"
+    assert saved["config"]["augment"]["mr_randomisation"] == "full"
 
 
 def test_library_errors_are_typed_and_the_commands_exit_2(data_root, tmp_path, caplog):
@@ -134,7 +134,7 @@ def test_library_errors_are_typed_and_the_commands_exit_2(data_root, tmp_path, c
     )
     assert "no cases" in caplog.text
     with pytest.raises(RandomisationError, match="strong"):
-        train(tiny_config(data_root, tmp_path / "out", 'data.mr_randomisation="strong"'))
+        train(tiny_config(data_root, tmp_path / "out", 'augment.mr_randomisation="strong"'))
 
 
 def test_export_gives_a_manifest_entry_that_process_runs(data_root, tmp_path):
@@ -430,7 +430,7 @@ def test_the_committed_generator_configs_load_and_build_their_network(name):
     from training.train import build_network
 
     config = load_config(REPO / "configs" / name)
-    spec = training_spec(REPO / config.manifest, "drifting", config.settings)
+    spec = training_spec(REPO / config.manifest, "one_step", config.settings)
     model = build_network(config, spec)
     stride = 2**config.model.depth
     assert spec.divisible_by % stride == 0, "the manifest grid must be divisible by the network's stride"
@@ -441,7 +441,7 @@ def test_the_committed_generator_configs_load_and_build_their_network(name):
 
 def test_an_fp16_copy_of_the_shipped_generator_stays_within_two_hu_and_is_refused_beyond(tmp_path, monkeypatch):
     import training.manifest_entries as exporter
-    from engine.generators import load_generator
+    from engine.kinds import load_generator
 
     shipped = json.loads(DEFAULT_MANIFEST.read_text())
     shutil.copy(DEFAULT_MANIFEST.parent / "l1.onnx", tmp_path / "l1.onnx")
@@ -503,3 +503,24 @@ def test_the_trainer_cli_layers_configs_in_the_order_given(tmp_path, monkeypatch
     second.write_text('[data]\nregions = ["AB"]\n')
     assert train_module.main(["--config", str(first), "--config", str(second)]) == 0
     assert seen["config"].data.regions == ("AB",) and seen["config"].data.crop == 96 and seen["config"].run.threads == 2
+
+
+def test_the_augmentation_knobs_live_in_their_own_section_off_by_default_and_old_configs_still_read(tmp_path):
+    from training.config import AugmentConfig, DataConfig, config_from_dict
+
+    defaults = load_config(None)
+    assert defaults.augment == AugmentConfig() and defaults.augment.mr_randomisation == "off"
+    assert defaults.augment.dark_bone_probability == defaults.augment.faint_bone_probability == 0.0
+    assert not defaults.augment.keep_histogram and defaults.augment.min_blur_px == 0.0
+    assert not hasattr(DataConfig(), "faint_bone_probability")
+    # a config written before [augment] existed (and a checkpoint's config dict) names them under [data]
+    old = tmp_path / "old.toml"
+    old.write_text('[data]\ncrop = 64\nmr_randomisation = "physics"\nmin_blur_px = 1.5\n')
+    config = load_config(old, ["data.faint_bone_probability=0.83", "data.keep_histogram=true"])
+    assert config.data.crop == 64
+    assert (config.augment.mr_randomisation, config.augment.min_blur_px) == ("physics", 1.5)
+    assert config.augment.faint_bone_probability == 0.83 and config.augment.keep_histogram
+    assert config_from_dict(config.to_dict()) == config
+    assert config_from_dict({"data": {"mr_randomisation": "full"}}).augment.mr_randomisation == "full"
+    with pytest.raises(ValueError, match=r"\['mr_randomisation'\] given under both \[data\]"):
+        config_from_dict({"data": {"mr_randomisation": "full"}, "augment": {"mr_randomisation": "off"}})

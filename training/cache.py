@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(args.config, [])
     try:
-        spec = training_spec(config.manifest, "drifting", config.settings)
+        spec = training_spec(config.manifest, "one_step", config.settings)
     except ManifestError as err:
         LOG.error("%s", err)
         return 2

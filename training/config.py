@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.regions import default_regions
 from training.drifting import DriftConfig
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/phantoms"
-    regions: tuple[str, ...] = ("HN", "TH", "AB")
+    regions: tuple[str, ...] = field(default_factory=default_regions)  # the current challenge's (engine/regions.json)
     val_per_region: int = 2  # without a split file: a seeded draw of this many validation cases per region
     split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load
     fold: int = -1  # >= 0: cross-validation fold of the split file (its folds); -1: the file's train / val
@@ -28,8 +29,18 @@ class DataConfig:
     region_balanced: bool = False  # draw each crop's region uniformly first (the shipped recipe: every volume alike)
     cache: str = ""  # a preprocessing cache folder (training/cache.py): training volumes memory-mapped from it
     cache_workers: int = 1  # processes that build stale cache entries
-    # MR domain randomisation on every crop (phantoms/randomise.py): off, physics or full
-    mr_randomisation: str = "off"
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """MR domain randomisation of the training crops (phantoms/randomise.py): the `[augment]` section.
+
+    Off by default; the shipped recipes leave it off. Everything but `mr_randomisation` acts only when it is on, and
+    the bone and histogram knobs are the real-MR experiments' (README, training/README.md), each off at its default.
+    Configs and checkpoints written before this section existed name these keys under `[data]`; they still read.
+    """
+
+    mr_randomisation: str = "off"  # off, physics or full
     randomise_probability: float = 0.8  # share of crops randomised
     contrast_probability: float = 0.5  # ("full") share of randomised crops whose tissue contrast is redrawn
     min_blur_px: float = 0.0  # smallest in-plane Gaussian sigma of the resolution randomisation (pixels)
@@ -83,6 +94,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: DriftConfig = field(default_factory=DriftConfig)  # drifting loss + L1 weights (training/drifting.py)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -95,7 +107,21 @@ class TrainConfig:
         return asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
+_SECTIONS = {"data": DataConfig, "augment": AugmentConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+def _augment_keys_from_data(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """`data` with the augmentation keys that older configs and checkpoints keep under [data] moved to [augment]."""
+    moved = {
+        key: value for key, value in data.get("data", {}).items() if key in {f.name for f in fields(AugmentConfig)}
+    }
+    if not moved:
+        return data
+    both = sorted(set(moved) & set(data.get("augment", {})))
+    if both:
+        raise ValueError(f"{where}: {both} given under both [data] (the old place) and [augment]; keep [augment]")
+    data_section = {key: value for key, value in data["data"].items() if key not in moved}
+    return {**data, "data": data_section, "augment": {**data.get("augment", {}), **moved}}
 
 
 def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
@@ -111,6 +137,7 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    data = _augment_keys_from_data(data, where)
     unknown = sorted(set(data) - set(_SECTIONS) - {"loss", "manifest", "settings", "ldm"})
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}")

@@ -14,13 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from engine.manifest import DEFAULT_MANIFEST, ManifestError, sha256_of
 from training.config import config_from_dict
 from training.errors import TrainingError
 from training.manifest_entries import add_ensemble, add_entry, add_fp16
+from training.onnx_parity import parity_error_hu
 from training.train import LDM_KINDS, build_network
 
 LOG = logging.getLogger("training.export")
@@ -32,35 +32,11 @@ def load_checkpoint_model(checkpoint_path: Path) -> tuple[torch.nn.Module, dict[
     config = config_from_dict(checkpoint["config"], str(checkpoint_path))
     from engine.manifest import build_spec
 
-    spec = build_spec("export", {"kind": "drifting", **checkpoint["settings"]}, {}, Path("."), require_files=False)
+    spec = build_spec("export", {"kind": "one_step", **checkpoint["settings"]}, {}, Path("."), require_files=False)
     model = build_network(config, spec)
     model.load_state_dict(checkpoint["ema"])
     model.eval()
     return model, checkpoint
-
-
-def parity_error_hu(
-    model: torch.nn.Module,
-    onnx_path: Path,
-    context: int,
-    noise_channels: int,
-    window: tuple[float, float],
-    seed: int = 0,
-) -> float:
-    """Largest |ONNX Runtime - PyTorch| in HU on a seeded random input of an odd batch and size."""
-    import onnxruntime as ort
-
-    rng = np.random.default_rng(seed)
-    mr = rng.standard_normal((3, context, 96, 80), dtype=np.float32)
-    noise = rng.standard_normal((3, noise_channels, 96, 80), dtype=np.float32)
-    with torch.no_grad():
-        reference = model(torch.from_numpy(mr), torch.from_numpy(noise)).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    feeds = {"mr": mr}
-    if any(item.name == "noise" for item in session.get_inputs()):
-        feeds["noise"] = noise
-    (output,) = session.run(None, feeds)
-    return float(np.abs(output - reference).max() * (window[1] - window[0]) / 2.0)
 
 
 def export(
@@ -79,7 +55,7 @@ def export(
         from training.ldm import export_ldm
 
         paths, settings, kind_provenance = export_ldm(checkpoint, checkpoint_path, manifest_path.parent, name)
-        kind, config = "ldm", checkpoint["config"]
+        kind, config = "latent_diffusion", checkpoint["config"]
     else:
         from training.networks import PARITY_TOLERANCE, export_onnx
 
@@ -103,7 +79,7 @@ def export(
         LOG.info("ONNX Runtime vs PyTorch: max |difference| %.2e HU", error)
         if error > PARITY_TOLERANCE * (settings["ct_window_hu"][1] - settings["ct_window_hu"][0]) / 2.0:
             raise TrainingError(f"{onnx_path}: ONNX export disagrees with PyTorch by {error:.3g} HU")
-        paths, kind = {"generator": onnx_path}, "drifting"
+        paths, kind = {"generator": onnx_path}, "one_step"  # the objective stays in provenance.model
         kind_provenance = {"loss": config["loss"], "onnx_parity_max_abs_hu": error}
     entry = {
         "kind": kind,

@@ -71,8 +71,8 @@ def load_initial_weights(
     except RuntimeError as error:
         raise TrainingError(f"{path}: weights do not fit this network: {str(error).splitlines()[0]}") from None
     if path.suffix == ".onnx":
-        from training.export import parity_error_hu
         from training.networks import PARITY_TOLERANCE
+        from training.onnx_parity import parity_error_hu
 
         was_training = model.training
         device = next(model.parameters()).device

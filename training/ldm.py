@@ -11,7 +11,7 @@ that. The noise schedule is `engine.ldm_sampler.alphas_cumprod` (NumPy), the one
 with `engine.ldm_sampler.ddim_sample` itself, so the trainer scores exactly what the container will run.
 
 Stage 2's checkpoint holds all three parts; `python -m training.export` writes them as the ONNX files of a
-manifest entry of kind "ldm" (contracts in engine/ldm_sampler.py).
+manifest entry of kind "latent_diffusion" (contracts in engine/ldm_sampler.py).
 """
 
 from __future__ import annotations
@@ -374,7 +374,7 @@ def ldm_predict_volume(
     return out
 
 
-# --- export: three ONNX files of a manifest entry of kind "ldm" -------------------------------------------------
+# --- export: three ONNX files of a manifest entry of kind "latent_diffusion" ------------------------------------
 
 
 class _DenoiserGraph(nn.Module):
@@ -521,7 +521,7 @@ def export_ldm(
             "ldm_denoiser run's checkpoint (it holds the autoencoder too)"
         )
     settings = dict(checkpoint["settings"])
-    spec = build_spec("export", {"kind": "ldm", **settings}, {}, Path("."), require_files=False)
+    spec = build_spec("export", {"kind": "latent_diffusion", **settings}, {}, Path("."), require_files=False)
     model = build_ldm_network(config, spec, load_autoencoder=False)
     model.load_state_dict(checkpoint["ema"])
     scale = float(model.latent_scale)

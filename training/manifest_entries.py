@@ -81,9 +81,9 @@ def add_fp16(manifest_path: Path, source: str, name: str, regions: list[str], ro
 
     manifest = load_manifest(manifest_path)
     spec = manifest.models.get(source)
-    if spec is None or spec.kind != "drifting":
+    if spec is None or spec.kind != "one_step":
         raise TrainingError(
-            f"{manifest_path}: --fp16-of needs a one-step generator entry (kind drifting), got {source!r}"
+            f"{manifest_path}: --fp16-of needs a one-step generator entry (kind one_step), got {source!r}"
         )
     spec.verify_files()
     target = manifest_path.parent / f"{name}.onnx"

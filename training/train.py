@@ -278,21 +278,21 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolume], length: int) -> SliceCrops:
     """The training crops as configured, MR domain randomisation included (shared with the training benchmark)."""
-    data = config.data
+    data, augment = config.data, config.augment
     for name, low, high in (
-        ("blur_px", data.min_blur_px, data.max_blur_px),
-        ("slice_blur", data.min_slice_blur, data.max_slice_blur),
+        ("blur_px", augment.min_blur_px, augment.max_blur_px),
+        ("slice_blur", augment.min_slice_blur, augment.max_slice_blur),
     ):
         if not 0.0 <= low <= high:
-            raise ValueError(f"data.min_{name} ({low}) must be >= 0 and <= data.max_{name} ({high})")
+            raise ValueError(f"augment.min_{name} ({low}) must be >= 0 and <= augment.max_{name} ({high})")
     randomisation = Randomisation(
-        data.mr_randomisation,
-        data.randomise_probability,
-        data.contrast_probability,
-        blur_px=(data.min_blur_px, data.max_blur_px),
-        slice_blur=(data.min_slice_blur, data.max_slice_blur),
-        dark_bone_probability=data.dark_bone_probability,
-        faint_bone_probability=data.faint_bone_probability,
+        augment.mr_randomisation,
+        augment.randomise_probability,
+        augment.contrast_probability,
+        blur_px=(augment.min_blur_px, augment.max_blur_px),
+        slice_blur=(augment.min_slice_blur, augment.max_slice_blur),
+        dark_bone_probability=augment.dark_bone_probability,
+        faint_bone_probability=augment.faint_bone_probability,
     )
     return SliceCrops(
         volumes,
@@ -304,7 +304,7 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         randomisation=randomisation,
         ct_window_hu=spec.ct_window_hu,
         region_balanced=data.region_balanced,
-        keep_histogram=data.keep_histogram,
+        keep_histogram=augment.keep_histogram,
     )
 
 
@@ -442,7 +442,9 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         torch.set_num_threads(config.run.threads)
     device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
     out_dir = Path(config.run.out_dir)
-    spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
+    spec = training_spec(
+        config.manifest, "latent_diffusion" if config.model.kind in LDM_KINDS else "one_step", config.settings
+    )
     volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)

@@ -128,20 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{sample}: the sample must hold exactly one MR, found {len(mr_files)}")
 
         out = work / "out"
-        command = [
-            sys.executable,
-            "-m",
-            "process",
-            "--input",
-            str(stored_input),
-            "--output",
-            str(out),
-            "--device",
-            "cpu",
-            "--no-progress",
-        ]
-        LOG.info("%s", " ".join(command))
-        subprocess.run(command, cwd=REPO, check=True)
+        sys.path.insert(0, str(REPO))  # run by path: the repository's modules
+        from benchmarks.process_runner import run_process
+
+        run = run_process(["--input", stored_input, "--output", out, "--device", "cpu", "--no-progress"])
+        sys.stderr.write(run.log)
+        if run.returncode != 0:
+            raise SystemExit(f"process.py failed on the sample (exit {run.returncode})")
 
         shutil.copy2(out / "images" / "synthetic-ct" / mr_files[0].name, HERE / "expected_sct.mha")
         results = json.loads((out / "results.json").read_text(encoding="utf-8"))
