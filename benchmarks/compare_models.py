@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,12 +58,11 @@ def held_out_cases(
 
 
 def held_out_layout(data: Path, out: Path, split_path: Path = DEFAULT_SPLIT, only: list[str] | None = None) -> Path:
-    """A released-layout folder of symlinks to the test cases (mr, ct, mask); refuses any other case."""
+    """A released-layout folder holding the test cases (mr, ct, mask) as hard links (copies across file systems):
+    process.py refuses links that leave its input folder. Refuses any other case."""
     held_out = held_out_cases(data, split_path, only)
     root = out / "held_out" / "Task1"
     if root.is_dir():  # a rerun with other cases must not keep the earlier ones
-        import shutil
-
         shutil.rmtree(root)
     for case_dir, _ in held_out:
         target = root / case_dir.parent.name / case_dir.name
@@ -69,7 +70,10 @@ def held_out_layout(data: Path, out: Path, split_path: Path = DEFAULT_SPLIT, onl
         for name in ("mr.mha", "ct.mha", "mask.mha"):
             link = target / name
             if not link.exists():
-                link.symlink_to((case_dir / name).resolve())
+                try:
+                    os.link((case_dir / name).resolve(), link)
+                except OSError:
+                    shutil.copyfile((case_dir / name).resolve(), link)
     return root.parent
 
 
