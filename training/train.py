@@ -34,6 +34,7 @@ from tqdm import tqdm
 from engine.generators import slice_noise
 from engine.manifest import ModelSpec, training_spec
 from evaluation.metrics import score_case
+from modelspec import hu_to_normalised
 from phantoms.randomise import Randomisation, RandomisationError
 from pipeline.run import slice_seeds
 from postprocessing import finalise_hu, to_input_grid
@@ -56,15 +57,28 @@ def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
         from training.ldm import build_ldm_network
 
         return build_ldm_network(config, spec)
-    from training.networks import DriftingUNet
+    from training.family import build_generator
 
-    return DriftingUNet(
-        context_slices=spec.context_slices,
-        width=config.model.width,
-        depth=config.model.depth,
-        noise_channels=config.model.noise_channels,
-        channel_mult=config.model.channel_mult or None,
-    )
+    return build_generator(config.model, spec.context_slices, float(hu_to_normalised(0.0, spec.ct_window_hu)))
+
+
+def check_network_grid(config: TrainConfig, spec: ModelSpec) -> None:
+    """Refuse, before any data loads, a network whose stride the manifest grid or the training crop cannot carry."""
+    if config.model.kind in LDM_KINDS:
+        return
+    from training.family import network_stride
+
+    try:
+        stride = network_stride(config.model)
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    if spec.divisible_by % stride:
+        raise TrainingError(
+            f"settings.divisible_by = {spec.divisible_by} is not a multiple of the network's stride {stride} "
+            f"(model.arch {config.model.arch!r}): set [settings] divisible_by = {stride} (it travels into the manifest)"
+        )
+    if config.data.crop % stride:
+        raise TrainingError(f"data.crop = {config.data.crop} is not a multiple of the network's stride {stride}")
 
 
 def build_objective(config: TrainConfig, device: torch.device):
@@ -443,6 +457,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     device = torch.device(f"cuda:{dist_state.local_rank}" if torch.cuda.is_available() else "cpu")
     out_dir = Path(config.run.out_dir)
     spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
+    check_network_grid(config, spec)
     volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
