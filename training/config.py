@@ -20,6 +20,9 @@ from training.family import resolve_preset
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/phantoms"
+    layout: str = (
+        ""  # "": any <region>/<id>/{mr,ct,mask}.mha below root; "release": the official layout, checked strictly
+    )
     regions: tuple[str, ...] = ("HN", "TH", "AB")
     val_per_region: int = 2  # without a split file: a seeded draw of this many validation cases per region
     split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load

@@ -40,7 +40,7 @@ from pipeline.run import slice_seeds
 from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
 from training.config import OptimConfig, TrainConfig, load_config
-from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
+from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, release_cases, split_cases
 from training.errors import TrainingError
 from training.ldm import LDM_KINDS  # the latent-diffusion fallback's two stages: the hooks below hand them over
 from training.splits import SplitError, check_covers, load_split
@@ -81,14 +81,17 @@ def check_network_grid(config: TrainConfig, spec: ModelSpec) -> None:
         raise TrainingError(f"data.crop = {config.data.crop} is not a multiple of the network's stride {stride}")
 
 
-def build_objective(config: TrainConfig, device: torch.device):
-    """The generator's loss (drifting + L1; L1 only for kind "l1"), with its frozen encoder and bank if any."""
+def build_objective(config: TrainConfig, device: torch.device, spec: ModelSpec | None = None):
+    """The generator's loss (drifting + L1 + anatomy; no drift for kind "l1"), with its frozen networks and bank."""
     if config.model.kind in LDM_KINDS:
         return None
     from training.drifting import DriftObjective
 
     drift = replace(config.loss, lambda_drift=0.0) if config.model.kind == "l1" else config.loss
-    return DriftObjective(drift, config.manifest, device)
+    try:
+        return DriftObjective(drift, config.manifest, device, None if spec is None else spec.ct_window_hu)
+    except ValueError as err:  # an encoder that cannot be built (its file missing or not matching)
+        raise TrainingError(str(err)) from err
 
 
 def training_step(
@@ -334,21 +337,44 @@ class Session:
     use_amp: bool
 
 
-def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path):
-    """Training volumes (compact, in memory), validation volumes and their references on the input grid."""
+DATA_LAYOUTS = ("", "release")
+
+
+def find_training_cases(config: TrainConfig) -> list[tuple[Path, str]]:
+    """Every case of data.root in data.regions; with data.layout = "release" the official layout, checked strictly."""
+    if config.data.layout not in DATA_LAYOUTS:
+        raise TrainingError(f"data.layout must be one of {DATA_LAYOUTS}, got {config.data.layout!r}")
+    if config.data.layout == "release":
+        return release_cases(Path(config.data.root), list(config.data.regions))
     cases = find_cases(Path(config.data.root), list(config.data.regions))
     if not cases:
         raise TrainingError(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
-    train_cases, val_cases = training_cases(cases, config)
+    return cases
+
+
+def _training_volumes(config: TrainConfig, spec: ModelSpec, cases: list, main: bool) -> list[TrainingVolume]:
+    """Training volumes: memory-mapped from the preprocessing cache when data.cache is set, else compact in memory."""
+    if config.data.cache:
+        return _cached_volumes(config, spec, cases, main)
+    return [load_volume(d, r, spec, compact=True) for d, r in tqdm(cases, desc="loading", disable=not main)]
+
+
+def load_training_volumes(config: TrainConfig, spec: ModelSpec) -> tuple[list[TrainingVolume], list[TrainingVolume]]:
+    """(training, validation) volumes in model space, both compact: for tools that crop them (the anatomy network)."""
+    train_cases, val_cases = training_cases(find_training_cases(config), config)
+    LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
+    return _training_volumes(config, spec, train_cases, True), [
+        load_volume(d, r, spec, compact=True) for d, r in val_cases
+    ]
+
+
+def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path):
+    """Training volumes (compact, in memory), validation volumes and their references on the input grid."""
+    train_cases, val_cases = training_cases(find_training_cases(config), config)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
-    if config.data.cache:
-        volumes = _cached_volumes(config, spec, train_cases, main)
-    else:
-        volumes = [
-            load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not main)
-        ]
+    volumes = _training_volumes(config, spec, train_cases, main)
     val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if main else []
     return volumes, val_volumes, [load_reference(v) for v in val_volumes]
 
@@ -432,6 +458,8 @@ def learning_rate(optim: OptimConfig, step: int) -> float:
 def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_generator, objective):
     """One step: loss, scaled backward, clipped gradients, optimiser and EMA update; returns loss and diagnostics."""
     session.model.train()
+    if objective is not None:
+        objective.step = session.state.step  # the drift's schedule (loss.drift_start, loss.drift_ramp)
     for group in session.optimizer.param_groups:
         group["lr"] = learning_rate(config.optim, session.state.step)
     loss, diagnostics = training_step(net, batch, config, loss_generator, session.use_amp, objective)
@@ -458,6 +486,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     out_dir = Path(config.run.out_dir)
     spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
     check_network_grid(config, spec)
+    objective = build_objective(config, device, spec)  # before the data: a missing anatomy network stops at once
     volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
@@ -472,7 +501,6 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         record = {"config": config.to_dict(), "settings": spec.settings(), "command": command}
         (out_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     loss_generator = torch.Generator(device="cpu").manual_seed(config.run.seed + 1000 * dist_state.rank)
-    objective = build_objective(config, device)
     steps_per_epoch = max(1, len(loader))
     epoch = state.step // steps_per_epoch
     bar = tqdm(total=config.optim.steps, initial=state.step, desc="train", disable=not dist_state.main)
