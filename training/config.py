@@ -87,6 +87,8 @@ class RunConfig:
     workers: int = 0  # data-loader workers (0 keeps them off /dev/shm, which is 128 MB in the template)
     threads: int = 0  # torch CPU threads (0: torch's default)
     init_from: str = ""  # start from these weights (checkpoint .pt or exported .onnx; training/initial_weights.py)
+    # ("{fold}" in it becomes the --fold number: a per-fold fine-tune starts from its own fold's model)
+    max_train_seconds: float = 0.0  # > 0: stop (validate, save) once optimiser steps took this long (equal budgets)
 
 
 @dataclass(frozen=True)

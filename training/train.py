@@ -368,9 +368,9 @@ def load_training_volumes(config: TrainConfig, spec: ModelSpec) -> tuple[list[Tr
     ]
 
 
-def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path):
+def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path, cases: list[tuple[Path, str]]):
     """Training volumes (compact, in memory), validation volumes and their references on the input grid."""
-    train_cases, val_cases = training_cases(find_training_cases(config), config)
+    train_cases, val_cases = training_cases(cases, config)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
@@ -477,6 +477,8 @@ def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_gene
 def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
     """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
     check_lr_schedule(config.optim)
+    if "{fold}" in config.run.init_from:
+        raise TrainingError(f"run.init_from {config.run.init_from!r} names a fold: give --fold K")
     dist_state = init_distributed()
     started = time.perf_counter()
     seed_everything(config.run.seed + dist_state.rank)
@@ -486,8 +488,9 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     out_dir = Path(config.run.out_dir)
     spec = training_spec(config.manifest, "ldm" if config.model.kind in LDM_KINDS else "drifting", config.settings)
     check_network_grid(config, spec)
-    objective = build_objective(config, device, spec)  # before the data: a missing anatomy network stops at once
-    volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
+    cases = find_training_cases(config)  # the data folder's layout first, then the losses' networks, then the data
+    objective = build_objective(config, device, spec)
+    volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir, cases)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
     loader, sampler = _loader(config, dataset, dist_state)
@@ -506,6 +509,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     bar = tqdm(total=config.optim.steps, initial=state.step, desc="train", disable=not dist_state.main)
     running: dict[str, list[float]] = {}
     stop = False
+    step_seconds = 0.0  # time in optimiser steps only (not loading, validation, checkpoints): run.max_train_seconds
     while state.step < config.optim.steps and not stop:
         dataset.set_epoch(epoch)
         if sampler is not None:
@@ -514,13 +518,16 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         for batch in loader:
             if state.step >= config.optim.steps:
                 break
+            step_started = time.perf_counter()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss, diagnostics = _optimiser_step(session, net, batch, config, loss_generator, objective)
             epoch_loss.append(float(loss.detach()))
+            step_seconds += time.perf_counter() - step_started
             for key, value in diagnostics.items():
                 running.setdefault(key, []).append(float(value))
             bar.update(1)
-            validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps
+            stop = _out_of_time(step_seconds, config, dist_state, device)
+            validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps or stop
             if dist_state.main and (state.step % config.run.log_every == 0 or validating):
                 # Validation has its own schedule: a val_every off the logging grid must still validate.
                 row = {"step": state.step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
@@ -534,9 +541,12 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
                 _write_row(row, log, board)
             if dist_state.main and (state.step % config.run.checkpoint_every == 0 or state.step == config.optim.steps):
                 _save(out_dir / "last.pt", model, ema, optimizer, scaler, state, config, spec, {}, command)
+            if stop:
+                LOG.info("time budget: %.0f s of training steps used at step %d", step_seconds, state.step)
+                break
         epoch += 1
         state.epoch_losses.append(float(np.mean(epoch_loss)) if epoch_loss else float("nan"))
-        stop = _early_stop(state.epoch_losses, config)
+        stop = stop or _early_stop(state.epoch_losses, config)
         if stop and dist_state.main:
             LOG.info(
                 "early stop after epoch %d: loss fell less than %.0f%% over %d epochs",
@@ -557,6 +567,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         "best_step": state.best_step,
         "best_val_mae": state.best_mae,
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(step_seconds, 1),
     }
     if dist_state.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -630,6 +641,16 @@ def _validate_and_keep_best(
     )
 
 
+def _out_of_time(step_seconds: float, config: TrainConfig, dist_state: Distributed, device: torch.device) -> bool:
+    """run.max_train_seconds spent in optimiser steps (rank 0's clock decides, so every rank stops at one step)."""
+    if config.run.max_train_seconds <= 0:
+        return False
+    flag = torch.tensor([float(step_seconds >= config.run.max_train_seconds)], device=device)
+    if dist_state.world > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _early_stop(losses: list[float], config: TrainConfig) -> bool:
     """The original design's rule: stop when the epoch loss fell by less than min_improvement over the last N epochs."""
     window = config.run.early_stop_epochs
@@ -678,7 +699,11 @@ def with_fold(config: TrainConfig, fold: int) -> TrainConfig:
     return replace(
         config,
         data=replace(config.data, fold=fold),
-        run=replace(config.run, out_dir=str(Path(config.run.out_dir) / f"fold_{fold}")),
+        run=replace(
+            config.run,
+            out_dir=str(Path(config.run.out_dir) / f"fold_{fold}"),
+            init_from=config.run.init_from.replace("{fold}", str(fold)),  # a per-fold fine-tune starts from its fold
+        ),
     )
 
 
