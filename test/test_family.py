@@ -199,3 +199,24 @@ def test_the_committed_preset_overlays_fit_the_manifest_grid(preset):
     config = load_config([REPO / "configs" / "drifting.toml", REPO / "configs" / "presets" / f"{preset}.toml"])
     assert config.model.preset == preset and config.model.arch == PRESETS[preset]["arch"]
     check_network_grid(config, training_spec(REPO / config.manifest, "drifting", config.settings))
+
+
+def test_the_gpu_preset_benchmark_runs_on_the_cpu_and_skips_without_cuda(tmp_path):
+    """benchmarks/gpu_presets.py (called by gpu_check.sh) in CI-safe form: a tiny CPU run writes its report."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "presets.json"
+    tiny = ["--presets", "S", "--size", "32", "--crop", "32", "--batch", "1", "--train-batch", "2", "--repeats", "1"]
+    script = str(REPO / "benchmarks" / "gpu_presets.py")
+    done = subprocess.run(
+        [sys.executable, script, "--device", "cpu", *tiny, "--out", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(out.read_text())["presets"][0]
+    assert row["preset"] == "S" and row["forward_seconds_per_slice_fp32"] > 0 and row["train_step_seconds"] > 0
+    if not torch.cuda.is_available():
+        skipped = subprocess.run(
+            [sys.executable, script, *tiny, "--out", str(tmp_path / "none.json")], capture_output=True
+        )
+        assert skipped.returncode == 0 and b"skipped" in skipped.stdout and not (tmp_path / "none.json").exists()
