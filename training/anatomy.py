@@ -31,7 +31,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m training.anatomy"] + (argv if argv is not None else sys.argv[1:]))
     try:
         spec = training_spec(config.manifest, "drifting", config.settings)
-        config = replace(config, data=replace(config.data, crop=args.crop))
         train_volumes, val_volumes = load_training_volumes(config, spec)
         train_tissue_net(
             train_volumes,
