@@ -120,5 +120,5 @@ def test_a_time_budget_stops_training_validates_and_saves(release, tmp_path):
         ],
     )
     summary = train(config)
-    assert summary["steps"] == 1 and summary["best_step"] == 1 and summary["train_seconds"] > 0
+    assert summary["steps"] == 1 and summary["best_step"] == 1 and summary["train_seconds"] >= 0.0
     assert torch.load(out / "best.pt", weights_only=False)["scores"]["val_mae"] > 0  # validated when it stopped
