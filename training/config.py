@@ -15,11 +15,15 @@ from typing import Any
 
 from engine.regions import default_regions
 from training.drifting import DriftConfig
+from training.family import resolve_preset
 
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = "data/phantoms"
+    layout: str = (
+        ""  # "": any <region>/<id>/{mr,ct,mask}.mha below root; "release": the official layout, checked strictly
+    )
     regions: tuple[str, ...] = field(default_factory=default_regions)  # the current challenge's (engine/regions.json)
     val_per_region: int = 2  # without a split file: a seeded draw of this many validation cases per region
     split: str = ""  # a split file (training/splits.py): train and val from it, its test cases never load
@@ -55,10 +59,15 @@ class AugmentConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     kind: str = "drifting"  # drifting (lambda_drift > 0) or l1 (the same network, lambda_drift = 0)
-    width: int = 16
-    depth: int = 4  # the shipped generator's (configs/drifting.toml)
+    # The network family (training/family.py): a preset S, M or L fills the keys below that the config leaves out
+    preset: str = ""
+    arch: str = "unet"  # unet (DriftingUNet, preset S) or flexible_unet (MONAI FlexibleUNet, ResNet encoder: M, L)
+    width: int = 16  # unet
+    depth: int = 4  # unet; the shipped generator's (configs/drifting.toml)
     noise_channels: int = 1
-    channel_mult: tuple[int, ...] = ()  # per level multiple of width (empty: the network default, 1, 2, 3, 4, 4, ...)
+    channel_mult: tuple[int, ...] = ()  # unet: per level multiple of width (empty: the default 1, 2, 3, 4, 4, ...)
+    backbone: str = "resnet34"  # flexible_unet: resnet10, resnet18 or resnet34
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # flexible_unet: the five decoder levels
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,8 @@ class RunConfig:
     workers: int = 0  # data-loader workers (0 keeps them off /dev/shm, which is 128 MB in the template)
     threads: int = 0  # torch CPU threads (0: torch's default)
     init_from: str = ""  # start from these weights (checkpoint .pt or exported .onnx; training/initial_weights.py)
+    # ("{fold}" in it becomes the --fold number: a per-fold fine-tune starts from its own fold's model)
+    max_train_seconds: float = 0.0  # > 0: stop (validate, save) once optimiser steps took this long (equal budgets)
 
 
 @dataclass(frozen=True)
@@ -141,7 +152,9 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
     unknown = sorted(set(data) - set(_SECTIONS) - {"loss", "manifest", "settings", "ldm"})
     if unknown:
         raise ValueError(f"{where}: unknown section(s) {unknown}")
-    parts = {name: _coerce(cls, data.get(name, {}), f"{where} [{name}]") for name, cls in _SECTIONS.items()}
+    sections = {name: data.get(name, {}) for name in _SECTIONS}
+    sections["model"] = resolve_preset(sections["model"], f"{where} [model]")
+    parts = {name: _coerce(cls, sections[name], f"{where} [{name}]") for name, cls in _SECTIONS.items()}
     try:
         loss = DriftConfig.from_dict(data.get("loss", {}))
     except ValueError as err:

@@ -55,6 +55,59 @@ def find_cases(root: Path, regions: list[str] | None = None) -> list[tuple[Path,
     return found
 
 
+RELEASE_FILES = ("mr.mha", "ct.mha", "mask.mha")
+RELEASE_LAYOUT = "Task1/<region>/<id>/{mr,ct,mask}.mha"
+
+
+def release_cases(root: Path, regions: list[str]) -> list[tuple[Path, str]]:
+    """(case folder, region code) of every case of the official release layout under `root`, checked strictly.
+
+    `root` is the release's Task1 folder or the folder that holds it. Every region asked for must have its folder,
+    and every case folder in it must hold mr.mha, ct.mha and mask.mha; anything else is one TrainingError naming
+    the folder and what is wrong (a training run on half a release, or on another layout, is a mistake to stop).
+    """
+    from training.errors import TrainingError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainingError(
+            f"data.root {root}: no such folder; expected the SynthRAD2025 release ({RELEASE_LAYOUT}): "
+            "its Task1 folder or the folder that holds it"
+        )
+    task = root / "Task1" if (root / "Task1").is_dir() else root
+    folders: dict[str, Path] = {}
+    for child in sorted(task.iterdir()):
+        try:
+            code = canonical_region(child.name)
+        except RegionError:
+            continue
+        if child.is_dir():
+            folders.setdefault(code, child)
+    wanted = [canonical_region(region) for region in regions]
+    missing = [code for code in wanted if code not in folders]
+    if missing:
+        found = ", ".join(sorted(child.name for child in task.iterdir())[:8]) or "nothing"
+        raise TrainingError(
+            f"data.root {root}: no region folder for {', '.join(missing)} in {task} (it holds: {found}); "
+            f"expected the release layout {RELEASE_LAYOUT}"
+        )
+    cases = []
+    for code in wanted:
+        case_dirs = sorted(child for child in folders[code].iterdir() if child.is_dir())
+        if not case_dirs:
+            raise TrainingError(f"{folders[code]}: no case folders; expected {RELEASE_LAYOUT}")
+        for case_dir in case_dirs:
+            absent = [name for name in RELEASE_FILES if not (case_dir / name).is_file()]
+            if absent:
+                held = ", ".join(sorted(item.name for item in case_dir.iterdir())[:6]) or "nothing"
+                raise TrainingError(
+                    f"{case_dir}: missing {', '.join(absent)} (it holds: {held}); every case of the release layout "
+                    f"{RELEASE_LAYOUT} holds mr.mha, ct.mha and mask.mha"
+                )
+            cases.append((case_dir, code))
+    return sorted(cases, key=lambda case: case[0].name)
+
+
 def split_cases(cases: list[tuple[Path, str]], val_per_region: int, seed: int) -> tuple[list, list]:
     """Hold out `val_per_region` cases of every region (seeded), the rest trains."""
     rng = np.random.default_rng(seed)

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 LOG = logging.getLogger(__name__)
 
 NORMALISATIONS = ("both", "y", "none")
+ENCODERS = ("", "ldm", "random", "anatomy")  # frozen feature spaces for the drift (training/features.py)
 POSITIVES = ("independent", "paired")
 #: RMS(V) below this share of the samples' RMS is float32 rounding noise, not a drift (see drift_field).
 RMS_NOISE_FLOOR = 1.0e-5
@@ -88,6 +89,12 @@ class DriftConfig:
     bank_size, bank_positives: a memory bank of the last bank_size real patches' features (0: none, positives are
         the step's n_pos crops); each step draws bank_positives positives from it (independent positives only).
     lambda_drift, lambda_l1: weights of the drift loss and of the masked L1 (lambda_drift = 0: L1 only).
+    drift_start, drift_ramp: the drift's schedule: off (not even computed) for the first drift_start steps, then its
+        weight rises linearly from 0 to lambda_drift over drift_ramp steps (0: at once); L1 first, drift on top later.
+    lambda_anatomy, anatomy_checkpoint, anatomy_layers: the anatomy-aware loss (training/anatomy.py): L1 between
+        the frozen CT tissue network's features of sCT and CT inside the body at the levels anatomy_layers, weighted
+        by lambda_anatomy (0: off). encoder = "anatomy" drifts in the same network's features (encoder_layers then
+        index its levels 0-3).
     """
 
     taus: tuple[float, ...] = (0.02, 0.05, 0.2)
@@ -105,6 +112,11 @@ class DriftConfig:
     encoder_weight: float = 1.0
     lambda_drift: float = 1.0
     lambda_l1: float = 10.0
+    drift_start: int = 0
+    drift_ramp: int = 0
+    lambda_anatomy: float = 0.0
+    anatomy_checkpoint: str = ""
+    anatomy_layers: tuple[int, ...] = (0, 1, 2, 3)
 
     def __post_init__(self) -> None:
         if not self.taus or any(not (tau > 0 and math.isfinite(tau)) for tau in self.taus):
@@ -123,10 +135,24 @@ class DriftConfig:
         if not 0.0 <= self.body_fraction <= 1.0:
             raise ValueError(f"DriftConfig: body_fraction must be in [0, 1], got {self.body_fraction}")
         unknown = [name for name in self.features if name not in FEATURES]
-        if not self.features or unknown:
-            raise ValueError(f"DriftConfig: features must be names from {sorted(FEATURES)}, got {list(self.features)}")
-        if self.encoder not in ("", "ldm", "random"):
-            raise ValueError(f"DriftConfig: encoder must be '', 'ldm' or 'random', got {self.encoder!r}")
+        if (not self.features and not self.encoder) or unknown:
+            raise ValueError(
+                f"DriftConfig: features must be names from {sorted(FEATURES)} (or empty with an encoder), "
+                f"got {list(self.features)}"
+            )
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"DriftConfig: encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if self.drift_start < 0 or self.drift_ramp < 0:
+            raise ValueError(
+                f"DriftConfig: drift_start and drift_ramp must be >= 0, got {self.drift_start}, {self.drift_ramp}"
+            )
+        if self.lambda_anatomy < 0:
+            raise ValueError(f"DriftConfig: lambda_anatomy must be >= 0, got {self.lambda_anatomy}")
+        if (self.lambda_anatomy > 0 or self.encoder == "anatomy") and not self.anatomy_checkpoint:
+            raise ValueError(
+                "DriftConfig: lambda_anatomy > 0 and encoder = 'anatomy' need anatomy_checkpoint "
+                "(python -m training.anatomy trains one)"
+            )
         if self.encoder_weight < 0:
             raise ValueError(f"DriftConfig: encoder_weight must be >= 0, got {self.encoder_weight}")
         if self.bank_size < 0 or (self.bank_size and self.bank_positives < 1):
@@ -148,7 +174,7 @@ class DriftConfig:
         if unknown:
             raise ValueError(f"DriftConfig: unknown keys {unknown}; known: {sorted(known)}")
         converted = dict(values)
-        for key in ("taus", "features", "encoder_layers"):
+        for key in ("taus", "features", "encoder_layers", "anatomy_layers"):
             if key in converted:
                 converted[key] = tuple(converted[key])  # type: ignore[arg-type]
         return cls(**converted)  # type: ignore[arg-type]
@@ -380,18 +406,29 @@ class LossTerms:
     l1: float
     drift: float
     v2: dict[str, float] = field(default_factory=dict)
+    anatomy: float = 0.0
+    drift_weight: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {"loss": self.total, "l1": self.l1, "drift": self.drift, **self.v2}
+        return {
+            "loss": self.total,
+            "l1": self.l1,
+            "drift": self.drift,
+            "anatomy": self.anatomy,
+            "drift_weight": self.drift_weight,
+            **self.v2,
+        }
 
 
 class DriftObjective:
-    """lambda_drift x drift losses + lambda_l1 x masked L1, with the state some variants need (encoder, bank).
+    """lambda_drift x drift losses + lambda_l1 x masked L1 (+ lambda_anatomy x the anatomy loss), with the state
+    some variants need (encoder, bank, anatomy network, the step for the drift's schedule).
 
     Per step: patches of generated CT (the x's and negatives) and of real CT (positives) are cropped; each
     feature (pixels, pooled pixels, gradients, and with an encoder its per-location and pooled features per
     layer) gets its own drift loss; with a bank, the real patches' features are pushed and the positives are
-    drawn from the bank. The encoder is built once and never trains.
+    drawn from the bank. The encoder and the anatomy network are built once and never train. The trainer sets
+    `step` before each call (the drift's weight follows drift_start / drift_ramp).
     """
 
     def __init__(
@@ -399,18 +436,40 @@ class DriftObjective:
         config: DriftConfig | None = None,
         manifest: str = "model_weights/manifest.json",
         device: torch.device | str = "cpu",
+        ct_window_hu: Sequence[float] | None = None,
     ) -> None:
         self.config = config or DriftConfig()
         self.encoder = None
         self.bank = None
+        self.anatomy = None
+        self.step = 0
         if self.config.lambda_drift > 0 and self.config.encoder:
             from training.features import build_encoder
 
-            self.encoder = build_encoder(self.config.encoder, self.config.encoder_layers, manifest).to(device)
+            self.encoder = build_encoder(
+                self.config.encoder,
+                self.config.encoder_layers,
+                manifest,
+                anatomy_checkpoint=self.config.anatomy_checkpoint,
+            ).to(device)
         if self.config.lambda_drift > 0 and self.config.bank_size:
             from training.features import FeatureBank
 
             self.bank = FeatureBank(self.config.bank_size)
+        if self.config.lambda_anatomy > 0:
+            from training.tissue_net import AnatomyLoss
+
+            self.anatomy = AnatomyLoss(self.config.anatomy_checkpoint, self.config.anatomy_layers, device, ct_window_hu)
+
+    def drift_weight(self, step: int | None = None) -> float:
+        """lambda_drift on the schedule: 0 before drift_start, then a linear ramp over drift_ramp steps."""
+        config = self.config
+        step = self.step if step is None else step
+        if config.lambda_drift <= 0 or step < config.drift_start:
+            return 0.0
+        if config.drift_ramp <= 0:
+            return config.lambda_drift
+        return config.lambda_drift * min(1.0, (step - config.drift_start + 1) / config.drift_ramp)
 
     def features(self, patches: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every drift feature of patches [N, 1, P, P], as [G, N, D]."""
@@ -431,9 +490,15 @@ class DriftObjective:
         config = self.config
         l1 = masked_l1(pred, target, mask)
         total = config.lambda_l1 * l1
+        anatomy_value = 0.0
+        if self.anatomy is not None:
+            anatomy = self.anatomy(pred, target, mask)
+            total = total + config.lambda_anatomy * anatomy
+            anatomy_value = float(anatomy.detach())
         drift_value = 0.0
         v2: dict[str, float] = {}
-        if config.lambda_drift > 0:
+        weight_now = self.drift_weight()
+        if weight_now > 0:
             pos, neg = sample_patches(
                 target,
                 pred,
@@ -458,9 +523,17 @@ class DriftObjective:
                 weight = config.encoder_weight / encoder_count if name.startswith("encoder/") else 1.0
                 drift = drift + weight * loss
                 v2.update({f"v2/{name}/tau={tau:g}": value for tau, value in raw.items()})
-            total = total + config.lambda_drift * drift
+            total = total + weight_now * drift
             drift_value = float(drift.detach())
-        return total, LossTerms(total=float(total.detach()), l1=float(l1.detach()), drift=drift_value, v2=v2)
+        terms = LossTerms(
+            total=float(total.detach()),
+            l1=float(l1.detach()),
+            drift=drift_value,
+            v2=v2,
+            anatomy=anatomy_value,
+            drift_weight=weight_now,
+        )
+        return total, terms
 
 
 def generator_loss(
@@ -478,6 +551,8 @@ def generator_loss(
     "v2/<feature>/tau=<tau>": mean(V_tau^2) per element, un-normalised.
     """
     config = config or DriftConfig()
-    if config.encoder or config.bank_size:
-        raise ValueError("generator_loss: an encoder or a bank needs a DriftObjective (it keeps their state)")
+    if config.encoder or config.bank_size or config.lambda_anatomy > 0:
+        raise ValueError(
+            "generator_loss: an encoder, a bank or the anatomy loss needs a DriftObjective (it keeps their state)"
+        )
     return DriftObjective(config)(pred, target, mask, generator)

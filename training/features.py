@@ -7,7 +7,9 @@ and reports that raw-pixel drift does not work for high-dimensional images. Here
 - "ldm": the latent-diffusion fallback's trained CT encoder (a MONAI AutoencoderKL encoder trained on the
   training split's CT), read from the shipped ONNX file itself, so no extra weights are needed; loading checks
   the torch copy against ONNX Runtime;
-- "random": the same architecture with seeded random weights (what a feature space is worth without training).
+- "random": the same architecture with seeded random weights (what a feature space is worth without training);
+- "anatomy": the frozen CT tissue network of the anatomy-aware loss (training/anatomy.py), trained on CT alone to
+  tell air, lung, fat, soft tissue and bone apart: a feature space that knows anatomy, not only intensities.
 
 The encoder never receives gradients (its parameters have requires_grad False and it stays in eval mode), but
 gradients flow through it to the generated CT patches.
@@ -26,7 +28,7 @@ from torch.nn import functional as F
 
 LOG = logging.getLogger(__name__)
 
-ENCODERS = ("ldm", "random")
+ENCODERS = ("ldm", "random", "anatomy")
 MAX_LOCATIONS = 16  # per-location features are average-pooled to at most 16 x 16 locations per layer
 WINDOWS = (2, 4)  # mean and std over 2 x 2 and 4 x 4 windows of locations, as the paper's pooled features
 PARITY_TOLERANCE = 1e-3
@@ -144,10 +146,22 @@ def _check_parity(vae: nn.Module, onnx_path: Path) -> float:
     return float(np.abs(output - reference).max())
 
 
-def build_encoder(kind: str, layers: tuple[int, ...], manifest_path: Path | str, seed: int = 0) -> FrozenEncoder:
-    """A frozen CT encoder of `kind` (see ENCODERS) returning the outputs of encoder blocks `layers`."""
+def build_encoder(
+    kind: str, layers: tuple[int, ...], manifest_path: Path | str, seed: int = 0, anatomy_checkpoint: str = ""
+) -> FrozenEncoder:
+    """A frozen CT encoder of `kind` (see ENCODERS) returning the outputs of encoder blocks `layers`.
+
+    "anatomy" is the CT tissue network of the anatomy loss (training/anatomy.py, read from `anatomy_checkpoint`):
+    its four encoder levels (full to 1/8 resolution) are the blocks.
+    """
     if kind not in ENCODERS:
         raise ValueError(f"drift encoder must be one of {ENCODERS}, got {kind!r}")
+    if kind == "anatomy":
+        from training.tissue_net import load_tissue_net
+
+        net, record = load_tissue_net(anatomy_checkpoint)
+        LOG.info("drift encoder: the anatomy network %s (%s)", anatomy_checkpoint, record.get("scores", {}))
+        return FrozenEncoder(net.encoder, tuple(layers), kind)
     onnx_path, ldm = _ldm_entry(Path(manifest_path))
     with torch.random.fork_rng():
         torch.manual_seed(seed)

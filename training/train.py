@@ -34,12 +34,13 @@ from tqdm import tqdm
 from engine.generators import slice_noise
 from engine.manifest import ModelSpec, training_spec
 from evaluation.metrics import score_case
+from modelspec import hu_to_normalised
 from phantoms.randomise import Randomisation, RandomisationError
 from pipeline.run import slice_seeds
 from postprocessing import finalise_hu, to_input_grid
 from preprocessing.slices import iter_slice_batches
 from training.config import OptimConfig, TrainConfig, load_config
-from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, split_cases
+from training.dataset import SliceCrops, TrainingVolume, find_cases, load_volume, release_cases, split_cases
 from training.errors import TrainingError
 from training.ldm import LDM_KINDS  # the latent-diffusion fallback's two stages: the hooks below hand them over
 from training.splits import SplitError, check_covers, load_split
@@ -56,25 +57,41 @@ def build_network(config: TrainConfig, spec: ModelSpec) -> torch.nn.Module:
         from training.ldm import build_ldm_network
 
         return build_ldm_network(config, spec)
-    from training.networks import DriftingUNet
+    from training.family import build_generator
 
-    return DriftingUNet(
-        context_slices=spec.context_slices,
-        width=config.model.width,
-        depth=config.model.depth,
-        noise_channels=config.model.noise_channels,
-        channel_mult=config.model.channel_mult or None,
-    )
+    return build_generator(config.model, spec.context_slices, float(hu_to_normalised(0.0, spec.ct_window_hu)))
 
 
-def build_objective(config: TrainConfig, device: torch.device):
-    """The generator's loss (drifting + L1; L1 only for kind "l1"), with its frozen encoder and bank if any."""
+def check_network_grid(config: TrainConfig, spec: ModelSpec) -> None:
+    """Refuse, before any data loads, a network whose stride the manifest grid or the training crop cannot carry."""
+    if config.model.kind in LDM_KINDS:
+        return
+    from training.family import network_stride
+
+    try:
+        stride = network_stride(config.model)
+    except ValueError as err:
+        raise TrainingError(str(err)) from err
+    if spec.divisible_by % stride:
+        raise TrainingError(
+            f"settings.divisible_by = {spec.divisible_by} is not a multiple of the network's stride {stride} "
+            f"(model.arch {config.model.arch!r}): set [settings] divisible_by = {stride} (it travels into the manifest)"
+        )
+    if config.data.crop % stride:
+        raise TrainingError(f"data.crop = {config.data.crop} is not a multiple of the network's stride {stride}")
+
+
+def build_objective(config: TrainConfig, device: torch.device, spec: ModelSpec | None = None):
+    """The generator's loss (drifting + L1 + anatomy; no drift for kind "l1"), with its frozen networks and bank."""
     if config.model.kind in LDM_KINDS:
         return None
     from training.drifting import DriftObjective
 
     drift = replace(config.loss, lambda_drift=0.0) if config.model.kind == "l1" else config.loss
-    return DriftObjective(drift, config.manifest, device)
+    try:
+        return DriftObjective(drift, config.manifest, device, None if spec is None else spec.ct_window_hu)
+    except ValueError as err:  # an encoder that cannot be built (its file missing or not matching)
+        raise TrainingError(str(err)) from err
 
 
 def training_step(
@@ -320,21 +337,44 @@ class Session:
     use_amp: bool
 
 
-def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path):
-    """Training volumes (compact, in memory), validation volumes and their references on the input grid."""
+DATA_LAYOUTS = ("", "release")
+
+
+def find_training_cases(config: TrainConfig) -> list[tuple[Path, str]]:
+    """Every case of data.root in data.regions; with data.layout = "release" the official layout, checked strictly."""
+    if config.data.layout not in DATA_LAYOUTS:
+        raise TrainingError(f"data.layout must be one of {DATA_LAYOUTS}, got {config.data.layout!r}")
+    if config.data.layout == "release":
+        return release_cases(Path(config.data.root), list(config.data.regions))
     cases = find_cases(Path(config.data.root), list(config.data.regions))
     if not cases:
         raise TrainingError(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
+    return cases
+
+
+def _training_volumes(config: TrainConfig, spec: ModelSpec, cases: list, main: bool) -> list[TrainingVolume]:
+    """Training volumes: memory-mapped from the preprocessing cache when data.cache is set, else compact in memory."""
+    if config.data.cache:
+        return _cached_volumes(config, spec, cases, main)
+    return [load_volume(d, r, spec, compact=True) for d, r in tqdm(cases, desc="loading", disable=not main)]
+
+
+def load_training_volumes(config: TrainConfig, spec: ModelSpec) -> tuple[list[TrainingVolume], list[TrainingVolume]]:
+    """(training, validation) volumes in model space, both compact: for tools that crop them (the anatomy network)."""
+    train_cases, val_cases = training_cases(find_training_cases(config), config)
+    LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
+    return _training_volumes(config, spec, train_cases, True), [
+        load_volume(d, r, spec, compact=True) for d, r in val_cases
+    ]
+
+
+def _load_data(config: TrainConfig, spec: ModelSpec, main: bool, out_dir: Path, cases: list[tuple[Path, str]]):
+    """Training volumes (compact, in memory), validation volumes and their references on the input grid."""
     train_cases, val_cases = training_cases(cases, config)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("%d training and %d validation cases from %s", len(train_cases), len(val_cases), config.data.root)
-    if config.data.cache:
-        volumes = _cached_volumes(config, spec, train_cases, main)
-    else:
-        volumes = [
-            load_volume(d, r, spec, compact=True) for d, r in tqdm(train_cases, desc="loading", disable=not main)
-        ]
+    volumes = _training_volumes(config, spec, train_cases, main)
     val_volumes = [load_volume(d, r, spec) for d, r in val_cases] if main else []
     return volumes, val_volumes, [load_reference(v) for v in val_volumes]
 
@@ -418,6 +458,8 @@ def learning_rate(optim: OptimConfig, step: int) -> float:
 def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_generator, objective):
     """One step: loss, scaled backward, clipped gradients, optimiser and EMA update; returns loss and diagnostics."""
     session.model.train()
+    if objective is not None:
+        objective.step = session.state.step  # the drift's schedule (loss.drift_start, loss.drift_ramp)
     for group in session.optimizer.param_groups:
         group["lr"] = learning_rate(config.optim, session.state.step)
     loss, diagnostics = training_step(net, batch, config, loss_generator, session.use_amp, objective)
@@ -435,6 +477,8 @@ def _optimiser_step(session: Session, net, batch, config: TrainConfig, loss_gene
 def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[str, Any]:
     """Run training as configured; returns a summary (best step, best validation scores, wall time)."""
     check_lr_schedule(config.optim)
+    if "{fold}" in config.run.init_from:
+        raise TrainingError(f"run.init_from {config.run.init_from!r} names a fold: give --fold K")
     dist_state = init_distributed()
     started = time.perf_counter()
     seed_everything(config.run.seed + dist_state.rank)
@@ -445,7 +489,10 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
     spec = training_spec(
         config.manifest, "latent_diffusion" if config.model.kind in LDM_KINDS else "one_step", config.settings
     )
-    volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir)
+    check_network_grid(config, spec)
+    cases = find_training_cases(config)  # the data folder's layout first, then the losses' networks, then the data
+    objective = build_objective(config, device, spec)
+    volumes, val_volumes, references = _load_data(config, spec, dist_state.main, out_dir, cases)
 
     dataset = build_crops(config, spec, volumes, config.data.samples_per_epoch)
     loader, sampler = _loader(config, dataset, dist_state)
@@ -459,12 +506,12 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         record = {"config": config.to_dict(), "settings": spec.settings(), "command": command}
         (out_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
     loss_generator = torch.Generator(device="cpu").manual_seed(config.run.seed + 1000 * dist_state.rank)
-    objective = build_objective(config, device)
     steps_per_epoch = max(1, len(loader))
     epoch = state.step // steps_per_epoch
     bar = tqdm(total=config.optim.steps, initial=state.step, desc="train", disable=not dist_state.main)
     running: dict[str, list[float]] = {}
     stop = False
+    step_seconds = 0.0  # time in optimiser steps only (not loading, validation, checkpoints): run.max_train_seconds
     while state.step < config.optim.steps and not stop:
         dataset.set_epoch(epoch)
         if sampler is not None:
@@ -473,13 +520,16 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         for batch in loader:
             if state.step >= config.optim.steps:
                 break
+            step_started = time.perf_counter()
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss, diagnostics = _optimiser_step(session, net, batch, config, loss_generator, objective)
             epoch_loss.append(float(loss.detach()))
+            step_seconds += time.perf_counter() - step_started
             for key, value in diagnostics.items():
                 running.setdefault(key, []).append(float(value))
             bar.update(1)
-            validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps
+            stop = _out_of_time(step_seconds, config, dist_state, device)
+            validating = state.step % config.run.val_every == 0 or state.step == config.optim.steps or stop
             if dist_state.main and (state.step % config.run.log_every == 0 or validating):
                 # Validation has its own schedule: a val_every off the logging grid must still validate.
                 row = {"step": state.step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
@@ -493,9 +543,12 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
                 _write_row(row, log, board)
             if dist_state.main and (state.step % config.run.checkpoint_every == 0 or state.step == config.optim.steps):
                 _save(out_dir / "last.pt", model, ema, optimizer, scaler, state, config, spec, {}, command)
+            if stop:
+                LOG.info("time budget: %.0f s of training steps used at step %d", step_seconds, state.step)
+                break
         epoch += 1
         state.epoch_losses.append(float(np.mean(epoch_loss)) if epoch_loss else float("nan"))
-        stop = _early_stop(state.epoch_losses, config)
+        stop = stop or _early_stop(state.epoch_losses, config)
         if stop and dist_state.main:
             LOG.info(
                 "early stop after epoch %d: loss fell less than %.0f%% over %d epochs",
@@ -516,6 +569,7 @@ def train(config: TrainConfig, resume: bool = False, command: str = "") -> dict[
         "best_step": state.best_step,
         "best_val_mae": state.best_mae,
         "wall_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(step_seconds, 1),
     }
     if dist_state.main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -589,6 +643,16 @@ def _validate_and_keep_best(
     )
 
 
+def _out_of_time(step_seconds: float, config: TrainConfig, dist_state: Distributed, device: torch.device) -> bool:
+    """run.max_train_seconds spent in optimiser steps (rank 0's clock decides, so every rank stops at one step)."""
+    if config.run.max_train_seconds <= 0:
+        return False
+    flag = torch.tensor([float(step_seconds >= config.run.max_train_seconds)], device=device)
+    if dist_state.world > 1:
+        dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def _early_stop(losses: list[float], config: TrainConfig) -> bool:
     """The original design's rule: stop when the epoch loss fell by less than min_improvement over the last N epochs."""
     window = config.run.early_stop_epochs
@@ -637,7 +701,11 @@ def with_fold(config: TrainConfig, fold: int) -> TrainConfig:
     return replace(
         config,
         data=replace(config.data, fold=fold),
-        run=replace(config.run, out_dir=str(Path(config.run.out_dir) / f"fold_{fold}")),
+        run=replace(
+            config.run,
+            out_dir=str(Path(config.run.out_dir) / f"fold_{fold}"),
+            init_from=config.run.init_from.replace("{fold}", str(fold)),  # a per-fold fine-tune starts from its fold
+        ),
     )
 
 
