@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import math
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,3 +274,51 @@ def save_figure(mr: np.ndarray, sct: np.ndarray, brain: np.ndarray, path: Path, 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+@dataclass
+class PreparedHead:
+    """A prepared head's arrays (read once, scored against every model's sCT)."""
+
+    mr: np.ndarray
+    body: np.ndarray
+    brain: np.ndarray
+    spacing_zyx: tuple[float, float, float]
+
+    @classmethod
+    def read(cls, case_dir: Path) -> PreparedHead:
+        brain_image = sitk.ReadImage(str(case_dir / "brain.mha"))
+        return cls(
+            sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mr.mha"))).astype(np.float32),
+            sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mask.mha"))) > 0,
+            sitk.GetArrayFromImage(brain_image) > 0,
+            tuple(float(s) for s in reversed(brain_image.GetSpacing())),
+        )
+
+
+def run_and_score(
+    case_dir: Path, head: PreparedHead, model: str, manifest: Path, region: str, out: Path, title: str = ""
+) -> dict:
+    """One process.py single-case run of `model` on a prepared head: `out/<model>/sct.mha`, its anatomy metrics
+    (head_metrics plus the seconds it took) and a picture `out/<model>.png`."""
+    import process
+
+    target = out / model / "sct.mha"
+    started = time.perf_counter()
+    arguments = ["--mr", str(case_dir / "mr.mha"), "--mask", str(case_dir / "mask.mha"), "--region", region]
+    arguments += ["--out", str(target), "--manifest", str(manifest), "--model", model, "--device", "cpu"]
+    status = process.main(arguments + ["--no-progress"])
+    if status != 0:
+        raise RuntimeError(f"process.py failed on the real head {case_dir} with model {model} (exit {status})")
+    sct = sitk.GetArrayFromImage(sitk.ReadImage(str(target))).astype(np.float32)
+    metrics = head_metrics(sct, head.brain, head.body, head.spacing_zyx)
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    save_figure(
+        head.mr,
+        sct,
+        head.brain,
+        out / f"{model}.png",
+        title=f"{title or model}: brain > 300 HU {metrics['brain_above_bone_pct']:.2f}%, "
+        f"mean {metrics['brain_mean_hu']:.0f} HU, shell bone {metrics['shell_bone_pct']:.1f}%",
+    )
+    return metrics

@@ -15,67 +15,23 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
-import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from experiments.real_mr import find_file, head_metrics, prepare_head, save_figure  # noqa: E402
+from experiments.real_mr import PreparedHead, find_file, prepare_head, run_and_score  # noqa: E402
 
 LOG = logging.getLogger("real_mr_check")
 
 
 def run_models(case_dir: Path, models: list[str], manifest: Path, region: str, out: Path) -> dict[str, dict]:
     """One process.py single-case run per model; metrics from the written sCT."""
-    import process
-
-    mr = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mr.mha"))).astype(np.float32)
-    body = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mask.mha"))) > 0
-    brain_image = sitk.ReadImage(str(case_dir / "brain.mha"))
-    brain = sitk.GetArrayFromImage(brain_image) > 0
-    spacing_zyx = tuple(float(s) for s in reversed(brain_image.GetSpacing()))
+    head = PreparedHead.read(case_dir)
     report = {}
     for model in models:
-        target = out / model / "sct.mha"
-        start = time.perf_counter()
-        status = process.main(
-            [
-                "--mr",
-                str(case_dir / "mr.mha"),
-                "--mask",
-                str(case_dir / "mask.mha"),
-                "--region",
-                region,
-                "--out",
-                str(target),
-                "--manifest",
-                str(manifest),
-                "--model",
-                model,
-                "--device",
-                "cpu",
-                "--no-progress",
-            ]
-        )
-        if status != 0:
-            raise RuntimeError(f"process.py failed on the real head with model {model} (exit {status})")
-        sct = sitk.GetArrayFromImage(sitk.ReadImage(str(target))).astype(np.float32)
-        metrics = head_metrics(sct, brain, body, spacing_zyx)
-        metrics["seconds"] = round(time.perf_counter() - start, 2)
-        save_figure(
-            mr,
-            sct,
-            brain,
-            out / f"{model}.png",
-            title=f"{model}: brain > 300 HU {metrics['brain_above_bone_pct']:.2f}%, "
-            f"mean {metrics['brain_mean_hu']:.0f} HU, shell bone {metrics['shell_bone_pct']:.1f}%",
-        )
-        report[model] = metrics
-        LOG.info("%s: %s", model, metrics)
+        report[model] = run_and_score(case_dir, head, model, manifest, region, out)
+        LOG.info("%s: %s", model, report[model])
     return report
 
 

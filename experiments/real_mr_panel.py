@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +37,12 @@ if str(REPO) not in sys.path:
 from experiments.real_mr import (  # noqa: E402
     AIR_MARGIN_VOXELS,
     SPACING_MM,
+    PreparedHead,
     TemplateNotFound,
     body_mask_of,
     find_file,
-    head_metrics,
     prepare_head,
-    save_figure,
+    run_and_score,
 )
 
 LOG = logging.getLogger("real_mr_panel")
@@ -118,44 +117,13 @@ def prepared_case(head: str, cases: Path) -> Path:
     return folder
 
 
-def score_model(case_dir: Path, model: str, manifest: Path, region: str, out: Path, head: str) -> dict:
-    """One process.py single-case run of `model` on a prepared head; anatomy metrics and a picture."""
-    import process
-
-    target = out / head / model / "sct.mha"
-    started = time.perf_counter()
-    arguments = ["--mr", str(case_dir / "mr.mha"), "--mask", str(case_dir / "mask.mha"), "--region", region]
-    arguments += [
-        "--out",
-        str(target),
-        "--manifest",
-        str(manifest),
-        "--model",
-        model,
-        "--device",
-        "cpu",
-        "--no-progress",
-    ]
-    status = process.main(arguments)
-    if status != 0:
-        raise RuntimeError(f"process.py failed on {head} with model {model} (exit {status})")
-    sct = sitk.GetArrayFromImage(sitk.ReadImage(str(target))).astype(np.float32)
-    brain_image = sitk.ReadImage(str(case_dir / "brain.mha"))
-    brain = sitk.GetArrayFromImage(brain_image) > 0
-    body = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mask.mha"))) > 0
-    spacing_zyx = tuple(float(s) for s in reversed(brain_image.GetSpacing()))
-    metrics = head_metrics(sct, brain, body, spacing_zyx)
+def score_model(
+    case_dir: Path, model: str, manifest: Path, region: str, out: Path, head: str, prepared: PreparedHead | None = None
+) -> dict:
+    """One process.py single-case run of `model` on a prepared head; anatomy metrics, the rule and a picture."""
+    prepared = prepared or PreparedHead.read(case_dir)
+    metrics = run_and_score(case_dir, prepared, model, manifest, region, out / head, f"{head}, {model}")
     metrics["passes_rule"] = passes_rule(metrics)
-    metrics["seconds"] = round(time.perf_counter() - started, 2)
-    mr = sitk.GetArrayFromImage(sitk.ReadImage(str(case_dir / "mr.mha"))).astype(np.float32)
-    save_figure(
-        mr,
-        sct,
-        brain,
-        out / head / f"{model}.png",
-        title=f"{head}, {model}: brain > 300 HU {metrics['brain_above_bone_pct']:.2f}%, "
-        f"mean {metrics['brain_mean_hu']:.0f} HU, shell bone {metrics['shell_bone_pct']:.1f}%",
-    )
     return metrics
 
 
@@ -197,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for head in heads:
             case_dir = prepared_case(head, cases)
+            arrays = PreparedHead.read(case_dir)
             report["heads"][head] = {
-                m: score_model(case_dir, m, args.manifest, args.region, args.out, head) for m in models
+                m: score_model(case_dir, m, args.manifest, args.region, args.out, head, arrays) for m in models
             }
     except TemplateNotFound as err:
         LOG.error("%s", err)

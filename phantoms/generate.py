@@ -657,6 +657,24 @@ def _to_images(arrays, spacing, origin, direction) -> list[sitk.Image]:
     return images
 
 
+def check_case_arguments(
+    size: str, spacing: Seq[float], index: int, mr_randomisation: str
+) -> tuple[SizePreset, tuple[float, float, float]]:
+    """The argument checks every phantom source shares (analytic and template heads); returns the size preset and the
+    voxel size (x, y, z mm) after its multiplier."""
+    if size not in SIZES:
+        raise PhantomError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise PhantomError(f"spacing must be three positive numbers (x, y, z mm), got {tuple(spacing)}")
+    if index < 0:
+        raise PhantomError(f"case index must be >= 0, got {index}")
+    if mr_randomisation not in LEVELS:
+        raise PhantomError(f"MR randomisation must be one of {', '.join(LEVELS)}, got {mr_randomisation!r}")
+    preset = SIZES[size]
+    sx, sy, sz = (float(spacing[i]) * preset.spacing_factor[i] for i in range(3))
+    return preset, (sx, sy, sz)
+
+
 # ---------------------------------------------------------------------------------------------- main
 def generate_case(
     region: str,
@@ -689,13 +707,7 @@ def generate_case(
     t_start = time.perf_counter()
     spec = region_spec(region)
     code = spec.code
-    if size not in SIZES:
-        raise PhantomError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    preset = SIZES[size]
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise PhantomError(f"spacing must be three positive numbers (x, y, z mm), got {tuple(spacing)}")
-    if index < 0:
-        raise PhantomError(f"case index must be >= 0, got {index}")
+    preset, (sx, sy, sz) = check_case_arguments(size, spacing, index, mr_randomisation)
     rates = rates or Rates()
     rates.check()
     csf_rim = (float(csf_rim_mm[0]), float(csf_rim_mm[1])) if len(csf_rim_mm) == 2 else (-1.0, -1.0)
@@ -706,9 +718,6 @@ def generate_case(
         raise PhantomError(
             f"scalp_mm must be two numbers 2 <= low <= high <= {MAX_SCALP_MM:g} (mm), got {tuple(scalp_mm)}"
         )
-    if mr_randomisation not in LEVELS:
-        raise PhantomError(f"MR randomisation must be one of {', '.join(LEVELS)}, got {mr_randomisation!r}")
-    sx, sy, sz = (float(spacing[i]) * preset.spacing_factor[i] for i in range(3))
     cid, centre = case_name(code, index, seed)
     seq = SEQUENCES[spec.sequences[centre]]
 

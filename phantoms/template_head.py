@@ -44,16 +44,15 @@ from engine.regions import REGIONS as TABLE
 from phantoms.canvas import smooth_field
 from phantoms.generate import (
     CT_OUTSIDE,
-    SIZES,
     PhantomCase,
     PhantomError,
     _render_cts,
     _render_mr_volume,
     _to_images,
+    check_case_arguments,
 )
 from phantoms.imaging import SEQUENCES, blur3
 from phantoms.masks import body_mask, crop_box, fill_holes_xy, largest_component, take
-from phantoms.randomise import LEVELS
 from phantoms.region_specs import region_spec
 from phantoms.tissues import T
 
@@ -93,7 +92,6 @@ class Atlas:
     labels: np.ndarray  # (nz, ny, nx) uint16 structure labels
     names: dict[int, str]
     spacing: float  # mm
-    origin_zyx: tuple[float, float, float]  # phantom mm of voxel (0, 0, 0): z up, y posterior positive, x
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,7 @@ def load_atlas() -> Atlas:
     tpm = np.ascontiguousarray(np.moveaxis(_to_zyx(tpm), -1, 0))
     labels = np.ascontiguousarray(_to_zyx(np.asarray(label_image.dataobj).astype(np.uint16)))
     names = {int(i): n.strip() for i, n in re.findall(r"<index>(\d+)</index>\s*<name>([^<]+)</name>", xml)}
-    nz, ny, _ = labels.shape
-    # phantom mm: z = MNI z; y' = -MNI y, so voxel 0 after the flip sits at y' = -(−126 + 1.5 (ny - 1))
-    origin = (float(affine[2, 3]), -(float(affine[1, 3]) + 1.5 * (ny - 1)), 0.0)
-    return Atlas(tpm, labels, names, 1.5, origin)
+    return Atlas(tpm, labels, names, 1.5)
 
 
 def _label_ids(atlas: Atlas, words: Seq[str]) -> list[int]:
@@ -388,17 +383,8 @@ def generate_template_case(
     spec = region_spec(region)
     if spec.code not in REGIONS:
         raise PhantomError(f"template heads exist for {', '.join(REGIONS)} only, not {region!r}")
-    if size not in SIZES:
-        raise PhantomError(f"size must be one of {sorted(SIZES)}, got {size!r}")
-    if mr_randomisation not in LEVELS:
-        raise PhantomError(f"MR randomisation must be one of {', '.join(LEVELS)}, got {mr_randomisation!r}")
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise PhantomError(f"spacing must be three positive numbers (x, y, z mm), got {tuple(spacing)}")
-    if index < 0:
-        raise PhantomError(f"case index must be >= 0, got {index}")
-    preset = SIZES[size]
+    preset, (sx, sy, sz) = check_case_arguments(size, spacing, index, mr_randomisation)
     code = spec.code
-    sx, sy, sz = (float(spacing[i]) * preset.spacing_factor[i] for i in range(3))
     spacing_zyx = (sz, sy, sx)
     atlas = load_atlas()
     draws = draw_head(_rng(seed, code, index, 1))
