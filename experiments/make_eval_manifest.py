@@ -9,7 +9,8 @@
 Entries written (the shipped ones keep their files, named by absolute path): `l1_fold<k>` per --fold checkpoint,
 `l1_folds` (their ensemble), `l1_folds_tta` (the ensemble with flip TTA), `l1_tta` (the shipped l1 with flip TTA)
 and `l1_<REGION>` per --region checkpoint, with the manifest's region routes pointing at those (compare them with
-`--models routes`), and one entry per `--extra NAME=checkpoint`. The shipped manifest is never touched.
+`--models routes`), and one entry per `--extra NAME=checkpoint` (with `--tta`, also `NAME_tta`: the same network
+with flip TTA). The shipped manifest is never touched.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> int:
     parser.add_argument("--fold", type=Path, action="append", default=[], help="a fold's checkpoint, in fold order")
     parser.add_argument("--region", action="append", default=[], help="REGION=checkpoint of a region-specific model")
     parser.add_argument("--extra", action="append", default=[], help="NAME=checkpoint of any other model to compare")
+    parser.add_argument("--tta", action="store_true", help="also write NAME_tta (flip TTA) for every --extra")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,9 @@ def main() -> int:
     for item in args.extra:
         name, _, checkpoint = item.partition("=")
         export(Path(checkpoint), name, manifest, [], "primary", f"from {checkpoint}")
+        if args.tta:
+            entry = read_manifest_json(manifest)["models"][name]
+            add_entry(manifest, f"{name}_tta", {**entry, "flip_tta": True}, [], "primary")
     LOG.info("wrote %s: %s", manifest, ", ".join(read_manifest_json(manifest)["models"]))
     return 0
 

@@ -202,6 +202,7 @@ def head_metrics(
     bone_hu: float = BONE_HU,
     shell_mm: tuple[float, float] = SHELL_MM,
     edge_mm: float = EDGE_MM,
+    brain_margin_mm: float = 0.0,
 ) -> dict[str, float]:
     """What anatomy says of an sCT of a head: bone in the brain, the brain's mean HU, bone in the skull shell.
 
@@ -211,6 +212,9 @@ def head_metrics(
     voxels more than `edge_mm` inside the brain's edge: bone there cannot be blamed on the template's mask.
     `bone_by_distance` gives the bone share and median HU in 1 mm rings outside the brain (same slices, inside
     the body): it shows where the sCT puts its skull when the shell's share is low.
+    `brain_margin_mm` > 0 scores the brain (bone share, mean HU) only that far inside the mask's edge, for a mask
+    that reaches the inner table; the shell is still measured from the whole mask, and the whole mask's brain
+    numbers are kept as `full_mask_*`.
     """
     from scipy import ndimage
 
@@ -222,14 +226,26 @@ def head_metrics(
     keep = (area >= 0.02 * area.max())[:, None, None]
     distance = ndimage.distance_transform_edt(~brain, sampling=spacing_zyx)
     shell = (distance > shell_mm[0]) & (distance <= shell_mm[1]) & body & keep
-    inside = brain & keep
-    deep = inside & (ndimage.distance_transform_edt(brain, sampling=spacing_zyx) > edge_mm)
+    depth = ndimage.distance_transform_edt(brain, sampling=spacing_zyx)
+    whole = brain & keep
+    inside = whole & (depth > brain_margin_mm)
+    deep = whole & (depth > edge_mm)
 
     def bone_pct(region: np.ndarray) -> float:
         values = sct_hu[region]
         return 100.0 * float((values > bone_hu).mean()) if values.size else float("nan")
 
+    if not inside.any():
+        raise ValueError(f"no brain left {brain_margin_mm} mm inside the mask's edge")
+    full = {}
+    if brain_margin_mm > 0:
+        full = {
+            "brain_margin_mm": brain_margin_mm,
+            "full_mask_brain_above_bone_pct": bone_pct(whole),
+            "full_mask_brain_mean_hu": float(sct_hu[whole].mean(dtype=np.float64)),
+        }
     return {
+        **full,
         "brain_voxels": int(inside.sum()),
         "brain_above_bone_pct": bone_pct(inside),
         "brain_mean_hu": float(sct_hu[inside].mean(dtype=np.float64)),
@@ -297,7 +313,14 @@ class PreparedHead:
 
 
 def run_and_score(
-    case_dir: Path, head: PreparedHead, model: str, manifest: Path, region: str, out: Path, title: str = ""
+    case_dir: Path,
+    head: PreparedHead,
+    model: str,
+    manifest: Path,
+    region: str,
+    out: Path,
+    title: str = "",
+    brain_margin_mm: float = 0.0,
 ) -> dict:
     """One process.py single-case run of `model` on a prepared head: `out/<model>/sct.mha`, its anatomy metrics
     (head_metrics plus the seconds it took) and a picture `out/<model>.png`."""
@@ -311,7 +334,7 @@ def run_and_score(
     if status != 0:
         raise RuntimeError(f"process.py failed on the real head {case_dir} with model {model} (exit {status})")
     sct = sitk.GetArrayFromImage(sitk.ReadImage(str(target))).astype(np.float32)
-    metrics = head_metrics(sct, head.brain, head.body, head.spacing_zyx)
+    metrics = head_metrics(sct, head.brain, head.body, head.spacing_zyx, brain_margin_mm=brain_margin_mm)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     save_figure(
         head.mr,

@@ -124,6 +124,36 @@ def test_region_balanced_crops_draw_each_region_equally_often():
     assert 0.10 < share_of_hn(False) < 0.24
 
 
+def test_an_extra_root_gets_its_share_of_the_crops_whatever_its_size(tmp_path):
+    """Two main volumes and six extra ones: at extra_share 1/3 a third of the crops is extra (not 6/8); the
+    trainer marks volumes extra by their folder, and a share with no extra root is refused."""
+    from training.config import load_config
+    from training.train import TrainingError, find_training_cases, is_extra_volume
+
+    def volume(folder: Path, value: float) -> TrainingVolume:
+        mr = np.full((3, 20, 20), value, dtype=np.float16)
+        return TrainingVolume("x", "HN", folder, mr, np.zeros_like(mr), np.ones(mr.shape, np.uint8), None)
+
+    main, extra = tmp_path / "main", tmp_path / "extra"
+    volumes = [volume(main / "HN" / "a", 0.0), volume(main / "HN" / "b", 0.0)] + [
+        volume(extra / "HN" / f"t{i}", 5.0) for i in range(6)
+    ]
+    config = load_config(None, [f"data.root={main}", f"data.extra_root={extra}", "data.extra_share=0.333"])
+    flags = [is_extra_volume(v, config) for v in volumes]
+    assert flags == [False, False] + [True] * 6
+
+    def share(extra_share: float) -> float:
+        crops = SliceCrops(volumes, 1, 8, 900, 0.0, seed=3, extra=flags, extra_share=extra_share)
+        return float(np.mean([float(crops[i]["mr"].mean()) == 5.0 for i in range(len(crops))]))
+
+    assert 0.28 < share(0.333) < 0.39
+    assert 0.68 < share(0.0) < 0.82  # without a share every volume is alike
+    with pytest.raises(ValueError, match="both"):
+        SliceCrops(volumes[2:], 1, 8, 10, 0.0, extra=flags[2:], extra_share=0.5)
+    with pytest.raises(TrainingError, match="needs data.extra_root"):
+        find_training_cases(load_config(None, [f"data.root={tmp_path}", "data.extra_share=0.5"]))
+
+
 def test_the_trainer_reads_its_training_volumes_from_the_cache_with_identical_results(cases, tmp_path):
     from training.config import load_config
     from training.train import train

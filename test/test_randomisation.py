@@ -481,6 +481,16 @@ def test_head_metrics_on_a_synthetic_head_with_known_bone():
     rim[brain & (depth <= 3.0)] = 800.0
     on_rim = head_metrics(rim, brain, body, (3.0, 1.0, 1.0))
     assert on_rim["brain_above_bone_pct"] > 10.0 and on_rim["deep_brain_above_bone_pct"] == 0.0
+    # a brain margin (a mask reaching the inner table): bone in the outer 2 mm ring no longer counts as brain bone,
+    # the shell is still measured from the whole mask and the whole mask's numbers stay beside
+    thin_rim = sct.copy()
+    thin_rim[brain & (depth <= 2.0)] = 800.0
+    margin = head_metrics(thin_rim, brain, body, (3.0, 1.0, 1.0), brain_margin_mm=2.0)
+    assert margin["brain_above_bone_pct"] == 0.0 and margin["brain_mean_hu"] == pytest.approx(30.0)
+    assert margin["full_mask_brain_above_bone_pct"] > 5.0 and margin["full_mask_brain_mean_hu"] > 60.0
+    assert margin["shell_bone_pct"] == metrics["shell_bone_pct"] and margin["brain_voxels"] < metrics["brain_voxels"]
+    with pytest.raises(ValueError, match="no brain left"):
+        head_metrics(sct, brain, body, (3.0, 1.0, 1.0), brain_margin_mm=100.0)
     # a skull-less sCT scores no shell bone
     soft = np.where(skull, 0.0, sct).astype(np.float32)
     assert head_metrics(soft, brain, body, (3.0, 1.0, 1.0))["shell_bone_pct"] == 0.0

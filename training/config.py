@@ -31,6 +31,8 @@ class DataConfig:
     crop: int = 128
     samples_per_epoch: int = 512
     region_balanced: bool = False  # draw each crop's region uniformly first (the shipped recipe: every volume alike)
+    extra_root: str = ""  # a second data root (e.g. template-derived heads); its cases join the split like root's
+    extra_share: float = 0.0  # > 0: this share of the crops comes from extra_root's training cases, the rest from root
     cache: str = ""  # a preprocessing cache folder (training/cache.py): training volumes memory-mapped from it
     cache_workers: int = 1  # processes that build stale cache entries
 

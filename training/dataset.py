@@ -173,13 +173,26 @@ class SliceCrops(Dataset):
         ct_window_hu: tuple[float, float] = (HU_MIN, HU_MAX),
         region_balanced: bool = False,
         keep_histogram: bool = False,
+        extra: list[bool] | None = None,
+        extra_share: float = 0.0,
     ):
         if not volumes:
             raise ValueError("no training volumes")
+        # a second source (data.extra_root) at a fixed share of the crops, whatever its number of volumes; the rest
+        # drawn from the other volumes as below
+        self.extra_share = float(extra_share)
+        self.extra = [i for i, flag in enumerate(extra or []) if flag]
+        if not 0.0 <= self.extra_share < 1.0:
+            raise ValueError(f"extra_share must be in [0, 1), got {extra_share}")
+        if self.extra_share and (not self.extra or len(self.extra) == len(volumes)):
+            raise ValueError("extra_share needs volumes from both the extra root and the main root")
+        others = [i for i in range(len(volumes)) if i not in set(self.extra)] if self.extra_share else None
         # region-balanced: each crop first draws a region uniformly, then one of its volumes (a release has about
         # twice as many cases of one region as of another); otherwise every volume is equally likely
+        pool = others if others is not None else list(range(len(volumes)))
+        self.pool = pool
         self.by_region = [
-            [i for i, v in enumerate(volumes) if v.region == region] for region in sorted({v.region for v in volumes})
+            [i for i in pool if volumes[i].region == region] for region in sorted({volumes[i].region for i in pool})
         ]
         self.region_balanced = region_balanced
         self.volumes = volumes
@@ -203,11 +216,13 @@ class SliceCrops(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.region_balanced:
+        if self.extra_share and rng.random() < self.extra_share:
+            which = self.extra[int(rng.integers(len(self.extra)))]
+        elif self.region_balanced:
             members = self.by_region[int(rng.integers(len(self.by_region)))]
             which = members[int(rng.integers(len(members)))]
         else:
-            which = int(rng.integers(len(self.volumes)))
+            which = self.pool[int(rng.integers(len(self.pool)))]
         volume = self.volumes[which]
         centre = int(rng.choice(self.slices[which]))
         half = self.context // 2

@@ -322,6 +322,8 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         ct_window_hu=spec.ct_window_hu,
         region_balanced=data.region_balanced,
         keep_histogram=augment.keep_histogram,
+        extra=[is_extra_volume(v, config) for v in volumes] if data.extra_share else None,
+        extra_share=data.extra_share,
     )
 
 
@@ -342,6 +344,8 @@ DATA_LAYOUTS = ("", "release")
 
 def find_training_cases(config: TrainConfig) -> list[tuple[Path, str]]:
     """Every case of data.root in data.regions; with data.layout = "release" the official layout, checked strictly."""
+    if config.data.extra_share and not config.data.extra_root:
+        raise TrainingError("data.extra_share needs data.extra_root (the cases it draws from)")
     if config.data.layout not in DATA_LAYOUTS:
         raise TrainingError(f"data.layout must be one of {DATA_LAYOUTS}, got {config.data.layout!r}")
     if config.data.layout == "release":
@@ -349,7 +353,19 @@ def find_training_cases(config: TrainConfig) -> list[tuple[Path, str]]:
     cases = find_cases(Path(config.data.root), list(config.data.regions))
     if not cases:
         raise TrainingError(f"{config.data.root}: no cases with mr/ct/mask in regions {config.data.regions}")
+    if config.data.extra_root:
+        extra = find_cases(Path(config.data.extra_root), list(config.data.regions))
+        if not extra:
+            raise TrainingError(f"data.extra_root {config.data.extra_root}: no cases with mr/ct/mask")
+        cases += extra
     return cases
+
+
+def is_extra_volume(volume: TrainingVolume, config: TrainConfig) -> bool:
+    """Whether a training volume comes from data.extra_root (its share of crops is data.extra_share)."""
+    if not config.data.extra_root:
+        return False
+    return Path(volume.case_dir).resolve().is_relative_to(Path(config.data.extra_root).resolve())
 
 
 def _training_volumes(config: TrainConfig, spec: ModelSpec, cases: list, main: bool) -> list[TrainingVolume]:
