@@ -84,7 +84,7 @@ if [[ $STAGE == eval23 ]]; then
   $PY experiments/make_eval_manifest.py --out $E/manifest.json --tta \
     --extra l1_template=$OUT/template_mix/last.pt \
     --extra l1_template_third=$OUT/template_third/best.pt --extra l1_template_hn=$OUT/template_hn/best.pt
-  M23=l1_folds,l1_template_third_tta,l1_template_hn_tta
+  M23=l1,l1_template_third_tta,l1_template_hn_tta  # l1_folds on the phantom test split: docs/studies/test_split.md
   $PY benchmarks/compare_models.py --data data/phantoms_final --models "$M23" --dosimetry \
     --manifest $E/manifest.json --out $E/test_phantoms
   $PY benchmarks/compare_models.py --data data/template_heads --split configs/splits/template_mix.json \
