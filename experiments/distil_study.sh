@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Distil the fold ensemble with flip TTA (l1_folds: 6 network evaluations per slice) into one network (issue 36).
+#   STAGE=teacher | train | eval | all (default); REGIONS (default TH,AB); WEIGHT (teacher share, default 0.7);
+#   STEPS (default 2500); THREADS (default 2); PY (default .venv/bin/python)
+# teacher: every training case of the committed phantom split through process.py with l1_folds (training/distil.py),
+#          its target CT = WEIGHT * teacher sCT + (1 - WEIGHT) * CT in the body; validation keeps the real CT.
+# train:   the shipped S network from model_weights/l1.onnx, L1, cosine, bf16, on that root (REGIONS only), best
+#          validation checkpoint; the same steps on the plain phantoms as the equal-budget comparator.
+# eval:    the student, the comparator, l1 and l1_folds on the untouched test split (REGIONS) in one run, with the
+#          dosimetry metrics; the ship rule is in docs/studies/distillation.md (written before the numbers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+STAGE=${STAGE:-all}
+REGIONS=${REGIONS:-TH,AB}
+WEIGHT=${WEIGHT:-0.7}
+STEPS=${STEPS:-2500}
+THREADS=${THREADS:-2}
+OUT=${OUT:-runs/distil}
+ROOT=data/distil_l1_folds
+SPLIT=configs/splits/phantoms_final.json
+regions_toml="[\"${REGIONS//,/\",\"}\"]"
+
+if [[ $STAGE == all || $STAGE == teacher ]]; then
+  SCT_THREADS=$THREADS $PY -m training.distil --teacher l1_folds --data data/phantoms_final --split $SPLIT \
+    --out $ROOT --regions "$REGIONS" --teacher-weight "$WEIGHT" --no-progress
+fi
+
+train() {  # $1 = run folder, $2 = data root
+  mkdir -p "$OUT"
+  $PY -m training.train --config configs/drifting.toml --set model.kind=l1 --set optim.cpu_bf16=true \
+    --set optim.lr_schedule=cosine --set run.threads="$THREADS" --set run.seed=0 --set optim.steps="$STEPS" \
+    --set run.val_every=500 --set run.checkpoint_every=500 --set run.init_from=model_weights/l1.onnx \
+    --set "data.root=$2" --set data.split=$SPLIT --set "data.regions=$regions_toml" --set "run.out_dir=$1" \
+    >"$1.log" 2>&1
+}
+
+if [[ $STAGE == all || $STAGE == train ]]; then
+  train "$OUT/student" $ROOT
+  train "$OUT/plain" data/phantoms_final
+fi
+
+if [[ $STAGE == all || $STAGE == eval ]]; then
+  export SCT_THREADS=$THREADS
+  $PY experiments/make_eval_manifest.py --out "$OUT/eval/manifest.json" \
+    --extra l1_student="$OUT/student/best.pt" --extra l1_plain_ft="$OUT/plain/best.pt"
+  cases=$($PY -c "import json,sys; s=json.load(open('$SPLIT'))['cases']; r=set('$REGIONS'.split(','));
+print(','.join(sorted(c for c, e in s.items() if e['split'] == 'test' and e['region'] in r)))")
+  $PY benchmarks/compare_models.py --data data/phantoms_final --cases "$cases" --dosimetry \
+    --models l1_folds,l1,l1_student,l1_plain_ft --manifest "$OUT/eval/manifest.json" --out "$OUT/test"
+  mkdir -p docs/results/distillation
+  cp "$OUT/test/comparison.json" docs/results/distillation/test_comparison.json
+fi
