@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distil the fold ensemble with flip TTA (l1_folds: 6 network evaluations per slice) into one network (issue 36).
-#   STAGE=teacher | train | eval | all (default); REGIONS (default TH,AB); WEIGHT (teacher share, default 0.7);
+#   STAGE=teacher | train | eval | all (default); REGIONS (default HN,TH,AB); WEIGHT (teacher share, default 0.7);
 #   STEPS (default 2500); THREADS (default 2); PY (default .venv/bin/python)
 # teacher: every training case of the committed phantom split through process.py with l1_folds (training/distil.py),
 #          its target CT = WEIGHT * teacher sCT + (1 - WEIGHT) * CT in the body; validation keeps the real CT.
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 STAGE=${STAGE:-all}
-REGIONS=${REGIONS:-TH,AB}
+REGIONS=${REGIONS:-HN,TH,AB}
 WEIGHT=${WEIGHT:-0.7}
 STEPS=${STEPS:-2500}
 THREADS=${THREADS:-2}
