@@ -136,12 +136,12 @@ def parallel_calls(device: str) -> int:
 
 
 def _session_options() -> ort.SessionOptions:
-    """Set on purpose: SCT_THREADS (default 1) intra-op threads and one inter-op thread, sequential execution
-    (the networks are chains), so that parallel_calls() calls at once fill the cores without oversubscribing."""
+    """Set on purpose: SCT_THREADS (default 1) intra-op threads and one inter-op thread (execution stays ONNX
+    Runtime's default, sequential: the networks are chains), so that parallel_calls() calls at once fill the
+    cores without oversubscribing them."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # keep onnxruntime's per-session warnings (e.g. node placement) out of the log
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = cpu_threads()
     options.inter_op_num_threads = 1
     return options
