@@ -173,11 +173,12 @@ def run_cases(args: argparse.Namespace, cases: list[Case], results_dir: Path, co
                 results.append(result)
                 if result.ok:
                     LOG.info(
-                        "%s: done in %.1f s with %s -> %s",
+                        "%s: done in %.1f s with %s -> %s (%s)",
                         printable(case.case_id),
                         result.seconds,
                         result.model,
                         printable(case.output, 400),
+                        result.stages.summary(),
                     )
                 else:
                     for message in result.errors:

@@ -99,15 +99,22 @@ GPU_MEMORY_SHARE = 0.5
 
 
 def auto_batch_size(
-    spec: ModelSpec, device: str, slice_pixels: int, free_gpu: int | None = None, gpu_sessions: int | None = None
+    spec: ModelSpec,
+    device: str,
+    slice_pixels: int,
+    free_gpu: int | None = None,
+    gpu_sessions: int | None = None,
+    calls: int = 1,
 ) -> int:
     """A batch size that keeps activations modest.
 
     On a GPU: GPU_MEMORY_SHARE of the free GPU memory (`free_gpu` bytes; read from the device when not given),
     shared among the live GPU sessions (`gpu_sessions`; counted by engine.runtime when not given), over
     GPU_BYTES_PER_PIXEL per pixel; when the free memory cannot be read, about 64 Mpixel-channels shared the same
-    way; never more than a live TensorRT session's shape profile accepts. On the CPU about 4 Mpixel-channels: the
-    4 GB container limit is the binding constraint there. At most MAX_BATCH (64), halved with flip_tta.
+    way; never more than a live TensorRT session's shape profile accepts. On the CPU about 4 Mpixel-channels shared
+    among the `calls` that run at once (engine.runtime.parallel_calls): the 4 GB container limit is the binding
+    constraint there, and smaller batches are no slower on the CPU (one 400 x 400 slice per call was the fastest
+    per slice, benchmarks/README.md). At most MAX_BATCH (64), halved with flip_tta.
     """
     if spec.kind == "water":
         return MAX_BATCH
@@ -122,7 +129,7 @@ def auto_batch_size(
             batch = 64_000_000 // (sessions * max(1, slice_pixels * 16))
         limit = min(limit, tensorrt_batch_limit() or limit)
     else:
-        batch = 4_000_000 // max(1, slice_pixels * 16)
+        batch = 4_000_000 // max(1, calls * slice_pixels * 16)
     batch = int(max(1, min(limit, batch)))
     # flip test-time augmentation runs the stacks and their mirror images in one call: twice the batch
     return max(1, batch // 2) if spec.flip_tta else batch

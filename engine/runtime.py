@@ -13,6 +13,8 @@ What the first contact with a GPU needs, and where it is handled:
 - GPU memory: every session keeps its own CUDA arena, so the live GPU sessions are counted
   (`live_gpu_sessions`) and the automatic batch is shared among them (engine/generators.auto_batch_size); the
   arenas grow by what is requested (kSameAsRequested) and SCT_GPU_MEM_LIMIT_MB caps each one.
+- CPU threads on purpose: SCT_THREADS (default 1) intra-op threads per session, and as many network calls at
+  once as the usable cores (affinity, cgroup quota) hold (`parallel_calls`; the pipeline runs them).
 - TF32 off by default (SCT_TF32=1 turns it on), so GPU and CPU outputs agree within the container test's 1 HU.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import re
 import sys
@@ -52,6 +55,8 @@ TRT_OPT_SIZE = 384
 TRT_MAX_SIZE = 640
 #: The NVIDIA kernel module's version text (visible inside containers that were given a GPU).
 NVIDIA_DRIVER_VERSION_FILE = Path("/proc/driver/nvidia/version")
+#: The cgroup v2 CPU quota of this container ("max 100000" when unlimited).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 class DeviceError(RuntimeError):
@@ -97,15 +102,48 @@ def cuda_device_id() -> int:
     return int(value)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may really use: its affinity mask, capped by a cgroup v2 CPU quota (cpu.max).
+
+    ONNX Runtime's own default counts the machine's physical cores, which in a container limited to 2 CPUs on a
+    64-core host means 64 threads fighting over 2 cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    return max(1, cores)
+
+
+def cpu_threads() -> int:
+    """ONNX Runtime threads per network call on the CPU: SCT_THREADS, else 1 (the cores are filled with calls)."""
+    value = os.environ.get("SCT_THREADS", "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise DeviceError(f"SCT_THREADS must be a positive whole number of threads, got {value[:40]!r}")
+    return int(value)
+
+
+def parallel_calls(device: str) -> int:
+    """How many network calls run at once on `device`: on the CPU, the usable cores over SCT_THREADS; else 1.
+
+    One call with two intra-op threads used about 1.3 of 2 cores (issue 36): a slice of the shipped networks is
+    too small a job to split well between threads; one single-threaded call per core keeps every core busy while
+    slices are left (benchmarks/bench_speed.py measures both: SCT_THREADS=2 is the former setting). Outputs do
+    not depend on how many calls run at once (test/test_speed.py)."""
+    return max(1, usable_cores() // cpu_threads()) if device == "cpu" else 1
+
+
 def _session_options() -> ort.SessionOptions:
+    """Set on purpose: SCT_THREADS (default 1) intra-op threads and one inter-op thread (execution stays ONNX
+    Runtime's default, sequential: the networks are chains), so that parallel_calls() calls at once fill the
+    cores without oversubscribing them."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # keep onnxruntime's per-session warnings (e.g. node placement) out of the log
-    threads = os.environ.get("SCT_THREADS", "").strip()
-    if threads:
-        if not threads.isdigit() or int(threads) < 1:
-            raise DeviceError(f"SCT_THREADS must be a positive whole number of threads, got {threads[:40]!r}")
-        options.intra_op_num_threads = int(threads)
+    options.intra_op_num_threads = cpu_threads()
+    options.inter_op_num_threads = 1
     return options
 
 

@@ -16,7 +16,6 @@ with flip TTA). The shipped manifest is never touched.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from engine.manifest import DEFAULT_MANIFEST, read_manifest_json  # noqa: E402
 from engine.regions import canonical_region  # noqa: E402
 from training.export import export  # noqa: E402
-from training.manifest_entries import add_ensemble, add_entry  # noqa: E402
+from training.manifest_entries import add_ensemble, add_entry, copy_manifest  # noqa: E402
 
 LOG = logging.getLogger("make_eval_manifest")
 
@@ -43,13 +42,8 @@ def main() -> int:
     parser.add_argument("--tta", action="store_true", help="also write NAME_tta (flip TTA) for every --extra")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    data = read_manifest_json(DEFAULT_MANIFEST)
-    for entry in data["models"].values():
-        for item in (entry.get("files") or {}).values():
-            item["path"] = str((DEFAULT_MANIFEST.parent / item["path"]).resolve())
-    args.out.write_text(json.dumps(data, indent=2) + "\n")
-    manifest = args.out.resolve()
+    manifest = copy_manifest(DEFAULT_MANIFEST, args.out.resolve())
+    data = read_manifest_json(manifest)
     add_entry(manifest, "l1_tta", {**data["models"]["l1"], "flip_tta": True}, [], "primary")
     folds = []
     for index, checkpoint in enumerate(args.fold):

@@ -49,7 +49,8 @@ def write_json_atomic(data: Any, path: Path) -> None:
 
 
 def run_info(arguments: dict[str, Any], manifest_path: Path, results: list[CaseResult]) -> dict[str, Any]:
-    """What produced these outputs: arguments, manifest, software versions, per-case model and time."""
+    """What produced these outputs: arguments, manifest, software versions, per-case model, time and stage times
+    (pipeline/timing.py: wall and CPU seconds, and cores used, per stage)."""
     import numpy
     import onnxruntime
     import SimpleITK
@@ -65,6 +66,13 @@ def run_info(arguments: dict[str, Any], manifest_path: Path, results: list[CaseR
             "onnxruntime": onnxruntime.__version__,
         },
         "cases": [
-            {"case_id": r.case.case_id, "model": r.model, "seconds": round(r.seconds, 3), "ok": r.ok} for r in results
+            {
+                "case_id": r.case.case_id,
+                "model": r.model,
+                "seconds": round(r.seconds, 3),
+                "ok": r.ok,
+                "stages": r.stages.as_dict(),
+            }
+            for r in results
         ],
     }

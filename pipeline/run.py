@@ -1,4 +1,4 @@
-"""One case through the stages: prepare -> generate (K samples) -> restore -> finalise -> write.
+"""One case through the stages: read -> prepare -> generate (K samples) -> restore -> finalise -> write, each timed.
 
 Models load once per run (`GeneratorPool`); a region's fallback runs when its primary cannot load or gives an
 unusable output, and the case's record says so.
@@ -10,6 +10,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,13 +24,14 @@ from engine.generators import Generator, GeneratorError, auto_batch_size
 from engine.kinds import load_generator
 from engine.manifest import Manifest, ManifestError, ModelSpec
 from engine.regions import RegionError
-from engine.runtime import DeviceError
+from engine.runtime import DeviceError, parallel_calls
 from pipeline.cases import Case, same_file
+from pipeline.timing import StageTimes
 from postprocessing import finalise_hu, to_input_grid, write_image_atomic
 from postprocessing.write import remove_stale_temporaries
 from preprocessing import CaseError, Geometry, Prepared, prepare_case
 from preprocessing.errors import printable
-from preprocessing.slices import iter_slice_batches
+from preprocessing.slices import batch_centres, slice_stacks
 
 LOG = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class RunOptions:
     progress: bool = True
     memory_budget_bytes: int | None = None  # None: SCT_MEMORY_BUDGET_GB or 4 GB (preprocessing.load)
     manifest_note: str | None = None  # why the baked-in manifest runs (a model tarball was unusable)
+    calls: int | None = None  # network calls at once; None: engine.runtime.parallel_calls (the CPU's cores)
 
 
 @dataclass
@@ -59,6 +64,7 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)  # repairs made to the inputs (a mask resampled)
     fallback_reason: str | None = None
     seconds: float = 0.0
+    stages: StageTimes = field(default_factory=StageTimes)
 
     @property
     def ok(self) -> bool:
@@ -101,6 +107,21 @@ def slice_seeds(seed: int, sample: int, centres: np.ndarray) -> np.ndarray:
     )
 
 
+@contextmanager
+def _mapper(calls: int) -> Iterator[Callable]:
+    """`map` in order: the built-in one for one call at a time, else a thread pool's (ONNX Runtime releases the GIL).
+
+    Pending batches are cancelled when the consumer stops (an error, a signal), so a failed case does not run on."""
+    if calls <= 1:
+        yield map
+        return
+    pool = ThreadPoolExecutor(calls, thread_name_prefix="network")
+    try:
+        yield pool.map
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def generate(
     prepared: Prepared, generator: Generator, options: RunOptions, description: str = ""
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -108,30 +129,44 @@ def generate(
 
     With K > 1 every view of an ensemble or flip-augmented model (engine/ensemble.py) counts as one draw, so
     the standard deviation is the spread across samples, members and mirror views together.
+
+    Several batches run at once on the CPU (options.calls, default engine.runtime.parallel_calls): each worker
+    builds its batch's stacks and runs the network while the others do the same, and this thread takes the
+    results in batch order, so the sums are made in the same order as one call at a time: bit-identical outputs.
     """
     spec = generator.spec
     volume = prepared.volume
-    batch = options.batch_size or auto_batch_size(spec, generator.device, volume.shape[1] * volume.shape[2])
+    calls = options.calls or parallel_calls(generator.device)
+    pixels = volume.shape[1] * volume.shape[2]
+    batch = options.batch_size or auto_batch_size(spec, generator.device, pixels, calls=calls)
     seed = int(spec.sampler.get("seed", 0))
     views = view_count(generator)
     mean = np.zeros((volume.shape[0], *volume.shape[1:]), dtype=np.float32)
     m2 = np.zeros_like(mean) if options.samples > 1 else None
-    total = options.samples * ((volume.shape[0] + batch - 1) // batch)
-    with tqdm(total=total, desc=description, unit="batch", disable=not options.progress, leave=False) as bar:
-        for sample in range(options.samples):
-            for centres, stacks in iter_slice_batches(volume, spec.context_slices, batch):
-                seeds = slice_seeds(seed, sample, centres)
-                if m2 is None:
-                    mean[centres] = generator.predict(stacks, seeds)[:, 0]
-                    bar.update(1)
-                    continue
-                for index, view in enumerate(predict_views(generator, stacks, seeds)):
-                    # Welford: a running mean and sum of squared deviations, one pass, no stack of K volumes
-                    predicted = view[:, 0]
-                    delta = predicted - mean[centres]
-                    mean[centres] += delta / (sample * views + index + 1)
-                    m2[centres] += delta * (predicted - mean[centres])
+    work = [(sample, centres) for sample in range(options.samples) for centres in batch_centres(len(volume), batch)]
+
+    def predict(item: tuple[int, np.ndarray]) -> list[np.ndarray]:
+        sample, centres = item
+        stacks = slice_stacks(volume, spec.context_slices, centres)
+        seeds = slice_seeds(seed, sample, centres)
+        return [generator.predict(stacks, seeds)] if m2 is None else predict_views(generator, stacks, seeds)
+
+    with (
+        tqdm(total=len(work), desc=description, unit="batch", disable=not options.progress, leave=False) as bar,
+        _mapper(calls) as mapper,
+    ):
+        for (sample, centres), predicted in zip(work, mapper(predict, work)):
+            if m2 is None:
+                mean[centres] = predicted[0][:, 0]
                 bar.update(1)
+                continue
+            for index, view in enumerate(predicted):
+                # Welford: a running mean and sum of squared deviations, one pass, no stack of K volumes
+                values = view[:, 0]
+                delta = values - mean[centres]
+                mean[centres] += delta / (sample * views + index + 1)
+                m2[centres] += delta * (values - mean[centres])
+            bar.update(1)
     if m2 is None:
         return mean, None
     np.divide(m2, options.samples * views, out=m2)
@@ -175,20 +210,22 @@ class Generated:
     warnings: list[str] = field(default_factory=list)
 
 
-def _run_model(case: Case, spec: ModelSpec, pool: GeneratorPool, options: RunOptions) -> Generated:
-    """Prepare, generate and restore with one model."""
+def _run_model(case: Case, spec: ModelSpec, pool: GeneratorPool, options: RunOptions, times: StageTimes) -> Generated:
+    """Prepare, generate and restore with one model, each stage timed into `times`."""
     generator = pool.get(spec)
-    prepared = prepare_case(case.mr, case.mask, spec, options.memory_budget_bytes, case.root)
-    mean, std = generate(prepared, generator, options, description=case.case_id)
+    prepared = prepare_case(case.mr, case.mask, spec, options.memory_budget_bytes, case.root, times.stage)
+    with times.stage("network"):
+        mean, std = generate(prepared, generator, options, description=case.case_id)
     prepared.volume = None  # free the model-space input before restoring (peak memory on large cases)
-    hu = to_input_grid(mean, prepared, spec.ct_window_hu)
-    del mean
-    check_usable(hu, prepared.mask, spec)
-    if std is not None:
-        std *= (spec.ct_window_hu[1] - spec.ct_window_hu[0]) / 2.0
-        std = to_input_grid(std, prepared)
-        std[prepared.mask == 0] = 0.0
-    return Generated(finalise_hu(hu, prepared.mask, spec), std, prepared.geometry, spec, prepared.warnings)
+    with times.stage("restore"):
+        hu = to_input_grid(mean, prepared, spec.ct_window_hu)
+        del mean
+        check_usable(hu, prepared.mask, spec)
+        if std is not None:
+            std *= (spec.ct_window_hu[1] - spec.ct_window_hu[0]) / 2.0
+            std = to_input_grid(std, prepared)
+            std[prepared.mask == 0] = 0.0
+        return Generated(finalise_hu(hu, prepared.mask, spec), std, prepared.geometry, spec, prepared.warnings)
 
 
 def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOptions) -> CaseResult:
@@ -210,7 +247,7 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
         if case.uncertainty_output is not None:
             ensure_writable(case.uncertainty_output.parent)
         try:
-            generated = _run_model(case, route.primary, pool, options)
+            generated = _run_model(case, route.primary, pool, options, result.stages)
         except (GeneratorError, UnusableOutput) as err:
             if route.fallback is None:
                 raise CaseError(None, str(err)) from err
@@ -219,21 +256,22 @@ def run_case(case: Case, manifest: Manifest, pool: GeneratorPool, options: RunOp
             )
             LOG.warning("%s: %s; running fallback %r", case.case_id, result.fallback_reason, route.fallback.name)
             try:
-                generated = _run_model(case, route.fallback, pool, options)
+                generated = _run_model(case, route.fallback, pool, options, result.stages)
             except (GeneratorError, UnusableOutput) as fallback_err:
                 raise CaseError(None, f"{err}; fallback {route.fallback.name!r} failed too: {fallback_err}") from err
         result.model = generated.spec.name
         result.warnings.extend(generated.warnings)
         if result.fallback_reason is None and options.manifest_note:
             result.fallback_reason = options.manifest_note
-        if generated.std is not None and case.uncertainty_output is not None:
-            write_image_atomic(generated.std, generated.geometry, case.uncertainty_output)
-        try:
-            write_image_atomic(generated.sct, generated.geometry, case.output)
-        except Exception:
-            if case.uncertainty_output is not None and case.uncertainty_output.exists():
-                case.uncertainty_output.unlink()
-            raise
+        with result.stages.stage("write"):
+            if generated.std is not None and case.uncertainty_output is not None:
+                write_image_atomic(generated.std, generated.geometry, case.uncertainty_output)
+            try:
+                write_image_atomic(generated.sct, generated.geometry, case.output)
+            except Exception:
+                if case.uncertainty_output is not None and case.uncertainty_output.exists():
+                    case.uncertainty_output.unlink()
+                raise
     except CaseError as err:
         result.errors.append(str(err))
     except Exception as err:  # noqa: BLE001 - one case must never stop the others or the results.json

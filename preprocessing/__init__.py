@@ -7,6 +7,8 @@ grid voxel for voxel.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,19 +67,38 @@ class Prepared:
 
 
 def prepare_case(
-    mr_path: Path, mask_path: Path, spec: ModelSpec, budget_bytes: int | None = None, root: Path | None = None
+    mr_path: Path,
+    mask_path: Path,
+    spec: ModelSpec,
+    budget_bytes: int | None = None,
+    root: Path | None = None,
+    stage: Callable[[str], AbstractContextManager[object]] | None = None,
 ) -> Prepared:
     """Read and check the inputs, then bring the MR into the model's space as the manifest entry says.
 
     budget_bytes: the memory budget of the case (None: SCT_MEMORY_BUDGET_GB or 4 GB); bigger cases are refused.
     root: the input folder both files must lie in (links out of it are refused); None when the user named them.
+    stage: times the two parts, `stage("read")` and `stage("prepare")` (pipeline/timing.py); None: untimed.
     """
-    mr_image, volume = load_mr(mr_path, budget_bytes, spec.spacing_xy_mm, root)
-    mask, warnings = load_mask(mask_path, mr_image, budget_bytes, root)
-    check_contrast(mr_path, volume, mask)
-    geometry = Geometry.of(mr_image)
-    del mr_image
+    stage = stage or _untimed
+    with stage("read"):
+        mr_image, volume = load_mr(mr_path, budget_bytes, spec.spacing_xy_mm, root)
+        mask, warnings = load_mask(mask_path, mr_image, budget_bytes, root)
+        check_contrast(mr_path, volume, mask)
+        geometry = Geometry.of(mr_image)
+        del mr_image
+    with stage("prepare"):
+        return _to_model_space(volume, mask, geometry, warnings, spec)
 
+
+def _untimed(name: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
+def _to_model_space(
+    volume: np.ndarray, mask: np.ndarray, geometry: Geometry, warnings: list[str], spec: ModelSpec
+) -> Prepared:
+    """Reorient, normalise in the mask, resample in-plane and pad the MR read by prepare_case."""
     reorientation = canonical_reorientation(geometry.direction)
     if not reorientation.is_identity:
         volume = np.ascontiguousarray(reorientation.apply(volume))

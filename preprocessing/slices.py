@@ -76,11 +76,19 @@ def stack_indices(num_slices: int, context_slices: int, centres: np.ndarray) -> 
     return np.clip(centres[:, None] + offsets[None, :], 0, num_slices - 1)
 
 
+def batch_centres(num_slices: int, batch_size: int) -> list[np.ndarray]:
+    """The centre slice indices of each batch, in order."""
+    return [np.arange(start, min(start + batch_size, num_slices)) for start in range(0, num_slices, batch_size)]
+
+
+def slice_stacks(volume: np.ndarray, context_slices: int, centres: np.ndarray) -> np.ndarray:
+    """float32[len(centres), context, H, W]: each centre slice with its neighbours (a copy)."""
+    return volume[stack_indices(volume.shape[0], context_slices, centres)]
+
+
 def iter_slice_batches(
     volume: np.ndarray, context_slices: int, batch_size: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (centre slice indices, float32[B, context, H, W] stacks), built only when asked for."""
-    num_slices = volume.shape[0]
-    for start in range(0, num_slices, batch_size):
-        centres = np.arange(start, min(start + batch_size, num_slices))
-        yield centres, volume[stack_indices(num_slices, context_slices, centres)]
+    for centres in batch_centres(volume.shape[0], batch_size):
+        yield centres, slice_stacks(volume, context_slices, centres)

@@ -111,6 +111,18 @@ def add_fp16(manifest_path: Path, source: str, name: str, regions: list[str], ro
     return entry
 
 
+def copy_manifest(source: Path, out: Path) -> Path:
+    """An evaluation manifest at `out`: `source` with every file named by absolute path (the shipped files stay
+    where they are; entries added to `out` later put their files beside it). Returns `out`."""
+    data = read_manifest_json(source)
+    for entry in data["models"].values():
+        for item in (entry.get("files") or {}).values():
+            item["path"] = str((Path(source).parent / item["path"]).resolve())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=2) + "\n")
+    return out
+
+
 def add_entry(manifest_path: Path, name: str, entry: dict[str, Any], regions: list[str], role: str) -> None:
     """Put `entry` in the manifest and route `regions` to it; the new file is validated before it replaces the old."""
     data = read_manifest_json(manifest_path)
