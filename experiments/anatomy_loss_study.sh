@@ -20,7 +20,8 @@
 #   bash experiments/anatomy_loss_study.sh                   # everything; runs with a best.pt are not trained again
 #   STAGE=compare bash experiments/anatomy_loss_study.sh     # only the scoring (train, compare or all)
 # Settings: DATA (data/phantoms_final, generated when missing), OUT (runs/anatomy_study), STEPS (3000), THREADS (2),
-# BF16 (false; true only where lscpu lists avx512_bf16), LAMBDA_ANATOMY, DRIFT_START (0), BUDGET (seconds).
+# BF16 (false; true only where lscpu lists avx512_bf16), LAMBDA_ANATOMY, DRIFT_START (0), BUDGET (seconds),
+# SCRATCH (1; 0 leaves out the two from-scratch runs, S vs M at equal wall-clock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z ${PY:-} ]]; then
@@ -34,6 +35,7 @@ BF16=${BF16:-false}
 LAMBDA_ANATOMY=${LAMBDA_ANATOMY:-1.0}
 DRIFT_START=${DRIFT_START:-0}
 STAGE=${STAGE:-all}
+SCRATCH=${SCRATCH:-1}
 ANATOMY=$OUT/anatomy/tissue_net.pt
 export SCT_THREADS=$THREADS
 mkdir -p "$OUT"
@@ -64,14 +66,17 @@ if [[ $STAGE == all || $STAGE == train ]]; then
   train s_drift "${fine_tune[@]}" --set model.kind=drifting --set loss.encoder=anatomy --set 'loss.features=[]' \
     --set 'loss.encoder_layers=[1,2,3]' --set loss.positives=paired --set "loss.anatomy_checkpoint=$ANATOMY" \
     --set "loss.drift_start=$DRIFT_START"
-  BUDGET=${BUDGET:-$($PY -c "import json; print(json.load(open('$OUT/s_l1/summary.json'))['train_seconds'])")}
-  echo "equal wall-clock budget: $BUDGET s of training steps"
-  train s_scratch --set optim.steps=1000000 --set "run.max_train_seconds=$BUDGET"
-  train m_scratch --config configs/presets/M.toml --set optim.steps=1000000 --set "run.max_train_seconds=$BUDGET"
+  if [[ $SCRATCH == 1 ]]; then
+    BUDGET=${BUDGET:-$($PY -c "import json; print(json.load(open('$OUT/s_l1/summary.json'))['train_seconds'])")}
+    echo "equal wall-clock budget: $BUDGET s of training steps"
+    train s_scratch --set optim.steps=1000000 --set "run.max_train_seconds=$BUDGET"
+    train m_scratch --config configs/presets/M.toml --set optim.steps=1000000 --set "run.max_train_seconds=$BUDGET"
+  fi
 fi
 
 if [[ $STAGE == all || $STAGE == compare ]]; then
-  models=(s_l1 s_anatomy s_drift s_scratch m_scratch)
+  models=(s_l1 s_anatomy s_drift)
+  [[ $SCRATCH == 1 ]] && models+=(s_scratch m_scratch)
   extras=()
   for name in "${models[@]}"; do extras+=(--extra "$name=$OUT/$name/best.pt"); done
   $PY experiments/make_eval_manifest.py --out "$OUT/eval/manifest.json" "${extras[@]}"
@@ -117,8 +122,9 @@ recipe = "the drifting objective (L1 + drift in anatomy features)" if verdicts["
     "L1 + the anatomy loss" if verdicts["s_anatomy"] else "plain L1"
 )
 lines.append(f"\nShip rule -> the primary's objective: {recipe}.")
-m, s = value("m_scratch", "mae"), value("s_scratch", "mae")
-lines.append(f"S vs M at equal wall-clock (from scratch): MAE {s:.1f} vs {m:.1f} HU")
+if "m_scratch" in summary and "s_scratch" in summary:
+    m, s = value("m_scratch", "mae"), value("s_scratch", "mae")
+    lines.append(f"S vs M at equal wall-clock (from scratch): MAE {s:.1f} vs {m:.1f} HU")
 (out / "verdict.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
