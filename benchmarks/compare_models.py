@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.process_runner import run_process  # noqa: E402
 from evaluation.__main__ import run_evaluation  # noqa: E402
 from training.dataset import find_cases  # noqa: E402
+from training.distil import link_or_copy  # noqa: E402
 from training.splits import SplitError, load_split  # noqa: E402
 
 LOG = logging.getLogger("compare_models")
@@ -66,14 +66,8 @@ def held_out_layout(data: Path, out: Path, split_path: Path = DEFAULT_SPLIT, onl
         shutil.rmtree(root)
     for case_dir, _ in held_out:
         target = root / case_dir.parent.name / case_dir.name
-        target.mkdir(parents=True, exist_ok=True)
         for name in ("mr.mha", "ct.mha", "mask.mha"):
-            link = target / name
-            if not link.exists():
-                try:
-                    os.link((case_dir / name).resolve(), link)
-                except OSError:
-                    shutil.copyfile((case_dir / name).resolve(), link)
+            link_or_copy((case_dir / name).resolve(), target / name)
     return root.parent
 
 
