@@ -186,7 +186,8 @@ class SliceCrops(Dataset):
             raise ValueError(f"extra_share must be in [0, 1), got {extra_share}")
         if self.extra_share and (not self.extra or len(self.extra) == len(volumes)):
             raise ValueError("extra_share needs volumes from both the extra root and the main root")
-        others = [i for i in range(len(volumes)) if i not in set(self.extra)] if self.extra_share else None
+        extra_set = set(self.extra)
+        others = [i for i in range(len(volumes)) if i not in extra_set] if self.extra_share else None
         # region-balanced: each crop first draws a region uniformly, then one of its volumes (a release has about
         # twice as many cases of one region as of another); otherwise every volume is equally likely
         pool = others if others is not None else list(range(len(volumes)))
