@@ -21,7 +21,9 @@
 #   STAGE=compare bash experiments/anatomy_loss_study.sh     # only the scoring (train, compare or all)
 # Settings: DATA (data/phantoms_final, generated when missing), OUT (runs/anatomy_study), STEPS (3000), THREADS (2),
 # BF16 (false; true only where lscpu lists avx512_bf16), LAMBDA_ANATOMY, DRIFT_START (0), BUDGET (seconds),
-# SCRATCH (1; 0 leaves out the two from-scratch runs, S vs M at equal wall-clock).
+# SCRATCH (1; 0 leaves out the two from-scratch runs, S vs M at equal wall-clock), VAL_EVERY (500: steps between
+# validations; a large value validates only at the end), MODELS (the runs to train and compare, default all five;
+# e.g. MODELS="s_scratch m_scratch" BUDGET=900 for S vs M alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z ${PY:-} ]]; then
@@ -36,6 +38,13 @@ LAMBDA_ANATOMY=${LAMBDA_ANATOMY:-1.0}
 DRIFT_START=${DRIFT_START:-0}
 STAGE=${STAGE:-all}
 SCRATCH=${SCRATCH:-1}
+VAL_EVERY=${VAL_EVERY:-500}
+if [[ -n ${MODELS:-} ]]; then
+  read -r -a models <<<"$MODELS"
+else
+  models=(s_l1 s_anatomy s_drift)
+  [[ $SCRATCH == 1 ]] && models+=(s_scratch m_scratch)
+fi
 ANATOMY=$OUT/anatomy/tissue_net.pt
 export SCT_THREADS=$THREADS
 mkdir -p "$OUT"
@@ -44,12 +53,13 @@ if [[ ! -f $DATA/phantoms.json ]]; then
   $PY -m phantoms --out "$DATA" --regions HN,TH,AB --cases 15 --seed 0 --no-progress  # the committed split's cases
 fi
 common=(--config configs/drifting.toml --set model.kind=l1 --set "data.root=$DATA" --set "run.threads=$THREADS"
-  --set "optim.cpu_bf16=$BF16" --set optim.lr_schedule=cosine)
+  --set "optim.cpu_bf16=$BF16" --set optim.lr_schedule=cosine --set "run.val_every=$VAL_EVERY")
 fine_tune=(--set "optim.steps=$STEPS" --set run.init_from=model_weights/l1.onnx)
 
-train() {  # name, extra arguments: skipped when OUT/name/best.pt exists (a stopped study resumes)
+train() {  # name, extra arguments: skipped when OUT/name/best.pt exists (a stopped study resumes) or not in MODELS
   local name=$1
   shift
+  [[ " ${models[*]} " == *" $name "* ]] || return 0
   if [[ -f $OUT/$name/best.pt ]]; then
     echo "have $OUT/$name/best.pt"
     return
@@ -59,14 +69,14 @@ train() {  # name, extra arguments: skipped when OUT/name/best.pt exists (a stop
 }
 
 if [[ $STAGE == all || $STAGE == train ]]; then
-  [[ -f $ANATOMY ]] || nice -n 15 $PY -m training.anatomy --config configs/drifting.toml --set "data.root=$DATA" \
+  [[ -f $ANATOMY || " ${models[*]} " != *" s_anatomy "* && " ${models[*]} " != *" s_drift "* ]] || nice -n 15 $PY -m training.anatomy --config configs/drifting.toml --set "data.root=$DATA" \
     --out "$ANATOMY" --threads "$THREADS" >"$OUT/anatomy.log" 2>&1
   train s_l1 "${fine_tune[@]}"
   train s_anatomy "${fine_tune[@]}" --set "loss.lambda_anatomy=$LAMBDA_ANATOMY" --set "loss.anatomy_checkpoint=$ANATOMY"
   train s_drift "${fine_tune[@]}" --set model.kind=drifting --set loss.encoder=anatomy --set 'loss.features=[]' \
     --set 'loss.encoder_layers=[1,2,3]' --set loss.positives=paired --set "loss.anatomy_checkpoint=$ANATOMY" \
     --set "loss.drift_start=$DRIFT_START"
-  if [[ $SCRATCH == 1 ]]; then
+  if [[ " ${models[*]} " == *"_scratch "* ]]; then
     BUDGET=${BUDGET:-$($PY -c "import json; print(json.load(open('$OUT/s_l1/summary.json'))['train_seconds'])")}
     echo "equal wall-clock budget: $BUDGET s of training steps"
     train s_scratch --set optim.steps=1000000 --set "run.max_train_seconds=$BUDGET"
@@ -75,8 +85,6 @@ if [[ $STAGE == all || $STAGE == train ]]; then
 fi
 
 if [[ $STAGE == all || $STAGE == compare ]]; then
-  models=(s_l1 s_anatomy s_drift)
-  [[ $SCRATCH == 1 ]] && models+=(s_scratch m_scratch)
   extras=()
   for name in "${models[@]}"; do extras+=(--extra "$name=$OUT/$name/best.pt"); done
   $PY experiments/make_eval_manifest.py --out "$OUT/eval/manifest.json" "${extras[@]}"
@@ -110,7 +118,7 @@ for model in summary:
     seconds = train.get(model, {}).get("train_seconds", "")
     lines.append(f"| {model} | {steps} | {seconds} | " + " | ".join(f"{value(model, k):.4g}" for k in keys) + " |")
 verdicts = {}
-for variant in ("s_anatomy", "s_drift"):
+for variant in ("s_anatomy", "s_drift") if all(m in summary for m in ("s_l1", "s_anatomy", "s_drift")) else ():
     mae_ok = value(variant, "mae") <= 1.02 * value("s_l1", "mae")
     wins = [k for k in keys[1:] if better(k, value(variant, k), value("s_l1", k))]
     verdicts[variant] = mae_ok and len(wins) >= 2
@@ -118,10 +126,11 @@ for variant in ("s_anatomy", "s_drift"):
         f"\n{variant} vs s_l1: MAE {'within' if mae_ok else 'worse than'} +2 %, better on {wins or 'nothing'} "
         f"-> {'beats' if verdicts[variant] else 'does not beat'} s_l1"
     )
-recipe = "the drifting objective (L1 + drift in anatomy features)" if verdicts["s_drift"] else (
+recipe = "" if not verdicts else "the drifting objective (L1 + drift in anatomy features)" if verdicts["s_drift"] else (
     "L1 + the anatomy loss" if verdicts["s_anatomy"] else "plain L1"
 )
-lines.append(f"\nShip rule -> the primary's objective: {recipe}.")
+if recipe:
+    lines.append(f"\nShip rule -> the primary's objective: {recipe}.")
 if "m_scratch" in summary and "s_scratch" in summary:
     m, s = value("m_scratch", "mae"), value("s_scratch", "mae")
     lines.append(f"S vs M at equal wall-clock (from scratch): MAE {s:.1f} vs {m:.1f} HU")
