@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Distil the fold ensemble with flip TTA (l1_folds: 6 network evaluations per slice) into one network (issue 36).
 #   STAGE=teacher | train | eval | all (default); REGIONS (default HN,TH,AB); WEIGHT (teacher share, default 0.7);
-#   STEPS (default 2500); THREADS (default 2); PY (default .venv/bin/python)
+#   STEPS (default 2500); THREADS (default 2); PY (default .venv/bin/python); INIT (default model_weights/l1.onnx,
+#   empty: from scratch); SCHEDULE (cosine or constant, default cosine); VAL_EVERY (default 500); STUDENT (the run
+#   folder's name, default student); PLAIN (1: also the plain comparator, default 1); MODELS (eval: the models).
+# Recipe 2, the student from scratch for l1's budget (10 500 steps, constant rate, as l1 was trained):
+#   STAGE=train INIT= SCHEDULE=constant STEPS=10500 VAL_EVERY=3500 THREADS=1 PLAIN=0 STUDENT=scratch_student \
+#     bash experiments/distil_study.sh
 # teacher: every training case of the committed phantom split through process.py with l1_folds (training/distil.py),
 #          its target CT = WEIGHT * teacher sCT + (1 - WEIGHT) * CT in the body; validation keeps the real CT.
 # train:   the shipped S network from model_weights/l1.onnx, L1, cosine, bf16, on that root (REGIONS only), best
@@ -16,6 +21,11 @@ REGIONS=${REGIONS:-HN,TH,AB}
 WEIGHT=${WEIGHT:-0.7}
 STEPS=${STEPS:-2500}
 THREADS=${THREADS:-2}
+INIT=${INIT-model_weights/l1.onnx}
+SCHEDULE=${SCHEDULE:-cosine}
+VAL_EVERY=${VAL_EVERY:-500}
+STUDENT=${STUDENT:-student}
+PLAIN=${PLAIN:-1}
 OUT=${OUT:-runs/distil}
 ROOT=data/distil_l1_folds
 SPLIT=configs/splits/phantoms_final.json
@@ -28,26 +38,34 @@ fi
 
 train() {  # $1 = run folder, $2 = data root
   mkdir -p "$OUT"
+  local init=()
+  if [[ -n $INIT ]]; then init=(--set "run.init_from=$INIT"); fi
   $PY -m training.train --config configs/drifting.toml --set model.kind=l1 --set optim.cpu_bf16=true \
-    --set optim.lr_schedule=cosine --set run.threads="$THREADS" --set run.seed=0 --set optim.steps="$STEPS" \
-    --set run.val_every=500 --set run.checkpoint_every=500 --set run.init_from=model_weights/l1.onnx \
+    --set optim.lr_schedule="$SCHEDULE" --set run.threads="$THREADS" --set run.seed=0 --set optim.steps="$STEPS" \
+    --set run.val_every="$VAL_EVERY" --set run.checkpoint_every="$VAL_EVERY" "${init[@]}" \
     --set "data.root=$2" --set data.split=$SPLIT --set "data.regions=$regions_toml" --set "run.out_dir=$1" \
     >"$1.log" 2>&1
 }
 
 if [[ $STAGE == all || $STAGE == train ]]; then
-  train "$OUT/student" $ROOT
-  train "$OUT/plain" data/phantoms_final
+  train "$OUT/$STUDENT" $ROOT
+  if [[ $PLAIN == 1 ]]; then train "$OUT/plain" data/phantoms_final; fi
 fi
 
 if [[ $STAGE == all || $STAGE == eval ]]; then
   export SCT_THREADS=$THREADS
-  $PY experiments/make_eval_manifest.py --out "$OUT/eval/manifest.json" \
-    --extra l1_student="$OUT/student/best.pt" --extra l1_plain_ft="$OUT/plain/best.pt"
+  MODELS=${MODELS:-l1_folds,l1,l1_student,l1_plain_ft}
+  extras=()  # every run folder of OUT with a best.pt, as l1_<folder> (student -> l1_student, plain -> l1_plain_ft)
+  for run in "$OUT"/*/best.pt; do
+    name=$(basename "$(dirname "$run")")
+    [[ $name == plain ]] && name=plain_ft
+    extras+=(--extra "l1_$name=$run")
+  done
+  $PY experiments/make_eval_manifest.py --out "$OUT/eval/manifest.json" "${extras[@]}"
   cases=$($PY -c "import json,sys; s=json.load(open('$SPLIT'))['cases']; r=set('$REGIONS'.split(','));
 print(','.join(sorted(c for c, e in s.items() if e['split'] == 'test' and e['region'] in r)))")
   $PY benchmarks/compare_models.py --data data/phantoms_final --cases "$cases" --dosimetry \
-    --models l1_folds,l1,l1_student,l1_plain_ft --manifest "$OUT/eval/manifest.json" --out "$OUT/test"
+    --models "$MODELS" --manifest "$OUT/eval/manifest.json" --out "$OUT/test"
   mkdir -p docs/results/distillation
   cp "$OUT/test/comparison.json" docs/results/distillation/test_comparison.json
 fi
