@@ -170,3 +170,27 @@ def test_the_trainer_reads_its_training_volumes_from_the_cache_with_identical_re
     plain = torch.load(tmp_path / "plain" / "last.pt", weights_only=False)["model"]
     cached = torch.load(tmp_path / "cached" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(plain[key], cached[key]) for key in plain)
+
+
+def test_flip_augmentation_mirrors_mr_ct_and_mask_together_and_leaves_the_draws_alone():
+    """flip_probability 1 gives the same crops as 0, each mirrored left-right (MR stack, CT and mask alike); at 0.5
+    about half the crops are mirrored, and a probability outside [0, 1] is refused."""
+    rng = np.random.default_rng(0)
+    mr = rng.normal(size=(5, 24, 30)).astype(np.float16)
+    ct = rng.normal(size=(5, 24, 30)).astype(np.float16)
+    mask = (rng.random((5, 24, 30)) > 0.3).astype(np.uint8)
+    volumes = [TrainingVolume("x", "HN", Path("x"), mr, ct, mask, None)]
+
+    def crops(probability: float) -> SliceCrops:
+        return SliceCrops(volumes, 3, 16, 40, 0.0, seed=5, flip_probability=probability)
+
+    plain, mirrored, half = crops(0.0), crops(1.0), crops(0.5)
+    flipped = 0
+    for index in range(40):
+        a, b, c = plain[index], mirrored[index], half[index]
+        for key in ("mr", "ct", "mask"):
+            assert torch.equal(b[key], torch.flip(a[key], dims=[-1])), key
+        flipped += int(not torch.equal(c["ct"], a["ct"]))
+    assert 10 <= flipped <= 30
+    with pytest.raises(ValueError, match="flip_probability"):
+        crops(1.5)

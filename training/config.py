@@ -56,6 +56,7 @@ class AugmentConfig:
     dark_bone_probability: float = 0.0  # share of randomised crops whose bone (CT >= 200 HU) MR signal is darkened
     faint_bone_probability: float = 0.0  # share of randomised crops whose bone MR fades towards the tissue around it
     keep_histogram: bool = False  # randomised crops keep their in-body histogram (with mr_normalisation.landmarks)
+    flip_probability: float = 0.0  # share of crops mirrored left-right (MR stack, CT and mask together); any level
 
 
 @dataclass(frozen=True)

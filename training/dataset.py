@@ -16,6 +16,7 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
+from engine.ensemble import LEFT_RIGHT_AXIS
 from engine.manifest import ModelSpec
 from engine.regions import RegionError, canonical_region
 from modelspec import HU_MAX, HU_MIN, hu_to_normalised, normalised_to_hu
@@ -175,6 +176,7 @@ class SliceCrops(Dataset):
         keep_histogram: bool = False,
         extra: list[bool] | None = None,
         extra_share: float = 0.0,
+        flip_probability: float = 0.0,
     ):
         if not volumes:
             raise ValueError("no training volumes")
@@ -207,6 +209,9 @@ class SliceCrops(Dataset):
         self.randomisation = (randomisation or Randomisation()).check()
         self.ct_window_hu = ct_window_hu
         self.keep_histogram = keep_histogram  # randomised crops keep their histogram (histogram-standardised models)
+        if not 0.0 <= flip_probability <= 1.0:
+            raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
+        self.flip_probability = float(flip_probability)
 
     def set_epoch(self, epoch: int) -> None:
         """New crops every epoch, reproducibly."""
@@ -258,6 +263,12 @@ class SliceCrops(Dataset):
                 self.mr_outside,
                 keep_histogram=self.keep_histogram,
             )
+        # Left-right mirroring: a body is near-symmetric, so the mirrored pair is a new training pair; a network
+        # that never saw one is not mirror-consistent, which is what flip test-time augmentation averages away.
+        # Its own generator, so the crops drawn above do not depend on whether it is on.
+        flip_draw = np.random.default_rng([self.seed, self.epoch, index, 11]) if self.flip_probability else None
+        if flip_draw is not None and flip_draw.random() < self.flip_probability:
+            mr, ct, mask = (np.flip(array, LEFT_RIGHT_AXIS) for array in (mr, ct, mask))
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
             pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))
             mr = np.pad(mr, pad, constant_values=self.mr_outside)

@@ -324,6 +324,7 @@ def build_crops(config: TrainConfig, spec: ModelSpec, volumes: list[TrainingVolu
         keep_histogram=augment.keep_histogram,
         extra=[is_extra_volume(v, config) for v in volumes] if data.extra_share else None,
         extra_share=data.extra_share,
+        flip_probability=augment.flip_probability,
     )
 
 
