@@ -3,10 +3,12 @@
 #   STAGE=teacher | train | eval | all (default); REGIONS (default HN,TH,AB); WEIGHT (teacher share, default 0.7);
 #   STEPS (default 2500); THREADS (default 2); PY (default .venv/bin/python); INIT (default model_weights/l1.onnx,
 #   empty: from scratch); SCHEDULE (cosine or constant, default cosine); VAL_EVERY (default 500); STUDENT (the run
-#   folder's name, default student); PLAIN (1: also the plain comparator, default 1); MODELS (eval: the models).
+#   folder's name, default student); PLAIN (1: also the plain comparator, default 1); FLIP (share of left-right
+#   mirrored crops, default 0); MODELS (eval: the models, default l1_folds,l1,l1_student,l1_plain_ft).
 # Recipe 2, the student from scratch for l1's budget (10 500 steps, constant rate, as l1 was trained):
 #   STAGE=train INIT= SCHEDULE=constant STEPS=10500 VAL_EVERY=3500 THREADS=1 PLAIN=0 STUDENT=scratch_student \
 #     bash experiments/distil_study.sh
+# Recipe 3, the same with half the crops mirrored: ... FLIP=0.5 STUDENT=scratch_student_flip ...
 # teacher: every training case of the committed phantom split through process.py with l1_folds (training/distil.py),
 #          its target CT = WEIGHT * teacher sCT + (1 - WEIGHT) * CT in the body; validation keeps the real CT.
 # train:   the shipped S network from model_weights/l1.onnx, L1, cosine, bf16, on that root (REGIONS only), best
@@ -26,6 +28,7 @@ SCHEDULE=${SCHEDULE:-cosine}
 VAL_EVERY=${VAL_EVERY:-500}
 STUDENT=${STUDENT:-student}
 PLAIN=${PLAIN:-1}
+FLIP=${FLIP:-0}
 OUT=${OUT:-runs/distil}
 ROOT=data/distil_l1_folds
 SPLIT=configs/splits/phantoms_final.json
@@ -43,6 +46,7 @@ train() {  # $1 = run folder, $2 = data root
   $PY -m training.train --config configs/drifting.toml --set model.kind=l1 --set optim.cpu_bf16=true \
     --set optim.lr_schedule="$SCHEDULE" --set run.threads="$THREADS" --set run.seed=0 --set optim.steps="$STEPS" \
     --set run.val_every="$VAL_EVERY" --set run.checkpoint_every="$VAL_EVERY" "${init[@]}" \
+    --set augment.flip_probability="$FLIP" \
     --set "data.root=$2" --set data.split=$SPLIT --set "data.regions=$regions_toml" --set "run.out_dir=$1" \
     >"$1.log" 2>&1
 }
