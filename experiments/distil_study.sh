@@ -8,7 +8,9 @@
 # Recipe 2, the student from scratch for l1's budget (10 500 steps, constant rate, as l1 was trained):
 #   STAGE=train INIT= SCHEDULE=constant STEPS=10500 VAL_EVERY=3500 THREADS=1 PLAIN=0 STUDENT=scratch_student \
 #     bash experiments/distil_study.sh
-# Recipe 3, the same with half the crops mirrored: ... FLIP=0.5 STUDENT=scratch_student_flip ...
+# Recipe 3, no teacher: l1 fine-tuned on the plain phantoms with half the crops mirrored, and without (comparator):
+#   STAGE=train ROOT=data/phantoms_final STEPS=3000 VAL_EVERY=1500 THREADS=1 PLAIN=0 FLIP=0.5 STUDENT=flip_ft \
+#     bash experiments/distil_study.sh   # and the same with FLIP=0 STUDENT=noflip_ft
 # teacher: every training case of the committed phantom split through process.py with l1_folds (training/distil.py),
 #          its target CT = WEIGHT * teacher sCT + (1 - WEIGHT) * CT in the body; validation keeps the real CT.
 # train:   the shipped S network from model_weights/l1.onnx, L1, cosine, bf16, on that root (REGIONS only), best
@@ -30,7 +32,7 @@ STUDENT=${STUDENT:-student}
 PLAIN=${PLAIN:-1}
 FLIP=${FLIP:-0}
 OUT=${OUT:-runs/distil}
-ROOT=data/distil_l1_folds
+ROOT=${ROOT:-data/distil_l1_folds}  # train: the student's data root (data/phantoms_final: no teacher)
 SPLIT=configs/splits/phantoms_final.json
 regions_toml="[\"${REGIONS//,/\",\"}\"]"
 
