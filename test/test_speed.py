@@ -30,9 +30,9 @@ def shipped():
     return load_manifest(DEFAULT_MANIFEST)
 
 
-@pytest.mark.parametrize("model", ["l1_folds", "l1", "ldm"])
+@pytest.mark.parametrize("model", ["l1_folds", "l1_flip", "ldm"])
 def test_parallel_calls_give_the_sequential_outputs_bit_for_bit(model, shipped, tmp_path):
-    """The shipped networks (the default ensemble with flip TTA, one network, the diffusion fallback) over a
+    """The shipped networks (the ensemble with flip TTA, the default single network, the diffusion fallback) over a
     small case: one call at a time and three at once, with K = 1 (the mean) and K = 3 (mean and spread)."""
     mr, mask = write_case(tmp_path, shape=(7, 37, 29))
     spec = shipped.models[model]
@@ -51,7 +51,7 @@ def test_parallel_calls_give_the_sequential_outputs_bit_for_bit(model, shipped, 
 
 
 def test_the_default_run_writes_the_same_bytes_with_one_or_several_calls(tmp_path, monkeypatch):
-    """End to end through process.py with the shipped default (l1_folds): the written sCT does not depend on how
+    """End to end through process.py with the shipped default (l1_flip): the written sCT does not depend on how
     many network calls run at once (one slice a batch: six batches in flight)."""
     write_case(tmp_path / "in", region="Head and Neck", shape=(6, 37, 29))
     written = []
