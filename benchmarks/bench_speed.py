@@ -1,6 +1,6 @@
 """Seconds per case on the CPU for the default model and every candidate, in one run, with the stage breakdown.
 
-    python benchmarks/bench_speed.py                                   # default (l1_folds), l1; 400 x 400 x 100
+    python benchmarks/bench_speed.py                                   # default (l1_flip), l1; 400 x 400 x 100
     python benchmarks/bench_speed.py --former                          # also the former threads (SCT_THREADS=cores)
     python benchmarks/bench_speed.py --manifest runs/quantise/manifest.json --models l1_int8 --batch-sizes auto,4
 
