@@ -74,7 +74,8 @@ def threads(value: int | None) -> Iterator[None]:
 
 
 def measure(folder: Path, out: Path, manifest: Manifest, model: str, batch: int | None, repeats: int) -> dict[str, Any]:
-    """Load `model` (timed), then run the case `repeats` times; the median run's seconds and stages."""
+    """Load `model` (timed), run the case once untimed (warm file cache and allocator: otherwise the first row alone
+    pays for a cold read), then `repeats` times; the median run's seconds and stages (of two, the faster)."""
 
     pool = GeneratorPool("cpu")
     (case,) = discover_cases(folder, out)
@@ -83,7 +84,7 @@ def measure(folder: Path, out: Path, manifest: Manifest, model: str, batch: int 
     pool.get(route.primary)
     load = time.perf_counter() - started
     runs = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         (case,) = discover_cases(folder, out)
         result = run_case(
             case, manifest, pool, RunOptions(device="cpu", batch_size=batch, model_override=model, progress=False)
@@ -91,7 +92,8 @@ def measure(folder: Path, out: Path, manifest: Manifest, model: str, batch: int 
         if not result.ok:
             raise SystemExit(f"{model}: {result.errors}")
         runs.append(result)
-    middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+    runs = runs[1:]  # the warm-up run
+    middle = sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
     stages = middle.stages.as_dict()
     return {
         "seconds_per_case": round(middle.seconds, 2),
@@ -122,7 +124,7 @@ def main() -> int:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest (default: the shipped one)")
     parser.add_argument("--models", default="", help="comma-separated extra entries of --manifest to time")
     parser.add_argument("--shape", default="100,400,400", help="slices,rows,columns of the case (%(default)s)")
-    parser.add_argument("--repeats", type=int, default=1, help="runs per row; the median is reported (%(default)s)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row after one untimed warm-up; the median is reported (%(default)s)")
     parser.add_argument(
         "--batch-sizes", default="auto", help="comma-separated slices per call, 'auto' the automatic (%(default)s)"
     )
