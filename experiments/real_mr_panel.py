@@ -2,7 +2,7 @@
 
     pip install --no-deps nilearn==0.14.1 pydeface==2.1.0     # the mean head (their data files only)
     apt-get install insighttoolkit5-examples                  # the single-subject head (Debian)
-    python experiments/real_mr_panel.py --models l1_folds,l1,ldm --out runs/real_mr_panel
+    python experiments/real_mr_panel.py --models l1_flip,l1_folds,ldm --out runs/real_mr_panel
 
 Heads (neither has a CT; both read from installed packages, never vendored):
 - `mean_head`: pydeface's mean of registered real T1 heads on nilearn's MNI152 grid, brain from the MNI152 brain
@@ -153,7 +153,7 @@ def table(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="l1_folds,l1", help="comma-separated manifest entries or kinds")
+    parser.add_argument("--models", default="l1_flip,l1_folds", help="comma-separated manifest entries or kinds")
     parser.add_argument("--manifest", type=Path, default=REPO / "model_weights" / "manifest.json")
     parser.add_argument("--heads", default=",".join(HEADS), help=f"comma-separated subset of {', '.join(HEADS)}")
     parser.add_argument("--region", default="HN", help="region the heads run as (default HN; BRAIN also works)")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Ship the fold ensemble with flip TTA as every region's primary (only if the pre-stated rule passed).
+# Since issue 36 every region's primary is l1_flip (docs/studies/distillation.md): rerunning this routes them back.
 # Run after experiments/kfold_experiment.sh (it needs runs/kfold/l1/fold_K/best.pt); then update the shipped-primary
 # test (test/test_model_work.py), regenerate the container expectations (python test/container/make_expected.py)
 # and the tables of docs/studies/folds_and_tta.md and docs/studies/test_split.md.
