@@ -248,11 +248,12 @@ def test_the_batch_is_shared_among_the_live_gpu_sessions(fresh):
     free, pixels = 14 * 2**30, 256 * 256  # a T4 with the models loaded; a head slice
     alone = int(GPU_MEMORY_SHARE * free // (pixels * GPU_BYTES_PER_PIXEL))
     assert auto_batch_size(models["l1"], "cuda", pixels, free_gpu=free) == alone
-    primary = load_generator(route.primary, "auto")  # the shipped ensemble: three members, three arenas
+    ensemble = models["l1_folds"]
+    primary = load_generator(ensemble, "auto")  # the shipped fold ensemble: three members, three arenas
     assert primary.device == "cuda" and runtime.live_gpu_sessions() == 3
     per_arena = int(GPU_MEMORY_SHARE * free // (3 * pixels * GPU_BYTES_PER_PIXEL))
     assert auto_batch_size(models["l1"], "cuda", pixels, free_gpu=free) == per_arena < alone
-    assert auto_batch_size(route.primary, "cuda", pixels, free_gpu=free) == per_arena // 2  # flip: twice the batch
+    assert auto_batch_size(ensemble, "cuda", pixels, free_gpu=free) == per_arena // 2  # flip: twice the batch
     fallback = load_generator(route.fallback, "auto")  # the latent model: encoder, denoiser, decoder
     assert runtime.live_gpu_sessions() == 6
     six = int(GPU_MEMORY_SHARE * free // (6 * pixels * GPU_BYTES_PER_PIXEL))
