@@ -124,7 +124,12 @@ def main() -> int:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="manifest (default: the shipped one)")
     parser.add_argument("--models", default="", help="comma-separated extra entries of --manifest to time")
     parser.add_argument("--shape", default="100,400,400", help="slices,rows,columns of the case (%(default)s)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row after one untimed warm-up; the median is reported (%(default)s)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="timed runs per row after one untimed warm-up; the median is reported (%(default)s)",
+    )
     parser.add_argument(
         "--batch-sizes", default="auto", help="comma-separated slices per call, 'auto' the automatic (%(default)s)"
     )
