@@ -83,16 +83,18 @@ def measure(folder: Path, out: Path, manifest: Manifest, model: str, batch: int 
     route = manifest.resolve(case.region, model)
     pool.get(route.primary)
     load = time.perf_counter() - started
-    runs = []
-    for _ in range(repeats + 1):
+
+    def run_once():
         (case,) = discover_cases(folder, out)
         result = run_case(
             case, manifest, pool, RunOptions(device="cpu", batch_size=batch, model_override=model, progress=False)
         )
         if not result.ok:
             raise SystemExit(f"{model}: {result.errors}")
-        runs.append(result)
-    runs = runs[1:]  # the warm-up run
+        return result
+
+    run_once()  # the warm-up
+    runs = [run_once() for _ in range(repeats)]
     middle = sorted(runs, key=lambda r: r.seconds)[(len(runs) - 1) // 2]
     stages = middle.stages.as_dict()
     return {

@@ -213,6 +213,10 @@ class SliceCrops(Dataset):
             raise ValueError(f"flip_probability must be in [0, 1], got {flip_probability}")
         self.flip_probability = float(flip_probability)
 
+    def _mirrored(self, index: int) -> bool:
+        """Whether crop `index` of this epoch is mirrored left-right (its own generator, seeded like the crop)."""
+        return bool(np.random.default_rng([self.seed, self.epoch, index, 11]).random() < self.flip_probability)
+
     def set_epoch(self, epoch: int) -> None:
         """New crops every epoch, reproducibly."""
         self.epoch = epoch
@@ -266,8 +270,7 @@ class SliceCrops(Dataset):
         # Left-right mirroring: a body is near-symmetric, so the mirrored pair is a new training pair; a network
         # that never saw one is not mirror-consistent, which is what flip test-time augmentation averages away.
         # Its own generator, so the crops drawn above do not depend on whether it is on.
-        flip_draw = np.random.default_rng([self.seed, self.epoch, index, 11]) if self.flip_probability else None
-        if flip_draw is not None and flip_draw.random() < self.flip_probability:
+        if self.flip_probability and self._mirrored(index):
             mr, ct, mask = (np.flip(array, LEFT_RIGHT_AXIS) for array in (mr, ct, mask))
         if (crop_h, crop_w) != (self.crop, self.crop):  # small images: pad to the crop size
             pad = ((0, 0), (0, self.crop - crop_h), (0, self.crop - crop_w))
